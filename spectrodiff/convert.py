@@ -1,0 +1,69 @@
+"""Audio <-> spectrogram image, end to end: the functions behind `audio-to-image` and `image-to-audio`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .audio import audio_info, iter_audio_blocks, load_audio
+from .files import atomic_path
+from .image import image_params, image_to_mel, mel_to_image
+from .mel import waveform_to_mel, waveform_to_mel_streaming
+from .params import SpectrogramParams
+from .reconstruct import mel_to_waveform
+
+# Whole files longer than this are converted block by block rather than loaded at once.
+STREAM_ABOVE_SECONDS = 120.0
+
+
+def audio_to_image(audio: np.ndarray | torch.Tensor, params: SpectrogramParams) -> Image.Image:
+    """`(C, N)` float audio in [-1, 1] (C = params.channels) -> Riffusion spectrogram image, width 1 + N // hop."""
+    return mel_to_image(waveform_to_mel(torch.as_tensor(audio), params), params)
+
+
+def file_to_image(
+    path: Path,
+    params: SpectrogramParams,
+    start: float = 0.0,
+    duration: float | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> Image.Image:
+    """Spectrogram image of a file (or a span of it), streamed block by block when long.
+
+    Mono parameters downmix every channel; stereo parameters take the first two (duplicating mono).
+    """
+    channels = "stereo" if params.stereo else "mono"
+    info = audio_info(path)
+    span = (info.duration - start) if duration is None else duration
+    if start == 0 and span >= STREAM_ABOVE_SECONDS:
+        blocks = (torch.from_numpy(b) for b in iter_audio_blocks(path, params.sample_rate, channels))
+        return mel_to_image(waveform_to_mel_streaming(blocks, params, on_frames), params)
+    return audio_to_image(load_audio(path, params.sample_rate, channels, start, duration), params)
+
+
+def image_to_audio(
+    image: Image.Image,
+    params: SpectrogramParams | None = None,
+    n_iter: int = 32,
+    seed: int | None = 0,
+    on_iter: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, SpectrogramParams]:
+    """Spectrogram image -> `(C, (width - 1) * hop)` float audio (unnormalised) and the params used.
+
+    Params and decoding scale come from the image's EXIF unless `params` is given.
+    """
+    exif_params, max_value = image_params(image)
+    params = params or exif_params
+    mel = image_to_mel(image, params, max_value)
+    return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter).numpy(), params
+
+
+def save_image(path: Path, image: Image.Image, overwrite: bool = False) -> Path:
+    """Write a spectrogram PNG with its EXIF, atomically."""
+    with atomic_path(Path(path), overwrite) as tmp:
+        image.save(tmp, format="PNG", exif=image.getexif())
+    return Path(path)

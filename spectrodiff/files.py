@@ -1,0 +1,45 @@
+"""Output paths: a file or a folder, never overwriting unless asked, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import SpectrodiffError
+
+DEFAULT_OUTPUT_DIR = Path("outputs")
+
+
+def resolve_output(out: Path | None, default_name: str, suffixes: tuple[str, ...]) -> Path:
+    """Where to write: `out` itself when it names a file with one of `suffixes`, else `default_name` inside the
+    folder `out` (default outputs/), which is created."""
+    if out is not None and out.suffix.lower() in suffixes and not out.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+    if out is not None and out.suffix and not out.is_dir():
+        raise SpectrodiffError(f"cannot write {out}: expected a folder or a file ending in {', '.join(suffixes)}")
+    folder = out if out is not None else DEFAULT_OUTPUT_DIR
+    if folder.exists() and not folder.is_dir():
+        raise SpectrodiffError(f"{folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / default_name
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise SpectrodiffError(f"{path} already exists (pass --overwrite to replace it)")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed to `path`, on failure removed."""
+    path = Path(path)
+    check_writable(path, overwrite)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

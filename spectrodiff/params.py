@@ -1,0 +1,192 @@
+"""Spectrogram parameters: Riffusion's defaults, a diffusers config component, and PNG EXIF tags."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from enum import IntEnum
+from typing import Any
+
+from diffusers import ConfigMixin, SchedulerMixin
+from diffusers.configuration_utils import register_to_config
+
+from .errors import SpectrodiffError
+
+# Decoding scale Riffusion uses for images whose clip maximum is unknown (model output).
+RIFFUSION_MAX_VALUE = 30e6
+
+
+class ExifTag(IntEnum):
+    """Riffusion's EXIF tag numbers."""
+
+    SAMPLE_RATE = 11000
+    STEREO = 11005
+    STEP_SIZE_MS = 11010
+    WINDOW_DURATION_MS = 11020
+    PADDED_DURATION_MS = 11030
+    NUM_FREQUENCIES = 11040
+    MIN_FREQUENCY = 11050
+    MAX_FREQUENCY = 11060
+    POWER_FOR_IMAGE = 11070
+    MAX_VALUE = 11080
+
+
+# Field name and type of each tag that describes the format (MAX_VALUE describes one clip).
+_EXIF_FIELDS = {
+    ExifTag.SAMPLE_RATE: ("sample_rate", int),
+    ExifTag.STEREO: ("stereo", bool),
+    ExifTag.STEP_SIZE_MS: ("step_size_ms", int),
+    ExifTag.WINDOW_DURATION_MS: ("window_duration_ms", int),
+    ExifTag.PADDED_DURATION_MS: ("padded_duration_ms", int),
+    ExifTag.NUM_FREQUENCIES: ("num_frequencies", int),
+    ExifTag.MIN_FREQUENCY: ("min_frequency", int),
+    ExifTag.MAX_FREQUENCY: ("max_frequency", int),
+    ExifTag.POWER_FOR_IMAGE: ("power_for_image", float),
+}
+
+
+class SpectrogramParams(ConfigMixin, SchedulerMixin):
+    """How audio becomes a spectrogram image; defaults are Riffusion's.
+
+    It subclasses `SchedulerMixin` only for its config-based `save_pretrained`/`from_pretrained`, the pattern
+    diffusers' own `Mel` component uses, so that a model folder can carry it as its `spectrogram/` component.
+
+    Args:
+        sample_rate: audio sample rate in Hz.
+        stereo: two channels per image (G = left, B = right) instead of one mono channel.
+        step_size_ms: hop between frames; one image column per step.
+        window_duration_ms: Hann window length.
+        padded_duration_ms: FFT size (the window is zero-padded to it).
+        num_frequencies: number of mel bins, the image height.
+        min_frequency: lowest mel frequency in Hz.
+        max_frequency: highest mel frequency in Hz.
+        power_for_image: exponent applied to normalised magnitudes before quantising to 8 bits.
+    """
+
+    config_name = "spectrogram_config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_rate: int = 44100,
+        stereo: bool = False,
+        step_size_ms: int = 10,
+        window_duration_ms: int = 100,
+        padded_duration_ms: int = 400,
+        num_frequencies: int = 512,
+        min_frequency: int = 0,
+        max_frequency: int = 10000,
+        power_for_image: float = 0.25,
+    ):
+        problems = []
+        if sample_rate <= 0:
+            problems.append(f"sample_rate must be positive, got {sample_rate}")
+        for name, value in (("step_size_ms", step_size_ms), ("window_duration_ms", window_duration_ms)):
+            if value <= 0:
+                problems.append(f"{name} must be positive, got {value}")
+        if padded_duration_ms < window_duration_ms:
+            problems.append(f"padded_duration_ms ({padded_duration_ms}) must be >= window_duration_ms")
+        if num_frequencies <= 0:
+            problems.append(f"num_frequencies must be positive, got {num_frequencies}")
+        if not 0 <= min_frequency < max_frequency <= sample_rate / 2:
+            problems.append(f"need 0 <= min_frequency < max_frequency <= sample_rate / 2, got {min_frequency}, "
+                            f"{max_frequency} at {sample_rate} Hz")
+        if not (power_for_image > 0 and math.isfinite(power_for_image)):
+            problems.append(f"power_for_image must be positive, got {power_for_image}")
+        if problems:
+            raise SpectrodiffError("invalid spectrogram parameters: " + "; ".join(problems))
+
+    # Riffusion derives the sample counts with these exact float expressions; keep them for identical rounding.
+    @property
+    def hop_length(self) -> int:
+        return int(self.config.step_size_ms / 1000.0 * self.config.sample_rate)
+
+    @property
+    def win_length(self) -> int:
+        return int(self.config.window_duration_ms / 1000.0 * self.config.sample_rate)
+
+    @property
+    def n_fft(self) -> int:
+        return int(self.config.padded_duration_ms / 1000.0 * self.config.sample_rate)
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.config.stereo else 1
+
+    def __getattr__(self, name: str) -> Any:
+        # ConfigMixin already forwards config fields; this keeps `params.sample_rate` free of its deprecation warning.
+        config = self.__dict__.get("_internal_dict")
+        if config is not None and name in config:
+            return config[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def key(self) -> tuple:
+        """A hashable identity, for caches keyed by parameter set."""
+        return tuple(sorted((k, v) for k, v in self.config.items() if not k.startswith("_")))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SpectrogramParams) and self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def width_for_samples(self, num_samples: int) -> int:
+        """Image width (frames) for `num_samples` samples: one column per hop, centred frames."""
+        return 1 + num_samples // self.hop_length
+
+    def samples_for_width(self, width: int) -> int:
+        """Samples that a reconstruction of `width` columns spans: `(width - 1) * hop`."""
+        return max(width - 1, 0) * self.hop_length
+
+    def tile_width(self, seconds: float) -> int:
+        """Columns of a tile of `seconds` (5.12 s gives Riffusion's 512)."""
+        return max(1, round(seconds * 1000 / self.config.step_size_ms))
+
+    def to_exif(self) -> dict[int, Any]:
+        """Riffusion's EXIF tags for these parameters (without the clip's MAX_VALUE)."""
+        exif = {int(tag): self.config[name] for tag, (name, _) in _EXIF_FIELDS.items()}
+        exif[int(ExifTag.POWER_FOR_IMAGE)] = float(self.config.power_for_image)
+        return exif
+
+    @classmethod
+    def from_exif(cls, exif: dict[int, Any]) -> SpectrogramParams | None:
+        """Parameters read from EXIF tags; None when none of Riffusion's tags are present.
+
+        Tags that are absent take Riffusion's defaults. Raises SpectrodiffError for values that are not numbers or
+        describe an impossible spectrogram.
+        """
+        present = {tag: exif[int(tag)] for tag in _EXIF_FIELDS if int(tag) in exif}
+        if not present:
+            return None
+        kwargs = {}
+        for tag, value in present.items():
+            name, kind = _EXIF_FIELDS[tag]
+            kwargs[name] = _exif_number(value, kind, name)
+        return cls(**kwargs)
+
+
+def _exif_number(value: Any, kind: type, name: str) -> Any:
+    """Coerce one EXIF value (int, float, or a one-element tuple as some writers store it) to `kind`."""
+    if isinstance(value, tuple) and len(value) == 1:
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpectrodiffError(f"corrupt spectrogram EXIF: {name} is {value!r}, not a number") from None
+    if not math.isfinite(number):
+        raise SpectrodiffError(f"corrupt spectrogram EXIF: {name} is {value!r}")
+    if kind is bool:
+        if number not in (0, 1):
+            raise SpectrodiffError(f"corrupt spectrogram EXIF: {name} is {value!r}, expected 0 or 1")
+        return bool(number)
+    if kind is int:
+        if number != int(number):
+            raise SpectrodiffError(f"corrupt spectrogram EXIF: {name} is {value!r}, expected a whole number")
+        return int(number)
+    return number
+
+
+def warn_default_params() -> SpectrogramParams:
+    """Riffusion's default parameters, with a warning that they were assumed."""
+    warnings.warn("image has no spectrogram EXIF tags; assuming Riffusion's default parameters", stacklevel=3)
+    return SpectrogramParams()
