@@ -14,6 +14,8 @@ from .errors import SpectrodiffError
 from .files import atomic_path
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+# Float files may hold anything; beyond this (80 dB over full scale) values are corrupt, and would overflow float32.
+MAX_SAMPLE_MAGNITUDE = 1e4
 # Riffusion's output loudness: gain to -12 dBFS (RMS, as pydub measures it) with its 0.1 dB peak headroom.
 DEFAULT_LOUDNESS_DBFS = -12.0
 PEAK_CEILING_DBFS = -0.1
@@ -65,12 +67,14 @@ def select_channels(audio: np.ndarray, channels: str | int) -> np.ndarray:
     if channels == "mono":
         return audio.mean(axis=0, keepdims=True, dtype=np.float32)
     if channels == "stereo":
-        return np.repeat(audio, 2, axis=0) if audio.shape[0] == 1 else audio[:2]
-    if channels == "keep":
-        return audio
-    if isinstance(channels, int) and 0 <= channels < audio.shape[0]:
-        return audio[channels: channels + 1]
-    raise SpectrodiffError(f"cannot take channel {channels!r} of audio with {audio.shape[0]} channel(s)")
+        picked = np.repeat(audio, 2, axis=0) if audio.shape[0] == 1 else audio[:2]
+    elif channels == "keep":
+        picked = audio
+    elif isinstance(channels, int) and 0 <= channels < audio.shape[0]:
+        picked = audio[channels: channels + 1]
+    else:
+        raise SpectrodiffError(f"cannot take channel {channels!r} of audio with {audio.shape[0]} channel(s)")
+    return picked.astype(np.float32, copy=False)
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -108,7 +112,12 @@ def load_audio(
     audio = resample(select_channels(audio, channels), rate, sample_rate)
     if duration is not None:
         audio = audio[:, : int(round(duration * sample_rate))]
-    return np.nan_to_num(audio)
+    return sanitize(audio)
+
+
+def sanitize(audio: np.ndarray) -> np.ndarray:
+    """Replace NaN and infinite samples by 0 and clip absurd magnitudes, so the maths downstream stays finite."""
+    return np.clip(np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0), -MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_MAGNITUDE)
 
 
 def iter_audio_blocks(
@@ -132,7 +141,7 @@ def iter_audio_blocks(
                 if stream is not None:
                     block = np.ascontiguousarray(stream.resample_chunk(np.ascontiguousarray(block.T), last=last).T)
                 if block.shape[1]:
-                    yield np.nan_to_num(block)
+                    yield sanitize(block)
                 if last:
                     return
         except (soundfile.LibsndfileError, RuntimeError) as exc:

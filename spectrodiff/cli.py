@@ -15,7 +15,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from typer._click.exceptions import UsageError  # typer vendors click; its errors are these classes
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click's exceptions
 
 from . import __version__
 from .audio import AUDIO_SUFFIXES, audio_info, load_audio, normalize_loudness, save_audio
@@ -71,7 +71,7 @@ def handle_errors(command: Callable) -> Callable:
 def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields `update(completed)`."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         task = bar.add_task(description, total=total)
         yield lambda completed: bar.update(task, completed=completed)
 
@@ -139,10 +139,9 @@ def image_to_audio_command(
 
     Example: spectrodiff image-to-audio tile.png -o tile.wav --iters 64
     """
-    _require_file(image)
+    picture = open_image(image)
     path = resolve_output(out, f"{image.stem}.wav", OUTPUT_AUDIO_SUFFIXES)
     check_writable(path, overwrite)
-    picture = open_image(image)
     with progress("griffin-lim", iters) as update:
         audio, params = image_to_audio(picture, n_iter=iters, seed=seed, on_iter=update)
     save_audio(path, normalize_loudness(audio) if normalize else audio, params.sample_rate, overwrite)
@@ -188,6 +187,7 @@ def slice_command(
     hop = hop or tile_seconds
     channels = "stereo" if stereo else "mono"
     plan, failed = [], []
+    root = source if source.is_dir() else source.parent
     for path in _audio_files(source):
         try:
             duration = audio_info(path).duration
@@ -195,15 +195,17 @@ def slice_command(
             failed.append(str(exc))
             continue
         count = int((duration - tile_seconds) // hop) + 1 if duration >= tile_seconds else 0
-        plan += [(path, k * hop) for k in range(count)]
+        # Tiles mirror the source's subfolders, so files with the same name in two folders both keep their tiles.
+        folder = out / path.parent.relative_to(root)
+        plan += [(path, k * hop, folder / f"{path.stem}_{round(k * hop * 1000):08d}ms.{fmt}") for k in range(count)]
     for message in failed:
         err_console.print(f"warning: skipped {message}", markup=False)
     if not plan:
         raise SpectrodiffError(f"nothing to slice: no file is at least one tile ({tile_seconds:.2f} s) long")
-    out.mkdir(parents=True, exist_ok=True)
+    for _, _, target in plan:
+        check_writable(target, overwrite)
     with progress("slicing", len(plan)) as update:
-        for done, (path, start) in enumerate(plan, 1):
-            target = out / f"{path.stem}_{round(start * 1000):08d}ms.{fmt}"
+        for done, (path, start, target) in enumerate(plan, 1):
             clip = load_audio(path, params.sample_rate, channels, start, tile_seconds)
             clip = clip[:, :samples] if clip.shape[1] >= samples else _pad(clip, samples)
             if fmt == "png":
@@ -251,6 +253,9 @@ def main() -> int:
     """Console entry point: usage errors (bad option values, missing arguments) become one line, exit status 2."""
     try:
         return app(standalone_mode=False) or 0
+    except NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help())
+        return 0
     except UsageError as exc:
         err_console.print(f"error: {exc.format_message()}", markup=False)
         return 2

@@ -14,16 +14,14 @@ DEFAULT_OUTPUT_DIR = Path("outputs")
 
 def resolve_output(out: Path | None, default_name: str, suffixes: tuple[str, ...]) -> Path:
     """Where to write: `out` itself when it names a file with one of `suffixes`, else `default_name` inside the
-    folder `out` (default outputs/), which is created."""
+    folder `out` (default outputs/). Nothing is created until the file is written (see `atomic_path`)."""
     if out is not None and out.suffix.lower() in suffixes and not out.is_dir():
-        out.parent.mkdir(parents=True, exist_ok=True)
         return out
     if out is not None and out.suffix and not out.is_dir():
         raise SpectrodiffError(f"cannot write {out}: expected a folder or a file ending in {', '.join(suffixes)}")
     folder = out if out is not None else DEFAULT_OUTPUT_DIR
     if folder.exists() and not folder.is_dir():
         raise SpectrodiffError(f"{folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     return folder / default_name
 
 
@@ -34,9 +32,11 @@ def check_writable(path: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed to `path`, on failure removed."""
+    """Yield a temporary path beside `path` (its folder created); on success it is renamed to `path`, on failure
+    removed."""
     path = Path(path)
     check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp

@@ -40,7 +40,9 @@ class _FrameTransform:
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """`(B, N)` -> `(B, 1 + N // hop, bins)` complex."""
-        padded = F.pad(audio.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
+        # Reflect padding needs more samples than the pad; clips of a few frames are zero-padded instead.
+        mode = "reflect" if audio.shape[-1] > self.pad else "constant"
+        padded = F.pad(audio.unsqueeze(1), (self.pad, self.pad), mode=mode).squeeze(1)
         frames = padded.unfold(-1, self.n_fft, self.hop) * self.window
         return torch.fft.rfft(frames, dim=-1)[..., : self.bins]
 

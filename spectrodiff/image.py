@@ -30,6 +30,8 @@ def mel_to_image(mel: torch.Tensor, params: SpectrogramParams, max_value: float 
                                f"{params.num_frequencies} bins")
     data = mel.detach().cpu().float().numpy()
     peak = float(data.max()) if data.size else 0.0
+    if not np.isfinite(peak):
+        raise SpectrodiffError("spectrogram has non-finite values (corrupt audio?)")
     max_value = peak if max_value is None else max_value
     # Same float32 operations, in the same order, as Riffusion's image_from_spectrogram.
     scaled = data / np.float32(max_value) if max_value > 0 else np.zeros_like(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -68,7 +69,7 @@ def linear_magnitude(waveform: torch.Tensor, params: SpectrogramParams) -> torch
         `(..., n_fft // 2 + 1, 1 + N // hop)`.
     """
     *lead, num_samples = waveform.shape
-    x = waveform.reshape(-1, num_samples).float() * INT16_SCALE
+    x = waveform.reshape(math.prod(lead), num_samples).float() * INT16_SCALE
     width = params.width_for_samples(num_samples)
     pad = params.n_fft // 2
     if num_samples <= pad:

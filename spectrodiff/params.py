@@ -79,8 +79,8 @@ class SpectrogramParams(ConfigMixin, SchedulerMixin):
         power_for_image: float = 0.25,
     ):
         problems = []
-        if sample_rate <= 0:
-            problems.append(f"sample_rate must be positive, got {sample_rate}")
+        if not 1000 <= sample_rate <= 384000:
+            problems.append(f"sample_rate must be between 1000 and 384000 Hz, got {sample_rate}")
         for name, value in (("step_size_ms", step_size_ms), ("window_duration_ms", window_duration_ms)):
             if value <= 0:
                 problems.append(f"{name} must be positive, got {value}")
@@ -162,7 +162,10 @@ class SpectrogramParams(ConfigMixin, SchedulerMixin):
         for tag, value in present.items():
             name, kind = _EXIF_FIELDS[tag]
             kwargs[name] = _exif_number(value, kind, name)
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except SpectrodiffError as exc:
+            raise SpectrodiffError(f"corrupt spectrogram EXIF: {exc}") from None
 
 
 def _exif_number(value: Any, kind: type, name: str) -> Any:

@@ -29,8 +29,18 @@ def phase_fft_sizes(params: SpectrogramParams) -> list[int]:
 
 @functools.lru_cache(maxsize=16)
 def _inverse_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
-    """`(num_frequencies, n_fft // 2 + 1)` pseudo-inverse of the mel filterbank."""
-    return torch.linalg.pinv(mel_filterbank(SpectrogramParams(**dict(key))).double()).float().to(device)
+    """`(num_frequencies, n_fft // 2 + 1)` pseudo-inverse of the mel filterbank, in float64 then cast.
+
+    With independent filters (Riffusion's: condition number about 43) the normal equations give the pseudo-inverse
+    in milliseconds; filterbanks with empty or overlapping filters fall back to the SVD (about a second).
+    """
+    filters = mel_filterbank(SpectrogramParams(**dict(key))).double()
+    gram = filters.T @ filters
+    if torch.linalg.cond(gram) < 1e8:
+        pinv = torch.linalg.solve(gram, filters.T)
+    else:
+        pinv = torch.linalg.pinv(filters)
+    return pinv.float().to(device)
 
 
 def mel_to_linear(mel: torch.Tensor, params: SpectrogramParams, n_fft: int | None = None) -> torch.Tensor:
