@@ -1,0 +1,429 @@
+"""SpectrodiffPipeline: Stable Diffusion on spectrogram images, on a time axis of any length.
+
+One latent covers the whole clip. Each step denoises overlapping tile-wide windows of it (MultiDiffusion) and
+averages their predictions, so neighbouring tiles share latent context and no join is ever generated alone.
+Loops wrap the windows around the end, or, for a single tile, make every convolution circular in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
+from transformers import CLIPTextModel
+
+from .errors import SpectrodiffError
+from .params import SpectrogramParams
+from .timeline import Timeline
+
+SCHEDULERS = {
+    "dpm": DPMSolverMultistepScheduler,
+    "ddim": DDIMScheduler,
+    "ddpm": DDPMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+    "lms": LMSDiscreteScheduler,
+    "pndm": PNDMScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+REQUIRED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
+TILE_SECONDS = 5.12
+# Latent columns of context on each side of a window when decoding or encoding piecewise.
+VAE_CONTEXT_COLUMNS = 8
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of noise, column by column.
+
+    Args:
+        a, b: `(C, H, W)` noise; alpha: `(W,)` weights towards b.
+    """
+    dot = (a * b).sum(dim=(0, 1)) / (a.norm(dim=(0, 1)) * b.norm(dim=(0, 1)) + 1e-8)
+    theta = torch.arccos(dot.clamp(-1 + 1e-7, 1 - 1e-7))
+    near = dot.abs() > 0.9995  # nearly parallel: lerp avoids dividing by sin(theta) ~ 0
+    sin = torch.sin(theta)
+    wa = torch.where(near, 1 - alpha, torch.sin((1 - alpha) * theta) / sin)
+    wb = torch.where(near, alpha, torch.sin(alpha * theta) / sin)
+    return a * wa + b * wb
+
+
+def _circular_conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    pad_h, pad_w = conv.padding
+    x = F.pad(F.pad(x, (pad_w, pad_w, 0, 0), mode="circular"), (0, 0, pad_h, pad_h))
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
+@contextlib.contextmanager
+def circular_time_axis(*modules: torch.nn.Module) -> Iterator[None]:
+    """Make every padded Conv2d in `modules` wrap around along width (time), zero-padded along height."""
+    patched = [m for module in modules for m in module.modules()
+               if isinstance(m, torch.nn.Conv2d) and isinstance(m.padding, tuple) and m.padding[1] > 0]
+    for conv in patched:
+        conv.forward = lambda x, conv=conv: _circular_conv_forward(conv, x)
+    try:
+        yield
+    finally:
+        for conv in patched:
+            del conv.forward
+
+
+def window_starts(width: int, window: int, loop: bool) -> list[int]:
+    """Start columns of overlapping windows covering `width` columns (a quarter-window overlap).
+
+    Non-loop windows stay inside [0, width); loop windows are evenly spaced and may wrap past the end.
+    """
+    if width <= window:
+        return [0]
+    stride = window - window // 4
+    if loop:
+        count = math.ceil(width / stride)
+        return [round(i * width / count) for i in range(count)]
+    count = math.ceil((width - window) / stride) + 1
+    return [round(i * (width - window) / (count - 1)) for i in range(count)]
+
+
+def _window_weights(window: int, device: torch.device) -> torch.Tensor:
+    """`(window,)` weights ramping up over each quarter edge, so overlaps blend smoothly."""
+    ramp = max(window // 4, 1)
+    x = torch.arange(window, device=device, dtype=torch.float32)
+    return torch.minimum(torch.ones_like(x), torch.minimum(x + 1, window - x) / (ramp + 1))
+
+
+def _columns(start: int, window: int, width: int) -> torch.Tensor:
+    return torch.arange(start, start + window) % width
+
+
+class SpectrodiffPipeline(DiffusionPipeline):
+    """Text (and optionally audio) to spectrogram latents, any length, seamless.
+
+    Components: `vae` (AutoencoderKL), `text_encoder` (CLIPTextModel or any transformers encoder),
+    `tokenizer`, `unet` (UNet2DConditionModel), `scheduler`, `spectrogram` (SpectrogramParams of the training data).
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    # `spectrogram` has no default on purpose: diffusers saves only parameters without one as components.
+    # `load` passes Riffusion's parameters for folders that lack it.
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, spectrogram: SpectrogramParams):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                              scheduler=scheduler, spectrogram=spectrogram)
+
+    # ---- loading -------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        allow_pickle: bool = False,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        attention_slicing: bool = False,
+        cpu_offload: bool = False,
+    ) -> SpectrodiffPipeline:
+        """Load a bundled model by short name, a local diffusers folder, or a hub id such as
+        `riffusion/riffusion-model-v1` (downloaded by diffusers; needs internet the first time).
+
+        Folders without a `spectrogram/` component (Riffusion's) get Riffusion's parameters. Pickled weights are
+        refused unless `allow_pickle`: unpickling can run arbitrary code.
+        """
+        path = resolve_model(model)
+        kwargs = {}
+        if path.is_dir():
+            _check_model_folder(path, allow_pickle)
+            if not (path / "spectrogram").is_dir():
+                kwargs["spectrogram"] = SpectrogramParams()
+        if dtype is not None and dtype != torch.float32 and not str(device).startswith("cuda"):
+            raise SpectrodiffError(f"{dtype} needs a CUDA device; on {device} use float32")
+        if cpu_offload and not torch.cuda.is_available():
+            raise SpectrodiffError("--cpu-offload needs a CUDA GPU")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*are not expected by.*")
+            try:
+                # use_safetensors=None: safetensors where present, pickles allowed (only with allow_pickle).
+                pipe = cls.from_pretrained(str(path) if path.is_dir() else model,
+                                           use_safetensors=None if allow_pickle else True, torch_dtype=dtype, **kwargs)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise SpectrodiffError(f"cannot load model {model!r} (tried {path}): "
+                                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        if cpu_offload:
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(device)
+        if attention_slicing:
+            pipe.enable_attention_slicing()
+        return pipe
+
+    def set_scheduler(self, name: str) -> None:
+        """Swap the scheduler for one of SCHEDULERS, keeping the model's noise schedule."""
+        if name not in SCHEDULERS:
+            raise SpectrodiffError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        self.scheduler = SCHEDULERS[name].from_config(self.scheduler.config)
+
+    @property
+    def scheduler_name(self) -> str:
+        kind = type(self.scheduler)
+        return next((name for name, cls in SCHEDULERS.items() if cls is kind), kind.__name__)
+
+    # ---- shapes --------------------------------------------------------------------------------------------------
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_height(self) -> int:
+        return self.spectrogram.num_frequencies // self.vae_scale_factor
+
+    @property
+    def tile_columns(self) -> int:
+        """Latent columns of one Riffusion tile (5.12 s: 512 pixels, 64 columns)."""
+        return self.spectrogram.tile_width(TILE_SECONDS) // self.vae_scale_factor
+
+    def column_seconds(self, width: int) -> np.ndarray:
+        """Centre time in seconds of each of `width` latent columns."""
+        pixels = (np.arange(width) + 0.5) * self.vae_scale_factor
+        return pixels * self.spectrogram.step_size_ms / 1000
+
+    # ---- text ----------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """`len(prompts)` texts -> `(K, L, D)` hidden states; over-long prompts are truncated with a warning."""
+        limit = min(self.tokenizer.model_max_length,
+                    getattr(self.text_encoder.config, "max_position_embeddings", self.tokenizer.model_max_length))
+        for prompt in prompts:
+            length = len(self.tokenizer(prompt).input_ids)
+            if length > limit:
+                warnings.warn(f"prompt is {length} tokens, the text encoder takes {limit}: truncated "
+                              f"({prompt[:40]!r}...)", stacklevel=2)
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=limit, truncation=True,
+                                return_tensors="pt").to(self.text_encoder.device)
+        # CLIP (Stable Diffusion) was trained without an attention mask; other encoders need theirs.
+        mask = None if isinstance(self.text_encoder, CLIPTextModel) else tokens.attention_mask
+        return self.text_encoder(tokens.input_ids, attention_mask=mask)[0].to(self.unet.dtype)
+
+    # ---- latents <-> images ------------------------------------------------------------------------------------
+
+    def _piecewise(self, tensor: torch.Tensor, width: int, loop: bool, run: Callable[[torch.Tensor], torch.Tensor],
+                   in_scale: int, out_scale: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Apply `run` to tile-wide pieces of `tensor` (`width` latent columns, `in_scale` samples each) with
+        context on both sides, yielding (first latent column, the piece's centre output, `out_scale` per column)."""
+        tile, ctx = self.tile_columns, VAE_CONTEXT_COLUMNS
+        if width <= tile + 2 * ctx:
+            with circular_time_axis(self.vae) if loop else contextlib.nullcontext():
+                yield 0, run(tensor)
+            return
+        for start in range(0, width, tile):
+            stop = min(start + tile, width)
+            if loop:
+                cols, left, right = torch.arange(start - ctx, stop + ctx) % width, ctx, ctx
+            else:
+                cols = torch.arange(max(start - ctx, 0), min(stop + ctx, width))
+                left, right = start - int(cols[0]), int(cols[-1]) + 1 - stop
+            samples = (cols[:, None] * in_scale + torch.arange(in_scale)).reshape(-1).to(tensor.device)
+            out = run(tensor[..., samples])
+            yield start, out[..., left * out_scale: out.shape[-1] - right * out_scale]
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, loop: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+        """Decode `(1, 4, h, W)` latents tile by tile.
+
+        Yields:
+            (first pixel column, `(3, H, w)` float image in [0, 1] where 1 is white = silence).
+        """
+        scale = self.vae_scale_factor
+
+        def run(piece: torch.Tensor) -> torch.Tensor:
+            image = self.vae.decode(piece.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+            return (image[0].float() / 2 + 0.5).clamp(0, 1)
+
+        for start, image in self._piecewise(latents, latents.shape[-1], loop, run, 1, scale):
+            yield start * scale, image
+
+    @torch.no_grad()
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """`(3, H, W)` float image in [0, 1] (W a multiple of the VAE factor) -> `(1, 4, h, W / factor)` latents."""
+        scale = self.vae_scale_factor
+        pixels = (image * 2 - 1).unsqueeze(0).to(self.vae.device, self.vae.dtype)
+
+        def run(piece: torch.Tensor) -> torch.Tensor:
+            return self.vae.encode(piece).latent_dist.mean * self.vae.config.scaling_factor
+
+        pieces = [latent for _, latent in self._piecewise(pixels, pixels.shape[-1] // scale, False, run, scale, 1)]
+        return torch.cat(pieces, dim=-1).to(self.unet.dtype)
+
+    # ---- denoising -----------------------------------------------------------------------------------------------
+
+    def initial_noise(self, timeline: Timeline, width: int) -> torch.Tensor:
+        """`(1, 4, h, W)` noise: each keyframe's seeded noise, slerped column by column along the timeline."""
+        shape = (self.unet.config.in_channels, self.latent_height, width)
+        noises = [torch.randn(shape, generator=torch.Generator().manual_seed(k.seed)) for k in timeline.keyframes]
+        if len(noises) == 1:
+            return noises[0].unsqueeze(0)
+        index, alpha = timeline.blend_at(self.column_seconds(width))
+        alpha = torch.from_numpy(alpha).float()
+        out = torch.empty(shape)
+        for k in np.unique(index):
+            cols = torch.from_numpy(np.nonzero(index == k)[0])
+            out[..., cols] = slerp(noises[k][..., cols], noises[k + 1][..., cols], alpha[cols])
+        return out.unsqueeze(0)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        timeline: Timeline,
+        width: int,
+        num_inference_steps: int = 25,
+        loop: bool = False,
+        init_latents: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+        window_batch: int = 4,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Denoise a latent `width` columns wide along `timeline`.
+
+        Args:
+            width: latent columns (pixels / vae_scale_factor).
+            loop: the time axis is circular.
+            init_latents: `(1, 4, h, W)` latents of the user's audio; with them each column starts at the step
+                its strength gives (img2img), and until then follows the init noised to the current level.
+            keep: `(W,)` bool, columns whose init latents are kept to the end (extend, inpaint).
+            window_batch: windows per UNet call (times two with classifier-free guidance).
+            callback: called with (step done, total steps).
+        Returns:
+            `(1, 4, h, W)` denoised latents.
+        """
+        if not 1 <= num_inference_steps <= 1000:
+            raise SpectrodiffError(f"steps must be between 1 and 1000, got {num_inference_steps}")
+        device, dtype = self._execution_device, self.unet.dtype
+        seconds = self.column_seconds(width)
+        tile = min(self.tile_columns, width)
+        starts = window_starts(width, tile, loop)
+
+        text = self.encode_text([k.prompt for k in timeline.keyframes] + [k.negative for k in timeline.keyframes])
+        cond, uncond = text.chunk(2)
+        centre = np.array([seconds[_columns(s, tile, width)].mean() if not loop else
+                           seconds[(s + tile // 2) % width] for s in starts])
+        index, alpha = timeline.blend_at(centre)
+        blend = torch.from_numpy(alpha).to(device, dtype)[:, None, None]
+        nxt = np.minimum(index + 1, len(timeline.keyframes) - 1)
+        window_cond = torch.lerp(cond[index], cond[nxt], blend)
+        window_uncond = torch.lerp(uncond[index], uncond[nxt], blend)
+        guidance = torch.from_numpy(timeline.lerp("guidance", centre)).to(device, dtype)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        noise = self.initial_noise(timeline, width).to(device, dtype)
+        if init_latents is None:
+            begin = np.zeros(width, dtype=int)
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            strength = timeline.lerp("strength", seconds)
+            begin = num_inference_steps - np.round(strength * num_inference_steps).astype(int)
+            if keep is not None:
+                begin[keep.cpu().numpy()] = num_inference_steps + 1
+            first = min(int(begin.min()), num_inference_steps)
+            if hasattr(self.scheduler, "set_begin_index"):
+                self.scheduler.set_begin_index(first)
+            if first == num_inference_steps:
+                return init_latents
+            latents = self.scheduler.add_noise(init_latents, noise, timesteps[first: first + 1])
+        first = int(begin.min())
+        begin_t = torch.from_numpy(begin).to(device)
+
+        weights = _window_weights(tile, device)
+        with self.progress_bar(total=num_inference_steps - first) as bar, (
+                circular_time_axis(self.unet) if loop and len(starts) == 1 else contextlib.nullcontext()):
+            for i in range(first, num_inference_steps):
+                t = timesteps[i]
+                model_input = self.scheduler.scale_model_input(latents, t)
+                prediction = torch.zeros_like(latents, dtype=torch.float32)
+                total = torch.zeros(width, device=device)
+                for b in range(0, len(starts), window_batch):
+                    batch = starts[b: b + window_batch]
+                    cols = torch.stack([_columns(s, tile, width) for s in batch]).to(device)
+                    pieces = model_input[0][:, :, cols].permute(2, 0, 1, 3)  # (B, 4, h, tile)
+                    use_cfg = bool((guidance[b: b + len(batch)] > 1).any())
+                    emb = window_cond[b: b + len(batch)]
+                    if use_cfg:
+                        emb = torch.cat([window_uncond[b: b + len(batch)], emb])
+                        pieces = torch.cat([pieces, pieces])
+                    eps = self.unet(pieces, t, encoder_hidden_states=emb).sample.float()
+                    if use_cfg:
+                        eps_uncond, eps_cond = eps.chunk(2)
+                        g = guidance[b: b + len(batch)].float()[:, None, None, None]
+                        eps = eps_uncond + g * (eps_cond - eps_uncond)
+                    for piece, c in zip(eps, cols, strict=True):
+                        prediction[0].index_add_(-1, c, piece * weights)
+                        total.index_add_(0, c, weights)
+                prediction = (prediction / total).to(dtype)
+                latents = self.scheduler.step(prediction, t, latents).prev_sample
+                if init_latents is not None:
+                    held = begin_t > i + 1
+                    if bool(held.any()):
+                        target = init_latents if i + 1 == num_inference_steps else self.scheduler.add_noise(
+                            init_latents, noise, timesteps[i + 1: i + 2])
+                        latents = torch.where(held, target, latents)
+                bar.update()
+                if callback:
+                    callback(i + 1 - first, num_inference_steps - first)
+        return latents
+
+
+def resolve_model(model: str) -> Path:
+    """A bundled short name, an existing folder, or a hub id (returned as a path that does not exist)."""
+    bundled = BUNDLED_MODELS_DIR / model
+    if "/" not in model and "\\" not in model and not Path(model).exists():
+        if bundled.is_dir():
+            return bundled
+        names = sorted(p.name for p in BUNDLED_MODELS_DIR.iterdir() if p.is_dir()) if BUNDLED_MODELS_DIR.is_dir() \
+            else []
+        raise SpectrodiffError(f"unknown model {model!r}: not a folder, not a bundled model "
+                               f"({', '.join(names) or 'none installed'}), not a hub id (owner/name)")
+    path = Path(model).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SpectrodiffError(f"model {model!r} is a file; expected a diffusers model folder")
+    if not path.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
+        raise SpectrodiffError(f"unknown model {model!r}: no such folder, and not a hub id (owner/name)")
+    return path
+
+
+def _check_model_folder(path: Path, allow_pickle: bool) -> None:
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise SpectrodiffError(f"{path} is not a diffusers model folder (no model_index.json)")
+    try:
+        declared = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpectrodiffError(f"{index} is not valid JSON ({exc})") from None
+    for name in REQUIRED_COMPONENTS:
+        if name not in declared or not (path / name).is_dir():
+            raise SpectrodiffError(f"model folder {path} is missing its {name}/ component")
+    if allow_pickle:
+        return
+    for name in ("unet", "vae", "text_encoder"):
+        files = [p for p in (path / name).iterdir() if p.is_file()]
+        if not any(p.suffix == ".safetensors" for p in files) and any(p.suffix in PICKLE_SUFFIXES for p in files):
+            raise SpectrodiffError(f"{path / name} holds only pickled weights, which can run code when loaded; "
+                                   "pass --allow-pickle if you trust where the model came from")

@@ -1,0 +1,93 @@
+"""Keyframes over time: which prompt, seed, strength and guidance apply at each moment of a clip."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import SpectrodiffError
+
+DEFAULT_GUIDANCE = 7.0
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """One point of a timeline. `seconds` is the span it owns in a composition (unused by morphs)."""
+
+    prompt: str
+    seed: int = 0
+    strength: float = 1.0
+    guidance: float = DEFAULT_GUIDANCE
+    negative: str = ""
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise SpectrodiffError("a keyframe needs a non-empty prompt")
+        if not 0 < self.strength <= 1:
+            raise SpectrodiffError(f"strength must be in (0, 1], got {self.strength}")
+        if not 0 <= self.guidance <= 50:
+            raise SpectrodiffError(f"guidance must be between 0 and 50, got {self.guidance}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise SpectrodiffError(f"seconds must be positive, got {self.seconds}")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Keyframes and a piecewise-linear map from time to a fractional keyframe index.
+
+    At time t the position p = interp(t, times, positions); the conditioning there is keyframe floor(p) blended
+    with the next one by p - floor(p) (text embeddings and strength/guidance lerped, noise slerped).
+    """
+
+    keyframes: tuple[Keyframe, ...]
+    times: tuple[float, ...] = field(default=(0.0,))
+    positions: tuple[float, ...] = field(default=(0.0,))
+
+    @classmethod
+    def single(cls, keyframe: Keyframe) -> Timeline:
+        return cls((keyframe,))
+
+    @classmethod
+    def morph(cls, keyframes: list[Keyframe], seconds: float) -> Timeline:
+        """Evenly spaced keyframes, blending continuously from the first to the last over `seconds`."""
+        return cls(tuple(keyframes), (0.0, seconds), (0.0, float(len(keyframes) - 1)))
+
+    @classmethod
+    def compose(cls, keyframes: list[Keyframe], transition: float) -> Timeline:
+        """Each keyframe holds for its `seconds`; neighbours blend over `transition` seconds around each boundary."""
+        times, positions, start = [0.0], [0.0], 0.0
+        for index, keyframe in enumerate(keyframes[:-1]):
+            end = start + keyframe.seconds
+            half = min(transition / 2, keyframe.seconds / 2, keyframes[index + 1].seconds / 2)
+            times += [end - half, end + half]
+            positions += [float(index), float(index + 1)]
+            start = end
+        return cls(tuple(keyframes), tuple(times), tuple(positions))
+
+    @property
+    def duration(self) -> float | None:
+        """Total seconds of a composition (None unless every keyframe has `seconds`)."""
+        if all(k.seconds is not None for k in self.keyframes):
+            return sum(k.seconds for k in self.keyframes)
+        return None
+
+    def blend_at(self, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(N,)` times -> keyframe index `(N,)` int and blend weight towards the next keyframe `(N,)` in [0, 1]."""
+        position = np.interp(seconds, self.times, self.positions)
+        index = np.minimum(np.floor(position).astype(int), max(len(self.keyframes) - 2, 0))
+        return index, np.clip(position - index, 0.0, 1.0)
+
+    def lerp(self, attribute: str, seconds: np.ndarray) -> np.ndarray:
+        """A numeric keyframe attribute (strength, guidance) interpolated at `(N,)` times."""
+        values = np.array([getattr(k, attribute) for k in self.keyframes] + [getattr(self.keyframes[-1], attribute)])
+        index, alpha = self.blend_at(seconds)
+        return (1 - alpha) * values[index] + alpha * values[index + 1]
+
+    def to_dict(self) -> dict:
+        return {"keyframes": [k.to_dict() for k in self.keyframes], "times": list(self.times),
+                "positions": list(self.positions)}

@@ -1,0 +1,179 @@
+"""SpectrodiffPipeline: components, loading (local folders, Riffusion's layout, pickles), and the latent mechanism
+that makes long clips and loops seamless, on tiny random models built in code."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from spectrodiff import SpectrodiffError, SpectrogramParams
+from spectrodiff.pipeline import SpectrodiffPipeline, circular_time_axis, slerp, window_starts
+from spectrodiff.testing import build_tiny_pipeline
+from spectrodiff.timeline import Keyframe, Timeline
+
+KEY = Keyframe("jazzy saxophone", seed=1)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, pipe):
+    folder = tmp_path_factory.mktemp("tiny")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_saved_folder_round_trips(pipe, saved):
+    assert (saved / "spectrogram" / "spectrogram_config.json").exists()
+    assert list((saved / "unet").glob("*.safetensors"))
+    loaded = SpectrodiffPipeline.load(str(saved))
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.spectrogram == pipe.spectrogram
+    assert torch.equal(pipe(Timeline.single(KEY), 64, 4, loop=True), loaded(Timeline.single(KEY), 64, 4, loop=True))
+
+
+def test_riffusion_layout_gets_riffusions_params(tmp_path, saved):
+    # The public checkpoint: StableDiffusionPipeline index with safety checker entries, no spectrogram component.
+    folder = tmp_path / "riffusion-model-v1"
+    shutil.copytree(saved, folder)
+    shutil.rmtree(folder / "spectrogram")
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["spectrogram"]
+    index.update({"_class_name": "StableDiffusionPipeline", "safety_checker": [None, None],
+                  "feature_extractor": [None, None], "requires_safety_checker": False})
+    (folder / "model_index.json").write_text(json.dumps(index))
+    loaded = SpectrodiffPipeline.load(str(folder))
+    assert loaded.spectrogram == SpectrogramParams()
+    assert loaded.latent_height == 512 // 8
+
+
+def test_pickled_weights_are_refused_unless_allowed(tmp_path, pipe):
+    pipe.save_pretrained(tmp_path, safe_serialization=False)
+    assert list((tmp_path / "unet").glob("*.bin"))
+    with pytest.raises(SpectrodiffError, match="--allow-pickle"):
+        SpectrodiffPipeline.load(str(tmp_path))
+    assert SpectrodiffPipeline.load(str(tmp_path), allow_pickle=True).spectrogram == pipe.spectrogram
+
+
+def test_missing_component_is_named(tmp_path, saved):
+    shutil.copytree(saved, tmp_path / "m")
+    shutil.rmtree(tmp_path / "m" / "vae")
+    with pytest.raises(SpectrodiffError, match="missing its vae/ component"):
+        SpectrodiffPipeline.load(str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("model, message", [
+    ("no-such-model", "unknown model 'no-such-model': not a folder, not a bundled model"),
+    ("./missing/folder", "no such folder"),
+    ("a/b/c", "not a hub id"),
+])
+def test_unknown_models_say_what_was_tried(model, message):
+    with pytest.raises(SpectrodiffError, match=message):
+        SpectrodiffPipeline.load(model)
+
+
+def test_hub_id_offline_is_a_clean_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SpectrodiffError, match="cannot load model 'riffusion/riffusion-model-v1'"):
+        SpectrodiffPipeline.load("riffusion/riffusion-model-v1")
+
+
+def test_half_precision_needs_cuda(saved):
+    with pytest.raises(SpectrodiffError, match="needs a CUDA device"):
+        SpectrodiffPipeline.load(str(saved), dtype=torch.float16)
+
+
+def test_other_text_encoders_work():
+    bert = build_tiny_pipeline(text_encoder="bert")
+    a = bert(Timeline.single(KEY), 64, 3)
+    b = bert(Timeline.single(Keyframe("electronic beats", seed=1)), 64, 3)
+    assert a.shape == (1, 4, 8, 64) and not torch.equal(a, b), "the prompt must reach the UNet"
+
+
+def test_long_prompt_is_truncated_with_a_warning(pipe):
+    with pytest.warns(UserWarning, match="truncated"):
+        hidden = pipe.encode_text(["saxophone " * 40])
+    assert hidden.shape == (1, 77, 32)
+
+
+def test_same_seed_same_latents_other_seed_differs(pipe):
+    a = pipe(Timeline.single(KEY), 80, 4)
+    assert torch.equal(a, pipe(Timeline.single(KEY), 80, 4))
+    assert not torch.equal(a, pipe(Timeline.single(Keyframe(KEY.prompt, seed=2)), 80, 4))
+
+
+def test_single_tile_loop_is_circular(pipe, monkeypatch):
+    """With circular convolutions the denoiser is shift-equivariant in time: rolled noise gives rolled latents,
+    which is what makes the loop's end meet its start."""
+    noise = pipe.initial_noise(Timeline.single(KEY), 64)
+    monkeypatch.setattr(pipe, "initial_noise", lambda timeline, width: noise)
+    plain = pipe(Timeline.single(KEY), 64, 4, loop=True)
+    monkeypatch.setattr(pipe, "initial_noise", lambda timeline, width: noise.roll(16, dims=-1))
+    rolled = pipe(Timeline.single(KEY), 64, 4, loop=True)
+    torch.testing.assert_close(rolled, plain.roll(16, dims=-1), rtol=1e-4, atol=1e-4)
+    monkeypatch.undo()
+    assert not torch.allclose(pipe(Timeline.single(KEY), 64, 4, loop=False).roll(16, dims=-1),
+                              pipe(Timeline.single(KEY), 64, 4, loop=False), atol=1e-3)
+
+
+def test_circular_patch_is_undone(pipe):
+    x = torch.randn(1, 4, 8, 64)
+    conv = pipe.unet.conv_in
+    before = conv(x)
+    with circular_time_axis(pipe.unet):
+        assert not torch.allclose(conv(x), before)
+    torch.testing.assert_close(conv(x), before)
+
+
+@pytest.mark.parametrize("width", [64, 65, 100, 150, 640])
+@pytest.mark.parametrize("loop", [False, True])
+def test_every_join_lies_inside_some_window(width, loop):
+    """No pair of neighbouring columns is denoised only by different windows: joins share latent context."""
+    tile = min(64, width)
+    starts = window_starts(width, tile, loop)
+    covered = np.zeros(width, dtype=bool)
+    pairs = set()
+    for s in starts:
+        cols = [(s + i) % width for i in range(tile)]
+        covered[cols] = True
+        pairs.update((cols[i], cols[i + 1]) for i in range(tile - 1))
+    assert covered.all()
+    joins = [(c, c + 1) for c in range(width - 1)] + ([(width - 1, 0)] if loop and width > tile else [])
+    assert all(pair in pairs for pair in joins)
+
+
+def test_multi_tile_loop_wraps_its_windows():
+    starts = window_starts(200, 64, loop=True)
+    assert any(s + 64 > 200 for s in starts), "a window must straddle the loop's wrap point"
+
+
+def test_slerp_endpoints_and_norm():
+    a, b = torch.randn(4, 8, 10), torch.randn(4, 8, 10)
+    torch.testing.assert_close(slerp(a, b, torch.zeros(10)), a)
+    torch.testing.assert_close(slerp(a, b, torch.ones(10)), b)
+    middle = slerp(a, b, torch.full((10,), 0.5))
+    assert abs(float(middle.norm() / a.norm()) - 1) < 0.1, "slerp keeps noise at unit scale, a lerp would not"
+
+
+def test_morph_blends_along_time(pipe):
+    timeline = Timeline.morph([Keyframe("a", seed=1), Keyframe("b", seed=2), Keyframe("c", seed=3)], 10.0)
+    index, alpha = timeline.blend_at(np.array([0.0, 2.5, 5.0, 7.5, 10.0]))
+    assert list(index) == [0, 0, 1, 1, 1] and list(alpha) == [0.0, 0.5, 0.0, 0.5, 1.0]
+    noise = pipe.initial_noise(timeline, 125)
+    first = torch.randn((4, 8, 125), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noise[0, ..., 0], first[..., 0], atol=0.05, rtol=0.05)
+
+
+def test_compose_holds_each_keyframe_then_blends():
+    keyframes = [Keyframe("a", seconds=10), Keyframe("b", seconds=10), Keyframe("c", seconds=5)]
+    timeline = Timeline.compose(keyframes, transition=2.0)
+    assert timeline.duration == 25
+    index, alpha = timeline.blend_at(np.array([5.0, 9.0, 10.0, 11.0, 15.0, 22.0]))
+    position = index + alpha
+    np.testing.assert_allclose(position, [0, 0, 0.5, 1, 1, 2])
+    assert Timeline.compose(keyframes, 2.0).lerp("guidance", np.array([3.0]))[0] == 7.0
