@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -49,22 +50,30 @@ def handle_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        warnings.showwarning = _one_line_warning
-        try:
-            return command(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except KeyboardInterrupt:
-            err_console.print("error: interrupted", markup=False)
-            raise typer.Exit(130) from None
-        except Exception as exc:
-            if os.environ.get("SPECTRODIFF_DEBUG"):
-                raise
-            message = str(exc) if isinstance(exc, SpectrodiffError) else f"unexpected {type(exc).__name__}: {exc}"
-            err_console.print(f"error: {' '.join(message.split())}", markup=False)
-            raise typer.Exit(1) from None
+        with warnings.catch_warnings():
+            # Every warning, every time (Python shows a warning once per place by default), as one line.
+            warnings.simplefilter("always")
+            warnings.showwarning = _one_line_warning
+            return _run(command, args, kwargs)
 
     return wrapper
+
+
+def _run(command: Callable, args: tuple, kwargs: dict):
+    """Call a command, turning errors into one line on stderr and an exit status."""
+    try:
+        return command(*args, **kwargs)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err_console.print("error: interrupted", markup=False)
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if os.environ.get("SPECTRODIFF_DEBUG"):
+            raise
+        message = str(exc) if isinstance(exc, SpectrodiffError) else f"unexpected {type(exc).__name__}: {exc}"
+        err_console.print(f"error: {' '.join(message.split())}", markup=False)
+        raise typer.Exit(1) from None
 
 
 @contextlib.contextmanager
@@ -247,6 +256,331 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
     width = max(len(k) for k in rows)
     for key, value in rows.items():
         print(f"{key:<{width}}  {value}")
+
+
+# ---- generation ----------------------------------------------------------------------------------------------
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model name, model folder, or hub id.")]
+StepsOption = Annotated[int, typer.Option("--steps", help="Denoising steps.", min=1, max=1000)]
+GuidanceOption = Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.", min=0, max=50)]
+NegativeOption = Annotated[str, typer.Option("--negative", help="Negative prompt.")]
+SchedulerOption = Annotated[str | None, typer.Option("--scheduler", help="dpm, ddim, ddpm, euler, euler-a, lms, "
+                                                     "pndm or unipc (default: the model's).")]
+OutOption = Annotated[Path | None, typer.Option("-o", "--out", help="A .wav/.flac file (PNG and JSON go beside it) "
+                                                "or a folder (default outputs/<date>-<slug>-<seed>/).")]
+ItersOption = Annotated[int, typer.Option("--iters", help="Griffin-Lim iterations.", min=0, max=1000)]
+RateOption = Annotated[int | None, typer.Option("--sample-rate", help="Resample the audio output (e.g. 48000).",
+                                                min=8000, max=192000)]
+PickleOption = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickled (.bin/.ckpt) weights: they can "
+                                            "run code, load them only from sources you trust.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ...")]
+DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, or float16/bfloat16 on CUDA.")]
+SlicingOption = Annotated[bool, typer.Option("--attention-slicing", help="Lower peak memory, a little slower.")]
+OffloadOption = Annotated[bool, typer.Option("--cpu-offload", help="Keep idle sub-models on the CPU (CUDA).")]
+DEFAULT_MODEL = "mini"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def _stages() -> Iterator[Callable[[str, int, int], None]]:
+    """One rich progress bar per stage (denoising, decoding): yields `report(stage, done, total)`."""
+    columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield report
+
+
+def _load(model: str, allow_pickle: bool, device: str, dtype: str, slicing: bool, offload: bool):
+    from .pipeline import SpectrodiffPipeline
+
+    if dtype not in DTYPES:
+        raise SpectrodiffError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    pipe = SpectrodiffPipeline.load(model, allow_pickle=allow_pickle, device=device, dtype=DTYPES[dtype],
+                                    attention_slicing=slicing, cpu_offload=offload)
+    pipe.model_id = model
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _settings(steps, scheduler, iters, sample_rate, out, report):
+    from .generate import Settings
+
+    return Settings(steps=steps, scheduler=scheduler, griffin_lim_iters=iters, sample_rate=sample_rate, out=out,
+                    progress=report)
+
+
+def _print_result(result) -> None:
+    print(result.audio)
+    err_console.print(f"{result.seconds:.2f} s of audio; spectrogram {result.image}, settings {result.sidecar}",
+                      markup=False)
+
+
+@app.command("generate")
+@handle_errors
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="What to hear, e.g. 'jazzy saxophone'.")],
+    model: ModelOption = DEFAULT_MODEL,
+    seed: Annotated[int, typer.Option(help="Seed of the first clip.")] = 0,
+    steps: StepsOption = 25,
+    guidance: GuidanceOption = 7.0,
+    negative: NegativeOption = "",
+    scheduler: SchedulerOption = None,
+    count: Annotated[int, typer.Option(help="Clips to make (seeds seed, seed+1, ...).", min=1, max=100)] = 1,
+    seconds: Annotated[float, typer.Option(help="Length; more than one tile (5.12 s) makes a longer loop.")] = 5.12,
+    loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Seamless loop (default) or a plain clip.")] = True,
+    out: OutOption = None,
+    iters: ItersOption = 32,
+    sample_rate: RateOption = None,
+    allow_pickle: PickleOption = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    attention_slicing: SlicingOption = False,
+    cpu_offload: OffloadOption = False,
+) -> None:
+    """Text -> a seamless loop: WAV, spectrogram PNG and a JSON sidecar that redoes it.
+
+    Example: spectrodiff generate "jazzy saxophone" --seed 3 --seconds 10
+    """
+    from .generate import generate
+    from .timeline import Keyframe
+
+    if count > 1 and out is not None and out.suffix:
+        raise SpectrodiffError("--count above 1 needs -o to name a folder, not a file")
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    with _stages() as report:
+        for n in range(count):
+            keyframe = Keyframe(prompt, seed=seed + n, guidance=guidance, negative=negative)
+            target = out / f"{n:03d}" if count > 1 and out is not None else out
+            _print_result(generate(pipe, keyframe, seconds, loop,
+                                   _settings(steps, scheduler, iters, sample_rate, target, report)))
+
+
+def _comma_list(text: str | None, kind: type, name: str, count: int) -> list:
+    if text is None:
+        return []
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SpectrodiffError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+    if len(values) not in (1, count):
+        raise SpectrodiffError(f"--{name} needs 1 or {count} values (one per prompt), got {len(values)}")
+    return values * count if len(values) == 1 else values
+
+
+@app.command("morph")
+@handle_errors
+def morph_command(
+    prompts: Annotated[list[str], typer.Argument(help="Two or more prompts, in order.")],
+    seconds: Annotated[float, typer.Option(help="Length of the whole morph.")] = 20.0,
+    seeds: Annotated[str | None, typer.Option(help="Seeds, comma-separated, one per prompt (default 0,1,2...).")]
+    = None,
+    guidance: Annotated[str | None, typer.Option(help="Guidance per prompt, comma-separated (default 7).")] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    steps: StepsOption = 25,
+    negative: NegativeOption = "",
+    scheduler: SchedulerOption = None,
+    out: OutOption = None,
+    iters: ItersOption = 32,
+    sample_rate: RateOption = None,
+    allow_pickle: PickleOption = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    attention_slicing: SlicingOption = False,
+    cpu_offload: OffloadOption = False,
+) -> None:
+    """Morph from one prompt to the next across one clip (embeddings lerped, noise slerped, guidance lerped).
+
+    Example: spectrodiff morph "church bells" "electronic beats" --seconds 30 --seeds 42,7
+    """
+    from .generate import morph
+    from .timeline import Keyframe
+
+    if len(prompts) < 2:
+        raise SpectrodiffError("morph needs at least two prompts")
+    seed_list = _comma_list(seeds, int, "seeds", len(prompts)) or list(range(len(prompts)))
+    guidance_list = _comma_list(guidance, float, "guidance", len(prompts)) or [7.0] * len(prompts)
+    keyframes = [Keyframe(p, seed=s, guidance=g, negative=negative)
+                 for p, s, g in zip(prompts, seed_list, guidance_list, strict=True)]
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    with _stages() as report:
+        _print_result(morph(pipe, keyframes, seconds, _settings(steps, scheduler, iters, sample_rate, out, report)))
+
+
+@app.command("compose")
+@handle_errors
+def compose_command(
+    plan: Annotated[Path, typer.Argument(help="YAML plan of keyframes (see prompts/).")],
+    model: ModelOption = DEFAULT_MODEL,
+    steps: StepsOption = 25,
+    scheduler: SchedulerOption = None,
+    out: OutOption = None,
+    iters: ItersOption = 32,
+    sample_rate: RateOption = None,
+    allow_pickle: PickleOption = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    attention_slicing: SlicingOption = False,
+    cpu_offload: OffloadOption = False,
+) -> None:
+    """A timeline of keyframes (prompt, seed, seconds, guidance) -> one long seamless clip.
+
+    Example: spectrodiff compose prompts/jazz-to-techno.yaml -o jazz-to-techno.wav
+    """
+    from .generate import compose
+    from .plans import load_plan
+
+    keyframes, transition = load_plan(plan)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    with _stages() as report:
+        _print_result(compose(pipe, keyframes, transition,
+                              _settings(steps, scheduler, iters, sample_rate, out, report)))
+
+
+AudioArgument = Annotated[Path, typer.Argument(help="Your audio file (wav, flac, ogg, mp3).")]
+PromptOption = Annotated[str, typer.Option("--prompt", "-p", help="What the new audio should be.")]
+
+
+@app.command("remix")
+@handle_errors
+def remix_command(
+    audio: AudioArgument,
+    prompt: PromptOption,
+    strength: Annotated[float, typer.Option(help="How far from the input: (0, 1], 1 ignores it.")] = 0.6,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    guidance: GuidanceOption = 7.0,
+    negative: NegativeOption = "",
+    model: ModelOption = DEFAULT_MODEL,
+    steps: StepsOption = 25,
+    scheduler: SchedulerOption = None,
+    out: OutOption = None,
+    iters: ItersOption = 32,
+    sample_rate: RateOption = None,
+    allow_pickle: PickleOption = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    attention_slicing: SlicingOption = False,
+    cpu_offload: OffloadOption = False,
+) -> None:
+    """Audio-to-audio: re-imagine your whole track in the prompt's style, seamlessly across tiles.
+
+    Example: spectrodiff remix song.wav --prompt "church organ" --strength 0.5
+    """
+    from .generate import remix
+    from .timeline import Keyframe
+
+    _require_file(audio)
+    keyframe = Keyframe(prompt, seed=seed, strength=strength, guidance=guidance, negative=negative)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    with _stages() as report:
+        _print_result(remix(pipe, audio, keyframe, _settings(steps, scheduler, iters, sample_rate, out, report)))
+
+
+@app.command("extend")
+@handle_errors
+def extend_command(
+    audio: AudioArgument,
+    prompt: PromptOption,
+    seconds: Annotated[float, typer.Option(help="Seconds to add after the input.")],
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    guidance: GuidanceOption = 7.0,
+    negative: NegativeOption = "",
+    model: ModelOption = DEFAULT_MODEL,
+    steps: StepsOption = 25,
+    scheduler: SchedulerOption = None,
+    out: OutOption = None,
+    iters: ItersOption = 32,
+    sample_rate: RateOption = None,
+    allow_pickle: PickleOption = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    attention_slicing: SlicingOption = False,
+    cpu_offload: OffloadOption = False,
+) -> None:
+    """Continue your audio; its own samples open the output untouched.
+
+    Example: spectrodiff extend riff.wav --prompt "blues guitar" --seconds 10
+    """
+    from .generate import extend
+    from .timeline import Keyframe
+
+    _require_file(audio)
+    keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    with _stages() as report:
+        _print_result(extend(pipe, audio, keyframe, seconds,
+                             _settings(steps, scheduler, iters, sample_rate, out, report)))
+
+
+@app.command("inpaint")
+@handle_errors
+def inpaint_command(
+    audio: AudioArgument,
+    prompt: PromptOption,
+    start: Annotated[float, typer.Option(help="Start of the span to regenerate, seconds.")],
+    end: Annotated[float, typer.Option(help="End of the span, seconds.")],
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    guidance: GuidanceOption = 7.0,
+    negative: NegativeOption = "",
+    model: ModelOption = DEFAULT_MODEL,
+    steps: StepsOption = 25,
+    scheduler: SchedulerOption = None,
+    out: OutOption = None,
+    iters: ItersOption = 32,
+    sample_rate: RateOption = None,
+    allow_pickle: PickleOption = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    attention_slicing: SlicingOption = False,
+    cpu_offload: OffloadOption = False,
+) -> None:
+    """Regenerate a span of your audio; outside it nothing changes but a 20 ms crossfade at each edge.
+
+    Example: spectrodiff inpaint take.wav --prompt "drum fill" --start 4.0 --end 6.0
+    """
+    from .generate import inpaint
+    from .timeline import Keyframe
+
+    _require_file(audio)
+    keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    with _stages() as report:
+        _print_result(inpaint(pipe, audio, keyframe, start, end,
+                              _settings(steps, scheduler, iters, sample_rate, out, report)))
+
+
+@app.command("batch")
+@handle_errors
+def batch_command(
+    jobs: Annotated[Path, typer.Argument(help="JSON lines, one job each: {\"mode\": \"generate\", \"prompt\": ...}.")],
+    model: ModelOption = DEFAULT_MODEL,
+    allow_pickle: PickleOption = False,
+    dtype: DtypeOption = "float32",
+) -> None:
+    """Many jobs, one model load. Each line is a job: the "job" object of any JSON sidecar redoes that result.
+    Under `accelerate launch` the jobs are split across processes and GPUs.
+
+    Example: spectrodiff batch jobs.jsonl   |   accelerate launch -m spectrodiff.cli batch jobs.jsonl
+    """
+    from accelerate import PartialState
+
+    from .batch import run_job
+    from .plans import load_jobs
+
+    entries = load_jobs(jobs)
+    state = PartialState()
+    pipe = _load(model, allow_pickle, str(state.device), dtype, False, False)
+    with state.split_between_processes(entries) as mine, _stages() as report:
+        for line, job in mine:
+            try:
+                _print_result(run_job(pipe, job, report))
+            except SpectrodiffError as exc:
+                raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
 
 
 def main() -> int:

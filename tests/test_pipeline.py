@@ -16,31 +16,20 @@ from spectrodiff.timeline import Keyframe, Timeline
 KEY = Keyframe("jazzy saxophone", seed=1)
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return build_tiny_pipeline()
 
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, pipe):
-    folder = tmp_path_factory.mktemp("tiny")
-    pipe.save_pretrained(folder)
-    return folder
-
-
-def test_saved_folder_round_trips(pipe, saved):
-    assert (saved / "spectrogram" / "spectrogram_config.json").exists()
-    assert list((saved / "unet").glob("*.safetensors"))
-    loaded = SpectrodiffPipeline.load(str(saved))
+def test_saved_folder_round_trips(pipe, model_dir):
+    assert (model_dir / "spectrogram" / "spectrogram_config.json").exists()
+    assert list((model_dir / "unet").glob("*.safetensors"))
+    loaded = SpectrodiffPipeline.load(str(model_dir))
     loaded.set_progress_bar_config(disable=True)
     assert loaded.spectrogram == pipe.spectrogram
     assert torch.equal(pipe(Timeline.single(KEY), 64, 4, loop=True), loaded(Timeline.single(KEY), 64, 4, loop=True))
 
 
-def test_riffusion_layout_gets_riffusions_params(tmp_path, saved):
+def test_riffusion_layout_gets_riffusions_params(tmp_path, model_dir):
     # The public checkpoint: StableDiffusionPipeline index with safety checker entries, no spectrogram component.
     folder = tmp_path / "riffusion-model-v1"
-    shutil.copytree(saved, folder)
+    shutil.copytree(model_dir, folder)
     shutil.rmtree(folder / "spectrogram")
     index = json.loads((folder / "model_index.json").read_text())
     del index["spectrogram"]
@@ -60,8 +49,8 @@ def test_pickled_weights_are_refused_unless_allowed(tmp_path, pipe):
     assert SpectrodiffPipeline.load(str(tmp_path), allow_pickle=True).spectrogram == pipe.spectrogram
 
 
-def test_missing_component_is_named(tmp_path, saved):
-    shutil.copytree(saved, tmp_path / "m")
+def test_missing_component_is_named(tmp_path, model_dir):
+    shutil.copytree(model_dir, tmp_path / "m")
     shutil.rmtree(tmp_path / "m" / "vae")
     with pytest.raises(SpectrodiffError, match="missing its vae/ component"):
         SpectrodiffPipeline.load(str(tmp_path / "m"))
@@ -83,9 +72,9 @@ def test_hub_id_offline_is_a_clean_error(monkeypatch):
         SpectrodiffPipeline.load("riffusion/riffusion-model-v1")
 
 
-def test_half_precision_needs_cuda(saved):
+def test_half_precision_needs_cuda(model_dir):
     with pytest.raises(SpectrodiffError, match="needs a CUDA device"):
-        SpectrodiffPipeline.load(str(saved), dtype=torch.float16)
+        SpectrodiffPipeline.load(str(model_dir), dtype=torch.float16)
 
 
 def test_other_text_encoders_work():

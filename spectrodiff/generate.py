@@ -1,0 +1,449 @@
+"""Generation modes (generate, morph, compose, remix, extend, inpaint) and the output triple they all write:
+audio, spectrogram PNG with EXIF, and a JSON sidecar holding everything needed to redo the result."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+from PIL import Image
+
+from . import __version__
+from .audio import AUDIO_SUFFIXES, DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS, load_audio
+from .convert import audio_to_image, save_image
+from .errors import SpectrodiffError
+from .files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
+from .params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams
+from .pipeline import TILE_SECONDS, SpectrodiffPipeline
+from .reconstruct import mel_to_waveform, stream_mel_to_waveform
+from .timeline import Keyframe, Timeline
+
+MAX_SECONDS = 600.0
+OUTPUT_SUFFIXES = (".wav", ".flac")
+# Seconds of audio crossfaded where inpainted audio meets the original.
+INPAINT_CROSSFADE = 0.02
+
+
+@dataclass
+class Settings:
+    """What every mode shares: model, sampler and output options."""
+
+    steps: int = 25
+    scheduler: str | None = None
+    griffin_lim_iters: int = 32
+    sample_rate: int | None = None
+    out: Path | None = None
+    window_batch: int = 4
+    progress: Callable[[str, int, int], None] | None = None
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(stage, done, total)
+
+
+@dataclass
+class Result:
+    audio: Path
+    image: Path
+    sidecar: Path
+    seconds: float
+    record: dict = field(default_factory=dict)
+
+
+# ---- output paths ------------------------------------------------------------------------------------------------
+
+def slugify(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "clip"
+
+
+def output_paths(out: Path | None, slug: str, seed: int) -> tuple[Path, Path, Path]:
+    """(audio, png, json). `out` ending in .wav/.flac names the audio and the others sit beside it with its stem;
+    any other `out` is a folder; the default is outputs/<date>-<slug>-<seed>/. Nothing existing is overwritten."""
+    if out is not None and out.suffix.lower() in OUTPUT_SUFFIXES:
+        audio = out
+    elif out is not None and out.suffix and not out.is_dir():
+        raise SpectrodiffError(f"-o {out}: expected a folder or a file ending in {', '.join(OUTPUT_SUFFIXES)}")
+    else:
+        folder = out if out is not None else DEFAULT_OUTPUT_DIR / f"{dt.date.today():%Y%m%d}-{slug}-{seed}"
+        if out is None:
+            base, n = folder, 2
+            while folder.exists():
+                folder, n = base.with_name(f"{base.name}-{n}"), n + 1
+        audio = folder / f"{slug}.wav"
+    paths = (audio, audio.with_suffix(".png"), audio.with_suffix(".json"))
+    for path in paths:
+        check_writable(path, overwrite=False)
+    return paths
+
+
+# ---- model identity ------------------------------------------------------------------------------------------------
+
+def model_record(pipe: SpectrodiffPipeline) -> dict:
+    """Model id and content hash (sha256 over the weights and configs), computed once per pipeline."""
+    cached = getattr(pipe, "_spectrodiff_model_record", None)
+    if cached is None:
+        digest = hashlib.sha256()
+        for name, module in sorted(pipe.components.items()):
+            digest.update(name.encode())
+            if isinstance(module, torch.nn.Module):
+                for key, tensor in sorted(module.state_dict().items()):
+                    digest.update(key.encode())
+                    digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            config = getattr(module, "config", None)
+            if config is not None:
+                items = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+                digest.update(json.dumps(items, sort_keys=True, default=str).encode())
+        cached = {"id": getattr(pipe, "model_id", None) or pipe.name_or_path or "in-memory",
+                  "sha256": digest.hexdigest()}
+        pipe._spectrodiff_model_record = cached
+    return cached
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- pixels <-> mel ------------------------------------------------------------------------------------------------
+
+def pixels_to_mel(pixels: torch.Tensor, params: SpectrogramParams, max_value: float) -> torch.Tensor:
+    """VAE output `(3, H, w)` in [0, 1] (white = silence, low frequencies at the bottom) -> `(C, H, w)` mel.
+
+    Mono averages the three channels (a generated image is grey only approximately); stereo reads G and B.
+    """
+    data = pixels[1:] if params.stereo else pixels.mean(dim=0, keepdim=True)
+    return (1 - data.flip(-2).clamp(0, 1)) ** (1 / params.power_for_image) * max_value
+
+
+def pixels_to_uint8(pixels: torch.Tensor, params: SpectrogramParams) -> np.ndarray:
+    """`(3, H, w)` float -> `(H, w, 3)` uint8 in Riffusion's layout (grey for mono, R = 0 for stereo)."""
+    if params.stereo:
+        pixels = torch.cat([torch.zeros_like(pixels[:1]), pixels[1:]])
+    else:
+        pixels = pixels.mean(dim=0, keepdim=True).expand(3, -1, -1)
+    return (pixels * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def audio_to_pixels(audio: np.ndarray, params: SpectrogramParams, width: int) -> tuple[torch.Tensor, float]:
+    """User audio `(C, N)` -> `(3, H, width)` float image in [0, 1] (padded with silence) and its max value."""
+    image = audio_to_image(audio, params)
+    max_value = float(image.getexif()[int(ExifTag.MAX_VALUE)]) or RIFFUSION_MAX_VALUE
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+    return torch.nn.functional.pad(pixels, (0, width - pixels.shape[-1]), value=1.0), max_value
+
+
+# ---- rendering -----------------------------------------------------------------------------------------------------
+
+class _AudioSink:
+    """Receives audio blocks, spools them to a float file and tracks level, then writes the final file in one
+    streamed pass (loudness gain, optional resampling), so memory does not grow with the clip's length."""
+
+    def __init__(self, channels: int, sample_rate: int):
+        self.sample_rate, self.channels = sample_rate, channels
+        self._dir = tempfile.TemporaryDirectory(prefix="spectrodiff-")
+        self._spool = soundfile.SoundFile(Path(self._dir.name) / "spool.wav", "w", sample_rate, channels,
+                                          subtype="FLOAT")
+        self.frames, self._sum_squares, self.peak = 0, 0.0, 0.0
+
+    def write(self, block: np.ndarray) -> None:
+        """`(C, n)` float audio."""
+        block = np.asarray(block, dtype=np.float32)
+        self._spool.write(block.T)
+        self.frames += block.shape[1]
+        self._sum_squares += float(np.square(block, dtype=np.float64).sum())
+        self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
+
+    def gain(self, normalize: bool) -> float:
+        if not normalize or self.peak == 0:
+            return 1.0
+        rms = np.sqrt(self._sum_squares / max(self.frames * self.channels, 1))
+        return min(10 ** (DEFAULT_LOUDNESS_DBFS / 20) / rms, 10 ** (PEAK_CEILING_DBFS / 20) / self.peak)
+
+    def finish(self, path: Path, out_rate: int | None, normalize: bool = True) -> None:
+        self._spool.close()
+        gain, rate = self.gain(normalize), out_rate or self.sample_rate
+        stream = soxr.ResampleStream(self.sample_rate, rate, self.channels, dtype="float32") \
+            if rate != self.sample_rate else None
+        with atomic_path(path) as tmp, soundfile.SoundFile(tmp, "w", rate, self.channels, subtype="PCM_16",
+                                                           format=path.suffix[1:].upper()) as f:
+            spool = Path(self._dir.name) / "spool.wav"
+            with soundfile.SoundFile(spool) as source:
+                while True:
+                    block = source.read(1 << 16, dtype="float32", always_2d=True)
+                    last = source.tell() >= source.frames
+                    if stream is not None:
+                        block = stream.resample_chunk(block, last=last)
+                    f.write(np.clip(block * gain, -1, 1))
+                    if last:
+                        break
+        self._dir.cleanup()
+
+
+def render(
+    pipe: SpectrodiffPipeline,
+    latents: torch.Tensor,
+    paths: tuple[Path, Path, Path],
+    record: dict,
+    settings: Settings,
+    loop: bool = False,
+    max_value: float = RIFFUSION_MAX_VALUE,
+    prefix_audio: np.ndarray | None = None,
+    splice: Callable[[torch.Tensor], Iterator[np.ndarray]] | None = None,
+    normalize: bool = True,
+    total_samples: int | None = None,
+) -> Result:
+    """Decode latents tile by tile into the PNG, and into audio written progressively; then write the sidecar.
+
+    Args:
+        prefix_audio: `(C, N)` known audio the result continues (extend); it is written first, untouched.
+        splice: takes the full mel and yields the audio blocks (inpaint); default reconstructs the mel.
+        total_samples: exact length of the output (prefix included), cutting or padding with silence.
+    """
+    params = pipe.spectrogram
+    audio_path, image_path, json_path = paths
+    width = latents.shape[-1] * pipe.vae_scale_factor
+    columns: list[np.ndarray] = []
+    mels: list[torch.Tensor] = []
+
+    # With a prefix, audio resumes after the frames the prefix already covers (the PNG still shows every column).
+    skip = params.width_for_samples(prefix_audio.shape[1]) if prefix_audio is not None else 0
+
+    def mel_pieces() -> Iterator[torch.Tensor]:
+        for start, pixels in pipe.decode_latents(latents, loop=loop):
+            columns.append(pixels_to_uint8(pixels, params))
+            mel = pixels_to_mel(pixels, params, max_value)[..., max(skip - start, 0):]
+            settings.report("decoding", start + pixels.shape[-1], width)
+            if mel.shape[-1]:
+                yield mel
+
+    sink = _AudioSink(params.channels, params.sample_rate)
+    if loop or splice is not None:
+        mel = torch.cat(list(mel_pieces()), dim=-1)
+        if loop:
+            blocks = [mel_to_waveform(mel, params, n_iter=settings.griffin_lim_iters, circular=True).numpy()]
+        else:
+            blocks = splice(mel)
+        mels.append(mel)
+    else:
+        if prefix_audio is not None:
+            sink.write(prefix_audio)
+        blocks = stream_mel_to_waveform(mel_pieces(), params, n_iter=settings.griffin_lim_iters,
+                                        prefix_audio=prefix_audio)
+    for block in blocks:
+        block = np.asarray(block)
+        if total_samples is not None:
+            block = block[:, : max(total_samples - sink.frames, 0)]
+        sink.write(block)
+    if total_samples is not None and sink.frames < total_samples:
+        sink.write(np.zeros((params.channels, total_samples - sink.frames), np.float32))
+    seconds = sink.frames / params.sample_rate
+    sink.finish(audio_path, settings.sample_rate, normalize=normalize)
+
+    image = Image.fromarray(np.concatenate(columns, axis=1), mode="RGB")
+    exif = image.getexif()
+    exif.update(params.to_exif())
+    exif[int(ExifTag.MAX_VALUE)] = float(max_value)
+    save_image(image_path, image)
+
+    record = {"spectrodiff": __version__, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              **record, "model": model_record(pipe), "scheduler": pipe.scheduler_name, "steps": settings.steps,
+              "griffin_lim_iters": settings.griffin_lim_iters, "loop": loop, "seconds": round(seconds, 6),
+              "sample_rate": settings.sample_rate or params.sample_rate, "spectrogram": dict(params.to_exif()),
+              "files": {"audio": audio_path.name, "image": image_path.name}}
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return Result(audio_path, image_path, json_path, seconds, record)
+
+
+# ---- modes ---------------------------------------------------------------------------------------------------------
+
+def _check_seconds(seconds: float) -> None:
+    if not 0 < seconds <= MAX_SECONDS:
+        raise SpectrodiffError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
+
+
+def _prepare(pipe: SpectrodiffPipeline, settings: Settings) -> None:
+    if not 1 <= settings.steps <= 1000:
+        raise SpectrodiffError(f"steps must be between 1 and 1000, got {settings.steps}")
+    if settings.scheduler:
+        pipe.set_scheduler(settings.scheduler)
+    if settings.sample_rate is not None and not 8000 <= settings.sample_rate <= 192000:
+        raise SpectrodiffError(f"--sample-rate must be between 8000 and 192000, got {settings.sample_rate}")
+
+
+def _columns_for(pipe: SpectrodiffPipeline, seconds: float) -> int:
+    """Latent columns for a clip of `seconds` (at least one)."""
+    pixels = seconds * 1000 / pipe.spectrogram.step_size_ms
+    return max(1, round(pixels / pipe.vae_scale_factor))
+
+
+def _denoise(pipe, timeline, width, settings, **kwargs) -> torch.Tensor:
+    return pipe(timeline, width, num_inference_steps=settings.steps, window_batch=settings.window_batch,
+                callback=lambda done, total: settings.report("denoising", done, total), **kwargs)
+
+
+def _job(mode: str, **fields) -> dict:
+    """The batch job that redoes this result (a line of `spectrodiff batch`)."""
+    return {"mode": mode, **{k: v for k, v in fields.items() if v is not None}}
+
+
+def generate(pipe: SpectrodiffPipeline, keyframe: Keyframe, seconds: float = TILE_SECONDS, loop: bool = True,
+             settings: Settings | None = None) -> Result:
+    """Text -> a clip of `seconds`; by default a seamless loop (the time axis is circular throughout)."""
+    settings = settings or Settings()
+    _prepare(pipe, settings)
+    _check_seconds(seconds)
+    width = _columns_for(pipe, seconds)
+    paths = output_paths(settings.out, slugify(keyframe.prompt), keyframe.seed)
+    latents = _denoise(pipe, Timeline.single(keyframe), width, settings, loop=loop)
+    job = _job("generate", prompt=keyframe.prompt, seed=keyframe.seed, guidance=keyframe.guidance,
+               negative=keyframe.negative or None, seconds=seconds, loop=loop)
+    return render(pipe, latents, paths, {"mode": "generate", "job": job, "keyframes": [keyframe.to_dict()]},
+                  settings, loop=loop)
+
+
+def morph(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], seconds: float,
+          settings: Settings | None = None) -> Result:
+    """Interpolate across keyframes over one clip: embeddings lerped, noise slerped, guidance lerped."""
+    settings = settings or Settings()
+    _prepare(pipe, settings)
+    _check_seconds(seconds)
+    if len(keyframes) < 2:
+        raise SpectrodiffError("morph needs at least two prompts")
+    timeline = Timeline.morph(keyframes, seconds)
+    paths = output_paths(settings.out, slugify(" to ".join(k.prompt for k in keyframes[:2])), keyframes[0].seed)
+    latents = _denoise(pipe, timeline, _columns_for(pipe, seconds), settings)
+    job = _job("morph", keyframes=[k.to_dict() for k in keyframes], seconds=seconds)
+    return render(pipe, latents, paths, {"mode": "morph", "job": job, "timeline": timeline.to_dict()}, settings)
+
+
+def compose(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], transition: float = 2.0,
+            settings: Settings | None = None) -> Result:
+    """A timeline of keyframes, each holding for its `seconds`, blended over `transition` at the boundaries."""
+    settings = settings or Settings()
+    _prepare(pipe, settings)
+    timeline = Timeline.compose(keyframes, transition)
+    _check_seconds(timeline.duration)
+    paths = output_paths(settings.out, slugify(keyframes[0].prompt), keyframes[0].seed)
+    latents = _denoise(pipe, timeline, _columns_for(pipe, timeline.duration), settings)
+    job = _job("compose", keyframes=[k.to_dict() for k in keyframes], transition=transition)
+    return render(pipe, latents, paths, {"mode": "compose", "job": job, "timeline": timeline.to_dict()}, settings)
+
+
+def _load_input(pipe: SpectrodiffPipeline, path: Path) -> np.ndarray:
+    if Path(path).suffix.lower() not in AUDIO_SUFFIXES:
+        raise SpectrodiffError(f"{path}: expected an audio file ({', '.join(AUDIO_SUFFIXES)})")
+    params = pipe.spectrogram
+    audio = load_audio(path, params.sample_rate, "stereo" if params.stereo else "mono")
+    if audio.shape[1] < params.hop_length * pipe.vae_scale_factor:
+        raise SpectrodiffError(f"{path} is too short ({audio.shape[1] / params.sample_rate:.3f} s)")
+    return audio
+
+
+def _encode_audio(pipe: SpectrodiffPipeline, audio: np.ndarray, width: int) -> tuple[torch.Tensor, float]:
+    pixels, max_value = audio_to_pixels(audio, pipe.spectrogram, width * pipe.vae_scale_factor)
+    return pipe.encode_image(pixels), max_value
+
+
+def _input_record(path: Path) -> dict:
+    return {"path": str(path), "sha256": file_sha256(Path(path))}
+
+
+def remix(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, settings: Settings | None = None) -> Result:
+    """Audio-to-audio over the whole input (img2img at `keyframe.strength`), one shared latent, no seams."""
+    settings = settings or Settings()
+    _prepare(pipe, settings)
+    audio = _load_input(pipe, path)
+    width = -(-pipe.spectrogram.width_for_samples(audio.shape[1]) // pipe.vae_scale_factor)
+    init, max_value = _encode_audio(pipe, audio, width)
+    paths = output_paths(settings.out, slugify(f"{Path(path).stem} {keyframe.prompt}"), keyframe.seed)
+    latents = _denoise(pipe, Timeline.single(keyframe), width, settings, init_latents=init)
+    job = _job("remix", audio=str(path), prompt=keyframe.prompt, seed=keyframe.seed, strength=keyframe.strength,
+               guidance=keyframe.guidance, negative=keyframe.negative or None)
+    record = {"mode": "remix", "job": job, "input": _input_record(path), "keyframes": [keyframe.to_dict()]}
+    return render(pipe, latents, paths, record, settings, max_value=max_value, total_samples=audio.shape[1])
+
+
+def extend(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, seconds: float,
+           settings: Settings | None = None) -> Result:
+    """Continue the input by `seconds`; the input's own samples open the output untouched."""
+    settings = settings or Settings()
+    _prepare(pipe, settings)
+    _check_seconds(seconds)
+    audio = _load_input(pipe, path)
+    factor = pipe.vae_scale_factor
+    known = pipe.spectrogram.width_for_samples(audio.shape[1]) // factor  # columns wholly inside the input
+    width = known + _columns_for(pipe, seconds)
+    init, max_value = _encode_audio(pipe, audio[:, : known * factor * pipe.spectrogram.hop_length], width)
+    keep = torch.zeros(width, dtype=torch.bool)
+    keep[:known] = True
+    paths = output_paths(settings.out, slugify(f"{Path(path).stem} {keyframe.prompt}"), keyframe.seed)
+    latents = _denoise(pipe, Timeline.single(keyframe), width, settings, init_latents=init, keep=keep.to(init.device))
+    job = _job("extend", audio=str(path), prompt=keyframe.prompt, seed=keyframe.seed, seconds=seconds,
+               guidance=keyframe.guidance, negative=keyframe.negative or None)
+    record = {"mode": "extend", "job": job, "input": _input_record(path), "keyframes": [keyframe.to_dict()]}
+    # The input must stay bit-exact, so no loudness gain: the continuation is already on the input's scale.
+    total = audio.shape[1] + round(seconds * pipe.spectrogram.sample_rate)
+    return render(pipe, latents, paths, record, settings, max_value=max_value, prefix_audio=audio, normalize=False,
+                  total_samples=total)
+
+
+def inpaint(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, start: float, end: float,
+            settings: Settings | None = None) -> Result:
+    """Regenerate the span [start, end) seconds; outside it the audio is unchanged except a short crossfade."""
+    settings = settings or Settings()
+    _prepare(pipe, settings)
+    audio = _load_input(pipe, path)
+    params, factor = pipe.spectrogram, pipe.vae_scale_factor
+    duration = audio.shape[1] / params.sample_rate
+    if not 0 <= start < end <= duration:
+        raise SpectrodiffError(f"inpaint span {start:g}-{end:g} s must lie inside the audio (0-{duration:.3f} s)")
+    width = -(-params.width_for_samples(audio.shape[1]) // factor)
+    init, max_value = _encode_audio(pipe, audio, width)
+    seconds_per_column = factor * params.step_size_ms / 1000
+    first, last = int(start / seconds_per_column), int(np.ceil(end / seconds_per_column))
+    keep = torch.ones(width, dtype=torch.bool)
+    keep[first:last] = False
+    paths = output_paths(settings.out, slugify(f"{Path(path).stem} {keyframe.prompt}"), keyframe.seed)
+    latents = _denoise(pipe, Timeline.single(keyframe), width, settings, init_latents=init, keep=keep.to(init.device))
+    a, b = round(start * params.sample_rate), round(end * params.sample_rate)
+
+    def splice(mel: torch.Tensor) -> Iterator[np.ndarray]:
+        # Griffin-Lim starts from the original's phase outside the span, so the new audio meets it in phase.
+        known = torch.from_numpy(audio.copy())
+        known[:, a:b] = 0
+        length = (mel.shape[-1] - 1) * params.hop_length
+        known = torch.nn.functional.pad(known, (0, max(length - known.shape[1], 0)))[:, :length]
+        fresh = mel_to_waveform(mel, params, n_iter=settings.griffin_lim_iters, init_audio=known).numpy()
+        yield _crossfade_span(audio, fresh, a, b, round(INPAINT_CROSSFADE * params.sample_rate))
+
+    job = _job("inpaint", audio=str(path), prompt=keyframe.prompt, seed=keyframe.seed, start=start, end=end,
+               guidance=keyframe.guidance, negative=keyframe.negative or None)
+    record = {"mode": "inpaint", "job": job, "input": _input_record(path), "keyframes": [keyframe.to_dict()]}
+    return render(pipe, latents, paths, record, settings, max_value=max_value, splice=splice, normalize=False,
+                  total_samples=audio.shape[1])
+
+
+def _crossfade_span(original: np.ndarray, fresh: np.ndarray, a: int, b: int, fade: int) -> np.ndarray:
+    """`original` with [a, b) taken from `fresh`, crossfading `fade` samples inside each edge of the span."""
+    out = original.copy()
+    fade = min(fade, (b - a) // 2)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    out[:, a:b] = fresh[:, a:b]
+    if fade:
+        out[:, a: a + fade] = original[:, a: a + fade] * (1 - ramp) + fresh[:, a: a + fade] * ramp
+        out[:, b - fade: b] = fresh[:, b - fade: b] * (1 - ramp) + original[:, b - fade: b] * ramp
+    return out

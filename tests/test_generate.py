@@ -1,0 +1,235 @@
+"""Every generation mode end to end on a tiny random model: durations to the sample, determinism, the output
+triple, extend keeping the input bit-exact, inpaint leaving the outside untouched, loop and seam metrics."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from spectrodiff import SpectrodiffError
+from spectrodiff.cli import app
+from spectrodiff.generate import Settings, compose, extend, generate, inpaint, morph, remix
+from spectrodiff.image import image_params
+from spectrodiff.metrics import loop_wrap_ratio, seam_ratio
+from spectrodiff.plans import load_plan
+from spectrodiff.signals import mix
+from spectrodiff.timeline import Keyframe, Timeline
+
+SR, HOP = 44100, 441
+FAST = dict(steps=3, griffin_lim_iters=4)
+
+
+
+@pytest.fixture
+def song(tmp_path) -> Path:
+    path = tmp_path / "song.wav"
+    soundfile.write(path, mix(6.0), SR, subtype="PCM_16")
+    return path
+
+
+def settings(out: Path, **kwargs) -> Settings:
+    return Settings(out=out, **{**FAST, **kwargs})
+
+
+def read(path: Path) -> np.ndarray:
+    return soundfile.read(path, dtype="int16", always_2d=True)[0]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(read(path).tobytes()).hexdigest()
+
+
+def test_generate_writes_a_loop_triple(pipe, tmp_path):
+    result = generate(pipe, Keyframe("jazzy saxophone", seed=3), settings=settings(tmp_path / "sax.wav"))
+    assert (result.audio, result.image, result.sidecar) == (tmp_path / "sax.wav", tmp_path / "sax.png",
+                                                            tmp_path / "sax.json")
+    assert soundfile.info(result.audio).frames == 512 * HOP, "a 5.12 s loop is 512 columns of 441 samples"
+    image = Image.open(result.image)
+    assert image.size == (512, 64)
+    params, _ = image_params(image)
+    assert params == pipe.spectrogram, "the PNG decodes on its own with the model's parameters"
+    record = json.loads(result.sidecar.read_text())
+    assert record["job"] == {"mode": "generate", "prompt": "jazzy saxophone", "seed": 3, "guidance": 7.0,
+                             "seconds": 5.12, "loop": True}
+    assert record["steps"] == 3 and record["scheduler"] == "dpm" and len(record["model"]["sha256"]) == 64
+    assert record["spectrodiff"] and record["loop"] is True
+
+
+def test_loop_wraps_without_a_seam(pipe, tmp_path):
+    result = generate(pipe, Keyframe("loop", seed=5), settings=settings(tmp_path / "l.wav", griffin_lim_iters=16))
+    audio = read(result.audio).T / 32768
+    assert loop_wrap_ratio(audio, pipe.spectrogram) <= 1.0
+
+
+def test_generate_is_deterministic(pipe, tmp_path):
+    a = generate(pipe, Keyframe("x", seed=9), settings=settings(tmp_path / "a.wav"))
+    b = generate(pipe, Keyframe("x", seed=9), settings=settings(tmp_path / "b.wav"))
+    c = generate(pipe, Keyframe("x", seed=10), settings=settings(tmp_path / "c.wav"))
+    assert digest(a.audio) == digest(b.audio) != digest(c.audio)
+
+
+@pytest.mark.parametrize("seconds, loop, samples", [(12.0, True, 1200 * HOP), (3.0, False, 303 * HOP)])
+def test_lengths_to_the_sample(pipe, tmp_path, seconds, loop, samples):
+    # Lengths round to whole latent columns (8 pixels, 80 ms); a plain clip of W columns spans (W - 1) hops.
+    result = generate(pipe, Keyframe("x"), seconds, loop, settings(tmp_path / "x.wav"))
+    assert soundfile.info(result.audio).frames == (samples if loop else (38 * 8 - 1) * HOP)
+
+
+def test_output_sample_rate(pipe, tmp_path):
+    result = generate(pipe, Keyframe("x"), settings=settings(tmp_path / "x.flac", sample_rate=48000))
+    info = soundfile.info(result.audio)
+    assert info.samplerate == 48000 and abs(info.frames - round(512 * HOP * 48000 / SR)) <= 1
+
+
+def test_never_overwrites(pipe, tmp_path):
+    generate(pipe, Keyframe("x"), settings=settings(tmp_path / "x.wav"))
+    before = digest(tmp_path / "x.wav")
+    with pytest.raises(SpectrodiffError, match="already exists"):
+        generate(pipe, Keyframe("x", seed=4), settings=settings(tmp_path / "x.wav"))
+    assert digest(tmp_path / "x.wav") == before
+
+
+def test_default_folder_is_dated_slug_seed(pipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = generate(pipe, Keyframe("Jazzy Saxophone!", seed=7), settings=Settings(**FAST))
+    second = generate(pipe, Keyframe("Jazzy Saxophone!", seed=7), settings=Settings(**FAST))
+    assert first.audio.parent.name.endswith("-jazzy-saxophone-7") and first.audio.parent.parent.name == "outputs"
+    assert second.audio.parent.name == first.audio.parent.name + "-2"
+
+
+def test_morph_and_compose(pipe, tmp_path):
+    keys = [Keyframe("church bells", seed=1), Keyframe("electronic beats", seed=2)]
+    result = morph(pipe, keys, 8.0, settings(tmp_path / "m.wav"))
+    assert soundfile.info(result.audio).frames == (100 * 8 - 1) * HOP
+    assert json.loads(result.sidecar.read_text())["timeline"]["positions"] == [0.0, 1.0]
+    keyframes, transition = load_plan(Path(__file__).parents[1] / "prompts" / "bells-to-beats.yaml")
+    short = [Keyframe(k.prompt, seed=k.seed, seconds=4.0) for k in keyframes]
+    composed = compose(pipe, short, transition=1.0, settings=settings(tmp_path / "c.wav"))
+    audio = read(composed.audio).T / 32768
+    assert audio.shape[1] == (100 * 8 - 1) * HOP
+    # Tiles of the random model share latent context and phase across joins: no join stands out.
+    assert seam_ratio(audio, [512 * HOP], pipe.spectrogram) <= 1.0
+
+
+def test_remix_keeps_length(pipe, tmp_path, song):
+    result = remix(pipe, song, Keyframe("organ", strength=0.5), settings(tmp_path / "r.wav"))
+    assert soundfile.info(result.audio).frames == soundfile.info(song).frames
+    assert json.loads(result.sidecar.read_text())["input"]["sha256"] == hashlib.sha256(song.read_bytes()).hexdigest()
+
+
+def test_strength_sets_how_far_latents_move(pipe):
+    """img2img: a low strength starts late in the schedule, so the result stays near the input's latents."""
+    init = torch.randn(1, 4, 8, 100, generator=torch.Generator().manual_seed(0))
+    def moved(strength):
+        out = pipe(Timeline.single(Keyframe("organ", strength=strength)), 100, 10, init_latents=init)
+        return float((out - init).norm() / init.norm())
+    assert moved(0.1) < moved(0.5) < moved(1.0)
+
+
+def test_extend_keeps_the_input_bit_exact(pipe, tmp_path, song):
+    result = extend(pipe, song, Keyframe("more"), 4.0, settings(tmp_path / "e.wav"))
+    source, out = read(song), read(result.audio)
+    assert len(out) == len(source) + 4 * SR
+    assert np.array_equal(out[: len(source)], source)
+    assert np.abs(out[len(source):]).max() > 0, "the continuation is not silence"
+
+
+def test_inpaint_leaves_the_outside_untouched(pipe, tmp_path, song):
+    result = inpaint(pipe, song, Keyframe("fill"), 2.0, 3.0, settings(tmp_path / "i.wav"))
+    source, out = read(song), read(result.audio)
+    assert len(out) == len(source)
+    a, b = 2 * SR, 3 * SR
+    assert np.array_equal(out[:a], source[:a]) and np.array_equal(out[b:], source[b:])
+    assert not np.array_equal(out[a + 900: b - 900], source[a + 900: b - 900])
+
+
+def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path):
+    first = generate(pipe, Keyframe("redo me", seed=4), settings=settings(tmp_path / "first.wav"))
+    job = json.loads(first.sidecar.read_text())["job"]
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [dict(job, out=str(tmp_path / "again.wav"), steps=3, iters=4),
+             {"mode": "morph", "keyframes": [{"prompt": "a"}, {"prompt": "b", "seed": 2}], "seconds": 6.0,
+              "out": str(tmp_path / "morph"), "steps": 2, "iters": 2}]
+    jobs.write_text("# two jobs\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
+    result = CliRunner().invoke(app, ["batch", str(jobs), "--model", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    assert digest(tmp_path / "again.wav") == digest(first.audio), "a sidecar's job reproduces the audio exactly"
+    assert (tmp_path / "morph" / "a-to-b.wav").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "sax", "--seconds", "3", "--no-loop"],
+    ["morph", "bells", "beats", "--seconds", "6", "--seeds", "1,2"],
+    ["compose", "PLAN"],
+    ["remix", "SONG", "--prompt", "organ", "--strength", "0.5"],
+    ["extend", "SONG", "--prompt", "more", "--seconds", "2"],
+    ["inpaint", "SONG", "--prompt", "fill", "--start", "1", "--end", "2"],
+])
+def test_cli_modes(model_dir, tmp_path, song, args):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("keyframes:\n  - {prompt: a, seconds: 3}\n  - {prompt: b, seconds: 3, seed: 2}\n")
+    args = [str(plan) if a == "PLAN" else str(song) if a == "SONG" else a for a in args]
+    out = tmp_path / "out.wav"
+    options = ["--model", str(model_dir), "--steps", "2", "--iters", "2", "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, *options])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and out.with_suffix(".png").exists() and out.with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "x", "--model", "nope"], "unknown model 'nope'"),
+    (["generate", "x", "--model", "MODEL", "--steps", "0"], "--steps"),
+    (["generate", "x", "--model", "MODEL", "--steps", "1001"], "--steps"),
+    (["generate", "x", "--model", "MODEL", "--seconds", "0"], "seconds must be in (0, 600]"),
+    (["generate", "x", "--model", "MODEL", "--seconds", "601"], "seconds must be in (0, 600]"),
+    (["remix", "SONG", "--prompt", "p", "--strength", "0", "--model", "MODEL"], "strength must be in (0, 1]"),
+    (["remix", "SONG", "--prompt", "p", "--strength", "1.5", "--model", "MODEL"], "strength must be in (0, 1]"),
+    (["inpaint", "SONG", "--prompt", "p", "--start", "5", "--end", "9", "--model", "MODEL"], "inside the audio"),
+    (["compose", "EMPTY", "--model", "MODEL"], "the plan is empty"),
+    (["compose", "BADFIELD", "--model", "MODEL"], "line 3: unknown field 'tempo'"),
+    (["compose", "NOSECONDS", "--model", "MODEL"], "line 2: keyframe has no seconds"),
+    (["morph", "only-one", "--model", "MODEL"], "at least two prompts"),
+    (["generate", "x", "--model", "MODEL", "--scheduler", "magic"], "unknown scheduler 'magic'"),
+])
+def test_bad_input_is_one_clear_line(model_dir, tmp_path, song, args, message):
+    plans = {"EMPTY": "", "BADFIELD": "keyframes:\n  - prompt: a\n    tempo: 120\n    seconds: 3\n",
+             "NOSECONDS": "keyframes:\n  - prompt: a\n"}
+    for name, text in plans.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    args = [str(model_dir) if a == "MODEL" else str(song) if a == "SONG" else
+            str(tmp_path / f"{a}.yaml") if a in plans else a for a in args]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "o.wav")])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_missing_component_via_cli(model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    shutil.rmtree(broken / "unet")
+    result = CliRunner().invoke(app, ["generate", "x", "--model", str(broken)])
+    assert result.exit_code == 1 and "missing its unet/ component" in result.output
+
+
+def test_long_prompt_warns_and_still_generates(pipe, tmp_path):
+    with pytest.warns(UserWarning, match="truncated"):
+        generate(pipe, Keyframe("sax " * 60), settings=settings(tmp_path / "long.wav"))
+    assert (tmp_path / "long.wav").exists()
+
+
+def test_stereo_model_makes_stereo(tmp_path):
+    from spectrodiff import SpectrogramParams
+    from spectrodiff.testing import build_tiny_pipeline
+
+    stereo = build_tiny_pipeline(SpectrogramParams(num_frequencies=64, stereo=True))
+    result = generate(stereo, Keyframe("wide"), settings=settings(tmp_path / "st.wav"))
+    assert soundfile.info(result.audio).channels == 2
+    assert np.asarray(Image.open(result.image))[..., 0].max() == 0
