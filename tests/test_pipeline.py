@@ -6,9 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile
 import torch
+from PIL import Image
+from typer.testing import CliRunner
 
-from spectrodiff import SpectrodiffError, SpectrogramParams
+from spectrodiff import SpectrodiffError, SpectrogramParams, image_params
+from spectrodiff.cli import app
 from spectrodiff.pipeline import SpectrodiffPipeline, circular_time_axis, slerp, window_starts
 from spectrodiff.testing import build_tiny_pipeline
 from spectrodiff.timeline import Keyframe, Timeline
@@ -26,9 +30,11 @@ def test_saved_folder_round_trips(pipe, model_dir):
     assert torch.equal(pipe(Timeline.single(KEY), 64, 4, loop=True), loaded(Timeline.single(KEY), 64, 4, loop=True))
 
 
-def test_riffusion_layout_gets_riffusions_params(tmp_path, model_dir):
-    # The public checkpoint: StableDiffusionPipeline index with safety checker entries, no spectrogram component.
-    folder = tmp_path / "riffusion-model-v1"
+@pytest.fixture(scope="module")
+def riffusion_layout(tmp_path_factory, model_dir):
+    """The public checkpoint's layout: a StableDiffusionPipeline index with safety-checker entries and no
+    spectrogram component (tiny weights)."""
+    folder = tmp_path_factory.mktemp("riffusion") / "riffusion-model-v1"
     shutil.copytree(model_dir, folder)
     shutil.rmtree(folder / "spectrogram")
     index = json.loads((folder / "model_index.json").read_text())
@@ -36,9 +42,23 @@ def test_riffusion_layout_gets_riffusions_params(tmp_path, model_dir):
     index.update({"_class_name": "StableDiffusionPipeline", "safety_checker": [None, None],
                   "feature_extractor": [None, None], "requires_safety_checker": False})
     (folder / "model_index.json").write_text(json.dumps(index))
-    loaded = SpectrodiffPipeline.load(str(folder))
+    return folder
+
+
+def test_riffusion_layout_gets_riffusions_params(riffusion_layout):
+    loaded = SpectrodiffPipeline.load(str(riffusion_layout))
     assert loaded.spectrogram == SpectrogramParams()
     assert loaded.latent_height == 512 // 8
+
+
+def test_riffusion_layout_generates_from_the_cli(riffusion_layout, tmp_path):
+    out = tmp_path / "riff.wav"
+    result = CliRunner().invoke(app, ["generate", "funky piano", "--model", str(riffusion_layout), "--steps", "2",
+                                      "--iters", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    image = Image.open(out.with_suffix(".png"))
+    assert image.size == (512, 512) and image_params(image)[0] == SpectrogramParams()
+    assert soundfile.info(out).frames == 512 * 441
 
 
 def test_pickled_weights_are_refused_unless_allowed(tmp_path, pipe):
