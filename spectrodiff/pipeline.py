@@ -47,7 +47,6 @@ SCHEDULERS = {
 REQUIRED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = "mini"
 TILE_SECONDS = 5.12
 # Latent columns of context on each side of a window when decoding or encoding piecewise.
 VAE_CONTEXT_COLUMNS = 8
@@ -398,11 +397,11 @@ def resolve_model(model: str) -> Path:
     if "/" not in model and "\\" not in model and not Path(model).exists():
         if bundled.is_dir():
             return bundled
-        if model == DEFAULT_MODEL:
-            raise SpectrodiffError(f"the default model {model!r} is not included in this version; pass --model with a "
-                                   "model folder or a hub id such as riffusion/riffusion-model-v1")
         names = sorted(p.name for p in BUNDLED_MODELS_DIR.iterdir() if p.is_dir()) if BUNDLED_MODELS_DIR.is_dir() \
             else []
+        if not names:
+            raise SpectrodiffError(f"model {model!r}: no bundled model is included in this version; pass --model with "
+                                   "a model folder or a hub id such as riffusion/riffusion-model-v1")
         raise SpectrodiffError(f"unknown model {model!r}: not a folder, not a bundled model "
                                f"({', '.join(names) or 'none installed'}), not a hub id (owner/name)")
     path = Path(model).expanduser()

@@ -184,7 +184,7 @@ def test_cli_modes(model_dir, tmp_path, song, args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["generate", "x", "--model", "nope"], "unknown model 'nope'"),
+    (["generate", "x", "--model", "nope"], "model 'nope': no bundled model is included"),
     (["generate", "x", "--model", "MODEL", "--steps", "0"], "--steps"),
     (["generate", "x", "--model", "MODEL", "--steps", "1001"], "--steps"),
     (["generate", "x", "--model", "MODEL", "--seconds", "0"], "seconds must be in (0, 600]"),

@@ -77,10 +77,10 @@ def test_missing_component_is_named(tmp_path, model_dir):
 
 
 @pytest.mark.parametrize("model, message", [
-    ("no-such-model", "unknown model 'no-such-model': not a folder, not a bundled model"),
+    ("no-such-model", "model 'no-such-model': no bundled model is included in this version"),
     ("./missing/folder", "no such folder"),
     ("a/b/c", "not a hub id"),
-    ("mini", "the default model 'mini' is not included in this version; pass --model"),
+    ("mini", "model 'mini': no bundled model is included in this version; pass --model"),
 ])
 def test_unknown_models_say_what_was_tried(model, message):
     with pytest.raises(SpectrodiffError, match=message):
