@@ -203,10 +203,10 @@ def slice_command(
         except SpectrodiffError as exc:
             failed.append(str(exc))
             continue
-        count = int((duration - tile_seconds) // hop) + 1 if duration >= tile_seconds else 0
         # Tiles mirror the source's subfolders, so files with the same name in two folders both keep their tiles.
         folder = out / path.parent.relative_to(root)
-        plan += [(path, k * hop, folder / f"{path.stem}_{round(k * hop * 1000):08d}ms.{fmt}") for k in range(count)]
+        plan += [(path, start, folder / f"{path.stem}_{round(start * 1000):08d}ms.{fmt}")
+                 for start in params.tile_starts(duration, tile_seconds, hop)]
     for message in failed:
         err_console.print(f"warning: skipped {message}", markup=False)
     if not plan:
@@ -581,6 +581,44 @@ def batch_command(
                 _print_result(run_job(pipe, job, report))
             except SpectrodiffError as exc:
                 raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
+
+
+@app.command("prepare")
+@handle_errors
+def prepare_command(
+    catalogue: Annotated[Path, typer.Argument(help="Folder of audio (wav, flac, ogg, mp3), searched recursively; "
+                                              "captions from <stem>.txt, captions.csv/metadata.jsonl or folders.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Dataset folder; running again resumes and updates it.")],
+    seconds: Annotated[float, typer.Option(help="Tile length; 5.12 s is a 512-column tile.", min=0.02, max=600)]
+    = 5.12,
+    hop: Annotated[float | None, typer.Option(help="Seconds between tile starts (default: half a tile).", min=0.01)]
+    = None,
+    min_rms: Annotated[float, typer.Option("--min-rms", help="Drop tiles quieter than this RMS level, dBFS.")]
+    = -50.0,
+    workers: Annotated[int | None, typer.Option(help="Files tiled in parallel (default: min(4, CPUs)).", min=1)]
+    = None,
+    validation: Annotated[float, typer.Option(help="Fraction of tracks held out for validation, in [0, 1).")]
+    = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 0,
+    stereo: Annotated[bool, typer.Option("--stereo", help="Stereo tiles (G = left, B = right).")] = False,
+) -> None:
+    """Audio catalogue -> training dataset: spectrogram tiles and captions (Hugging Face imagefolder), split by track.
+
+    Example: spectrodiff prepare my_music/ -o dataset/ --hop 2.56 --workers 4
+    """
+    from training.prepare import default_workers, prepare_dataset
+
+    with _stages() as report:
+        manifest = prepare_dataset(catalogue, out, seconds, hop, min_rms, workers or default_workers(), validation,
+                                   seed, stereo, progress=lambda done, total: report("preparing", done, total))
+    counts, run = manifest["counts"], manifest["run"]
+    tiles, tracks = counts["tiles"], counts["tracks"]
+    summary = (f"{tiles['train'] + tiles['validation']} tiles in {out}: train {tiles['train']} from "
+               f"{tracks['train']} track(s), validation {tiles['validation']} from {tracks['validation']} track(s); "
+               f"{counts['dropped_silent']} silent tiles dropped")
+    if run["reused"]:
+        summary += f"; {run['reused']} file(s) done earlier, {run['tiled']} tiled now"
+    print(summary + (f"; {counts['skipped']} file(s) skipped" if counts["skipped"] else ""))
 
 
 def main() -> int:

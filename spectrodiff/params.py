@@ -142,6 +142,13 @@ class SpectrogramParams(ConfigMixin, SchedulerMixin):
         """Columns of a tile of `seconds` (5.12 s gives Riffusion's 512)."""
         return max(1, round(seconds * 1000 / self.config.step_size_ms))
 
+    def tile_starts(self, duration: float, tile_seconds: float, hop: float) -> list[float]:
+        """Start times of whole tiles of `tile_seconds`, one every `hop` seconds, in audio `duration` seconds long
+        (a partial last tile is dropped)."""
+        if duration < tile_seconds:
+            return []
+        return [k * hop for k in range(int((duration - tile_seconds) // hop) + 1)]
+
     def to_exif(self) -> dict[int, Any]:
         """Riffusion's EXIF tags for these parameters (without the clip's MAX_VALUE)."""
         exif = {int(tag): self.config[name] for tag, (name, _) in _EXIF_FIELDS.items()}

@@ -1,0 +1,1 @@
+"""Data preparation and training for spectrodiff (inference lives in the `spectrodiff` package)."""

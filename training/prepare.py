@@ -1,0 +1,588 @@
+"""Dataset preparation: a catalogue of audio -> spectrogram tiles with captions, as a Hugging Face imagefolder.
+
+What a dataset folder holds:
+
+    DATASET/train/<folders>/<stem>_<suffix>_<start>ms.png   tiles: RGB, 512 high, parameters in EXIF
+    DATASET/train/metadata.jsonl                          a line per tile: file_name, text, source, start_ms, tags
+    DATASET/validation/...                                the same for the validation tracks
+    DATASET/manifest.json                                 counts, durations, parameters, skipped files
+    DATASET/.prepare/<sha1 of the source path>.json       a record per finished file (its tiles), for resuming
+
+A file's record is written, atomically, once all its tiles are. The metadata files and the manifest are rewritten
+from the records at the end of every run, so a killed run never leaves a half-listed file and a re-run only tiles
+the files that have no current record (a record goes stale when the file or the tiling options change). Captions
+and the train/validation split are recomputed on every run, which is cheap: editing a caption needs no re-tiling.
+The catalogue itself is only ever read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from spectrodiff import __version__
+from spectrodiff.audio import AUDIO_SUFFIXES, audio_info, load_audio
+from spectrodiff.convert import audio_to_image, save_image
+from spectrodiff.errors import SpectrodiffError
+from spectrodiff.files import atomic_path
+from spectrodiff.params import SpectrogramParams
+
+SPLITS = ("train", "validation")
+RECORDS = ".prepare"
+MANIFEST = "manifest.json"
+METADATA = "metadata.jsonl"
+CAPTION_CSV = "captions.csv"
+CAPTION_JSONL = "metadata.jsonl"
+# Files captioned from their names are each named in a warning up to this many, then counted in one more line.
+NAMED_WARNINGS = 10
+
+
+# ---- tiling ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How every file is cut, with `slice`'s rule: a tile is `params.tile_width(seconds)` columns, spanning
+    `params.samples_for_width(width)` samples; tiles start every `hop` seconds (default half a tile) while a whole
+    tile fits, so a partial last tile is dropped. Tiles whose RMS is below `min_rms_db` dBFS are dropped as silent.
+    """
+
+    seconds: float = 5.12
+    hop: float | None = None
+    min_rms_db: float = -50.0
+    stereo: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.02 <= self.seconds <= 600:
+            raise SpectrodiffError(f"--seconds must be between 0.02 and 600, got {self.seconds:g}")
+        if self.hop is not None and not 0.01 <= self.hop <= 600:
+            raise SpectrodiffError(f"--hop must be between 0.01 and 600 seconds, got {self.hop:g}")
+        if not math.isfinite(self.min_rms_db):
+            raise SpectrodiffError(f"--min-rms must be a finite number of dBFS, got {self.min_rms_db}")
+
+    @property
+    def params(self) -> SpectrogramParams:
+        return _params(self.stereo)
+
+    @property
+    def width(self) -> int:
+        return self.params.tile_width(self.seconds)
+
+    @property
+    def samples(self) -> int:
+        return self.params.samples_for_width(self.width)
+
+    @property
+    def tile_seconds(self) -> float:
+        return self.samples / self.params.sample_rate
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop or self.tile_seconds / 2
+
+    def starts(self, duration: float) -> list[float]:
+        """Start times (seconds) of the tiles of a file `duration` seconds long: (duration - tile) // hop + 1."""
+        return self.params.tile_starts(duration, self.tile_seconds, self.hop_seconds)
+
+    def config(self) -> dict:
+        """Everything that decides the tiles' pixels and names (a record made with other values is stale)."""
+        return {"params": params_config(self.params), "seconds": self.seconds, "tile_width": self.width,
+                "tile_seconds": self.tile_seconds, "hop": self.hop_seconds, "min_rms_db": self.min_rms_db}
+
+
+@lru_cache(maxsize=2)
+def _params(stereo: bool) -> SpectrogramParams:
+    return SpectrogramParams(stereo=stereo)
+
+
+def params_config(params: SpectrogramParams) -> dict:
+    return {name: value for name, value in params.config.items() if not name.startswith("_")}
+
+
+def rms_dbfs(audio: np.ndarray) -> float:
+    """RMS level of `(C, N)` float audio over all channels, in dB relative to full scale; -inf for silence."""
+    rms = math.sqrt(float(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def tile_name(source: str, start_ms: int) -> str:
+    """A tile's path inside its split folder: the source's folders, then `<stem>_<suffix>_<start>ms.png` (the
+    suffix keeps `song.wav` and `song.mp3` apart)."""
+    rel = PurePosixPath(source)
+    return str(rel.parent / f"{rel.stem}_{rel.suffix.lstrip('.').lower()}_{start_ms:08d}ms.png")
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """One file to tile: `source` is its posix path relative to `catalogue`; tiles go to `out/split/`."""
+
+    catalogue: Path
+    source: str
+    out: Path
+    split: str
+    tiling: Tiling
+
+
+def fingerprint(path: Path, tiling: Tiling) -> dict:
+    """What a record must match to be reused: the file's size and modification time, and the tiling."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "tiling": tiling.config()}
+
+
+def tile_file(job: TileJob) -> dict:
+    """Cut one file into tiles, write the non-silent ones as PNGs, then the file's record; returns the record.
+
+    Each tile is read from disk on its own as `(C, tiling.samples)` float32 audio (C = 1, or 2 with stereo) and
+    becomes a `width x num_frequencies` RGB image with its EXIF. Raises SpectrodiffError when the file cannot be
+    read or decoded (no record is written then, so a re-run tries it again).
+    """
+    tiling, params = job.tiling, job.tiling.params
+    path = job.catalogue.joinpath(*PurePosixPath(job.source).parts)
+    stamp = fingerprint(path, tiling)  # taken before reading: a file changed meanwhile is redone next time
+    duration = audio_info(path).duration
+    channels = "stereo" if tiling.stereo else "mono"
+    tiles, dropped = [], 0
+    for start in tiling.starts(duration):
+        clip = load_audio(path, params.sample_rate, channels, start, tiling.tile_seconds)[:, : tiling.samples]
+        clip = np.pad(clip, ((0, 0), (0, tiling.samples - clip.shape[1])))
+        if rms_dbfs(clip) < tiling.min_rms_db:
+            dropped += 1
+            continue
+        start_ms = round(start * 1000)
+        file = f"{job.split}/{tile_name(job.source, start_ms)}"
+        save_image(job.out / file, audio_to_image(clip, params), overwrite=True)
+        tiles.append({"file": file, "start_ms": start_ms})
+    record = {"source": job.source, "fingerprint": stamp, "duration": duration, "tiles": tiles,
+              "dropped_silent": dropped}
+    write_record(job.out, record)
+    return record
+
+
+# ---- records --------------------------------------------------------------------------------------------------
+
+
+def record_path(out: Path, source: str) -> Path:
+    """Where the record of `source` (a posix path relative to the catalogue) is kept."""
+    return Path(out) / RECORDS / f"{hashlib.sha1(source.encode()).hexdigest()}.json"
+
+
+def write_record(out: Path, record: dict) -> None:
+    with atomic_path(record_path(out, record["source"]), overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def reusable_record(out: Path, source: str, expected: dict) -> dict | None:
+    """The record of `source` when it matches `expected` (see `fingerprint`) and all its tiles exist, else None."""
+    try:
+        record = json.loads(record_path(out, source).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        valid = record["source"] == source and record["fingerprint"] == expected
+        return record if valid and all((out / tile["file"]).is_file() for tile in record["tiles"]) else None
+    except (KeyError, TypeError):  # a record from another version, or damaged
+        return None
+
+
+# ---- captions -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """A row of the catalogue's caption table: a caption (or None) and tags."""
+
+    caption: str | None
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A file's caption and tags; `origin` says where the caption came from: txt, table, tags or file name."""
+
+    text: str
+    tags: tuple[str, ...]
+    origin: str
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _tag(text: str) -> str:
+    return _clean(text.replace("_", " ")).lower()
+
+
+def _split_tags(value) -> tuple[str, ...]:
+    """Tags from a list, or from a string separated by commas, semicolons or bars; lower-case."""
+    items = value if isinstance(value, list) else re.split(r"[,;|]", str(value or ""))
+    return tuple(t for t in (_tag(str(item)) for item in items) if t)
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _table_key(file: str) -> str:
+    key = file.strip().replace("\\", "/")
+    return key[2:] if key.startswith("./") else key
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = {name.strip().lower() for name in reader.fieldnames or []}
+        if "file" not in columns or not columns & {"caption", "text", "tags"}:
+            raise SpectrodiffError(f"{path}: needs a header with a 'file' column and a 'caption' (or 'tags') column")
+        for row in reader:
+            yield reader.line_num, {(k or "").strip().lower(): v for k, v in row.items()}
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise SpectrodiffError(f"{path} line {number}: not valid JSON") from None
+            if not isinstance(row, dict):
+                raise SpectrodiffError(f"{path} line {number}: expected a JSON object")
+            yield number, row
+
+
+def load_caption_table(catalogue: Path) -> dict[str, TableEntry]:
+    """The caption table at the catalogue's root: `captions.csv` (columns file, caption, optional tags) and/or
+    `metadata.jsonl` (keys file, caption or text, optional tags: a list or a comma-separated string).
+
+    Returns file -> entry, where file is a path relative to the catalogue or a bare file name (which then applies
+    to every file of that name). A file named in both tables takes the csv's entry.
+    """
+    table: dict[str, TableEntry] = {}
+    for name, rows in ((CAPTION_JSONL, _jsonl_rows), (CAPTION_CSV, _csv_rows)):
+        path = Path(catalogue) / name
+        if not path.is_file():
+            continue
+        for number, row in rows(path):
+            file = row.get("file") or row.get("file_name")
+            if not isinstance(file, str) or not file.strip():
+                raise SpectrodiffError(f"{path} line {number}: no file named")
+            caption = _clean(str(row.get("caption") or row.get("text") or ""))
+            table[_table_key(file)] = TableEntry(caption or None, _split_tags(row.get("tags")))
+    return table
+
+
+def file_name_caption(source: str) -> str:
+    """The last resort: the file's name, underscores and dashes turned into spaces."""
+    stem = PurePosixPath(source).stem
+    return _clean(re.sub(r"[_-]+", " ", stem)) or stem
+
+
+def caption_for(catalogue: Path, source: str, table: dict[str, TableEntry]) -> Caption:
+    """Caption and tags of one audio file (`source`: its posix path relative to the catalogue).
+
+    The caption is, in order of precedence: the text of `<stem>.txt` beside the file; the caption table's entry
+    (by path, else by file name); the tags joined by commas; the file name (see `file_name_caption`).
+    Tags are the names of the folders the file is in (lower-case, underscores as spaces), then the table's tags.
+    """
+    rel = PurePosixPath(source)
+    entry = table.get(source) or table.get(rel.name) or TableEntry(None, ())
+    tags = _unique([_tag(part) for part in rel.parent.parts] + list(entry.tags))
+    txt = Path(catalogue).joinpath(*rel.parts).with_suffix(".txt")
+    try:
+        text = _clean(txt.read_text(encoding="utf-8", errors="replace")) if txt.is_file() else ""
+    except OSError as exc:
+        warnings.warn(f"cannot read {txt} ({exc}); ignoring it", stacklevel=2)
+        text = ""
+    if text:
+        return Caption(text, tags, "txt")
+    if entry.caption:
+        return Caption(entry.caption, tags, "table")
+    if tags:
+        return Caption(", ".join(tags), tags, "tags")
+    return Caption(file_name_caption(source), tags, "file name")
+
+
+def _warn_file_name_captions(captions: dict[str, Caption]) -> None:
+    named = [source for source, caption in captions.items() if caption.origin == "file name"]
+    for source in named[:NAMED_WARNINGS]:
+        warnings.warn(f"no caption for {source}: using its file name {captions[source].text!r} (add a .txt beside "
+                      f"it, or a row in {CAPTION_CSV})", stacklevel=3)
+    if len(named) > NAMED_WARNINGS:
+        warnings.warn(f"{len(named) - NAMED_WARNINGS} more file(s) captioned from their file names", stacklevel=3)
+
+
+def _warn_unmatched(table: dict[str, TableEntry], sources: list[str]) -> None:
+    known = set(sources) | {PurePosixPath(s).name for s in sources}
+    unmatched = sorted(key for key in table if key not in known)
+    if unmatched:
+        warnings.warn(f"{len(unmatched)} caption table entr{'y' if len(unmatched) == 1 else 'ies'} name no audio "
+                      f"file in the catalogue (first: {unmatched[0]})", stacklevel=3)
+
+
+# ---- files and splits -----------------------------------------------------------------------------------------
+
+
+def find_audio(catalogue: Path) -> list[str]:
+    """Audio files under `catalogue`, recursively (hidden files and folders skipped, links to folders not
+    followed), as sorted posix paths relative to it."""
+    found = []
+    for folder, dirs, files in os.walk(catalogue):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = PurePosixPath(Path(folder).relative_to(catalogue).as_posix())
+        found += [str(base / name) for name in files
+                  if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES]
+    return sorted(found)
+
+
+def assign_splits(sources: Iterable[str], validation: float = 0.1, seed: int = 0) -> dict[str, str]:
+    """Each source track -> "train" or "validation", so that no track is in both.
+
+    The tracks are ranked by a hash of (seed, path); the first round(validation x count) go to validation, at
+    least one (and at most all but one) when there are two tracks or more and `validation` > 0. Deterministic
+    for a seed whatever the order of `sources`, and adding a track moves at most one other.
+    """
+    if not 0 <= validation < 1:
+        raise SpectrodiffError(f"--validation must be a fraction in [0, 1), got {validation:g}")
+    ranked = sorted(set(sources), key=lambda s: hashlib.sha256(f"{seed}\0{s}".encode()).hexdigest())
+    count = round(validation * len(ranked))
+    if validation > 0 and len(ranked) >= 2:
+        count = min(max(count, 1), len(ranked) - 1)
+    return {source: ("validation" if rank < count else "train") for rank, source in enumerate(ranked)}
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _check_folders(catalogue: Path, out: Path) -> None:
+    if not catalogue.exists():
+        raise SpectrodiffError(f"no such folder: {catalogue}")
+    if not catalogue.is_dir():
+        raise SpectrodiffError(f"{catalogue} is not a folder; prepare needs a folder of audio files")
+    if out.exists() and not out.is_dir():
+        raise SpectrodiffError(f"{out} exists and is not a folder")
+    a, b = catalogue.resolve(), out.resolve()
+    if a == b or b.is_relative_to(a) or a.is_relative_to(b):
+        raise SpectrodiffError(f"the dataset folder {out} and the catalogue {catalogue} must not contain each other "
+                               "(the catalogue is never written to)")
+    if out.is_dir() and any(out.iterdir()) and not (out / RECORDS).is_dir():
+        raise SpectrodiffError(f"{out} is not empty and is not a dataset made by prepare; choose a new folder")
+
+
+# ---- running --------------------------------------------------------------------------------------------------
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker process; the processes are the parallelism
+
+
+def _run_job(job: TileJob) -> tuple[str, dict | None, str | None]:
+    """(source, record, None) on success, (source, None, reason) when the file cannot be read."""
+    try:
+        return job.source, tile_file(job), None
+    except SpectrodiffError as exc:
+        return job.source, None, str(exc)
+
+
+def _run_jobs(jobs: list[TileJob], workers: int) -> Iterator[tuple[str, dict | None, str | None]]:
+    """Results of `_run_job`, in this process (one worker) or in `workers` spawned processes, as they finish."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_run_job, jobs)
+        return
+    # spawn, not fork: forking a process whose torch thread pools are running can deadlock the children.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
+        futures = [pool.submit(_run_job, job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _move_to_split(out: Path, record: dict, split: str) -> dict:
+    """Move a record's tiles into `split` (when the split changed since they were written) and save the record."""
+    moved = []
+    for tile in record["tiles"]:
+        old, (_, inner) = tile["file"], tile["file"].split("/", 1)
+        new = f"{split}/{inner}"
+        if new != old:
+            (out / new).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / old, out / new)
+        moved.append({**tile, "file": new})
+    if moved != record["tiles"]:
+        record = {**record, "tiles": moved}
+        write_record(out, record)
+    return record
+
+
+def _write_metadata(out: Path, split: str, lines: list[dict]) -> None:
+    path = out / split / METADATA
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+
+
+def _sweep(out: Path, records: dict[str, dict]) -> None:
+    """Remove what no current record lists: tiles of files since removed, changed or re-split, leftovers of a
+    killed run (temporary files), stale records; then empty folders."""
+    keep = {out / tile["file"] for record in records.values() for tile in record["tiles"]}
+    for split in SPLITS:
+        for folder, _, files in os.walk(out / split, topdown=False):
+            for name in files:
+                path = Path(folder) / name
+                temporary = name.startswith(".") and ".tmp" in name
+                if temporary or (name.endswith(".png") and path not in keep):
+                    path.unlink()
+            if not any(Path(folder).iterdir()):
+                Path(folder).rmdir()
+    current = {record_path(out, source).name for source in records}
+    for path in (out / RECORDS).iterdir():
+        if path.name not in current:
+            path.unlink()
+
+
+def prepare_dataset(
+    catalogue: Path,
+    out: Path,
+    seconds: float = 5.12,
+    hop: float | None = None,
+    min_rms_db: float = -50.0,
+    workers: int = 1,
+    validation: float = 0.1,
+    seed: int = 0,
+    stereo: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Turn a folder of audio into a training dataset (see the module's docstring for the layout); resumable.
+
+    Args:
+        catalogue: folder of audio files, searched recursively; only read.
+        out: dataset folder: new, empty, or made by an earlier run (which is then resumed and brought up to date).
+        seconds, hop: tile length (5.12 s = 512 columns) and seconds between tile starts (default half a tile).
+        min_rms_db: tiles quieter than this (RMS, dBFS) are dropped as silent.
+        workers: processes tiling files in parallel.
+        validation: fraction of the tracks held out for validation; seed: which ones.
+        stereo: stereo tiles (G = left, B = right) instead of mono.
+        progress: called as `progress(files_done, files_total)`.
+    Returns:
+        The manifest, also written to `out/manifest.json`. Unreadable files are skipped with a warning each and
+        listed there. Raises SpectrodiffError when there is no audio at all, or no tile could be made.
+    """
+    catalogue, out = Path(catalogue), Path(out)
+    tiling = Tiling(seconds, hop, min_rms_db, stereo)
+    assign_splits([], validation)  # checks the fraction before any work
+    if workers < 1:
+        raise SpectrodiffError(f"--workers must be at least 1, got {workers}")
+    _check_folders(catalogue, out)
+    sources = find_audio(catalogue)
+    if not sources:
+        raise SpectrodiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {catalogue}")
+    table = load_caption_table(catalogue)  # read first: a malformed table stops the run before any work
+    _warn_unmatched(table, sources)
+
+    skipped: dict[str, str] = {}
+    for source in sources:
+        try:
+            duration = audio_info(catalogue / source).duration
+        except SpectrodiffError as exc:
+            skipped[source] = str(exc)
+            continue
+        if duration < tiling.tile_seconds:
+            skipped[source] = f"{source} is shorter than one tile ({duration:.2f} s < {tiling.tile_seconds:.2f} s)"
+    for reason in skipped.values():
+        warnings.warn(f"skipped {reason}", stacklevel=2)
+    candidates = [source for source in sources if source not in skipped]
+    if not candidates:
+        unreadable = sum("shorter than one tile" not in reason for reason in skipped.values())
+        raise SpectrodiffError(f"nothing to prepare in {catalogue}: of {len(sources)} audio file(s), {unreadable} "
+                               f"could not be read and {len(sources) - unreadable} are shorter than one tile "
+                               f"({tiling.tile_seconds:.2f} s)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECORDS).mkdir(exist_ok=True)
+    # Tiles are written straight into the split their track will most likely end in; if tracks drop out (silent
+    # or undecodable) and the split changes, the finished tiles are moved at the end.
+    likely = assign_splits(candidates, validation, seed)
+    records: dict[str, dict] = {}
+    jobs = []
+    for source in candidates:
+        record = reusable_record(out, source, fingerprint(catalogue / source, tiling))
+        if record is not None:
+            records[source] = record
+        else:
+            jobs.append(TileJob(catalogue, source, out, likely[source], tiling))
+    done = len(records)
+    if progress:
+        progress(done, len(candidates))
+    for source, record, reason in _run_jobs(jobs, workers):
+        if record is None:
+            skipped[source] = reason
+            warnings.warn(f"skipped {reason}", stacklevel=2)
+        else:
+            records[source] = record
+        done += 1
+        if progress:
+            progress(done, len(candidates))
+
+    tracks = sorted(source for source, record in records.items() if record["tiles"])
+    if not tracks:
+        raise SpectrodiffError(f"no tiles: every tile of the {len(records)} readable file(s) is quieter than "
+                               f"--min-rms {min_rms_db:g} dBFS")
+    splits = assign_splits(tracks, validation, seed)
+    captions = {source: caption_for(catalogue, source, table) for source in tracks}
+    _warn_file_name_captions(captions)
+    lines: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for source in tracks:
+        records[source] = _move_to_split(out, records[source], splits[source])
+        caption = captions[source]
+        for tile in records[source]["tiles"]:
+            split, file_name = tile["file"].split("/", 1)
+            lines[split].append({"file_name": file_name, "text": caption.text, "source": source,
+                                 "start_ms": tile["start_ms"], "tags": list(caption.tags)})
+    for split in SPLITS:
+        _write_metadata(out, split, lines[split])
+    _sweep(out, records)
+
+    manifest = {
+        "spectrodiff_version": __version__,
+        "catalogue": str(catalogue.resolve()),
+        "counts": {
+            "files": len(sources),
+            "tracks": {split: sum(splits[s] == split for s in tracks) for split in SPLITS},
+            "tiles": {split: len(lines[split]) for split in SPLITS},
+            "dropped_silent": sum(record["dropped_silent"] for record in records.values()),
+            "silent_files": len(records) - len(tracks),
+            "skipped": len(skipped),
+        },
+        "seconds": {split: round(sum(records[s]["duration"] for s in tracks if splits[s] == split), 3)
+                    for split in SPLITS},
+        "params": params_config(tiling.params),
+        "options": {"seconds": seconds, "hop": tiling.hop_seconds, "tile_width": tiling.width,
+                    "tile_seconds": tiling.tile_seconds, "min_rms_db": min_rms_db, "validation": validation,
+                    "seed": seed, "stereo": stereo},
+        "skipped": [{"source": source, "reason": reason} for source, reason in sorted(skipped.items())],
+        "run": {"tiled": len(jobs), "reused": len(candidates) - len(jobs)},
+    }
+    with atomic_path(out / MANIFEST, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
