@@ -166,6 +166,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise SpectrodiffError(f"cannot load model {model!r} (tried {path}): "
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        pipe.model_id = model  # the name the user gave, recorded in sidecars
         if cpu_offload:
             pipe.enable_model_cpu_offload()
         else:
@@ -323,8 +324,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
 
         text = self.encode_text([k.prompt for k in timeline.keyframes] + [k.negative for k in timeline.keyframes])
         cond, uncond = text.chunk(2)
-        centre = np.array([seconds[_columns(s, tile, width)].mean() if not loop else
-                           seconds[(s + tile // 2) % width] for s in starts])
+        centre = seconds[[(s + tile // 2) % width for s in starts]]  # each window's conditioning time
         index, alpha = timeline.blend_at(centre)
         blend = torch.from_numpy(alpha).to(device, dtype)[:, None, None]
         nxt = np.minimum(index + 1, len(timeline.keyframes) - 1)
@@ -343,13 +343,13 @@ class SpectrodiffPipeline(DiffusionPipeline):
             begin = num_inference_steps - np.round(strength * num_inference_steps).astype(int)
             if keep is not None:
                 begin[keep.cpu().numpy()] = num_inference_steps + 1
-            first = min(int(begin.min()), num_inference_steps)
+        first = int(begin.min())
+        if init_latents is not None:
+            if first >= num_inference_steps:  # every column is kept: nothing to denoise
+                return init_latents
             if hasattr(self.scheduler, "set_begin_index"):
                 self.scheduler.set_begin_index(first)
-            if first == num_inference_steps:
-                return init_latents
             latents = self.scheduler.add_noise(init_latents, noise, timesteps[first: first + 1])
-        first = int(begin.min())
         begin_t = torch.from_numpy(begin).to(device)
 
         weights = _window_weights(tile, device)
