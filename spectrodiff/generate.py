@@ -258,6 +258,10 @@ def render(
     exif[int(ExifTag.MAX_VALUE)] = float(max_value)
     save_image(image_path, image)
 
+    # The job alone redoes the result (with the same model): settings included.
+    record["job"] = {**record["job"], "steps": settings.steps, "scheduler": pipe.scheduler_name,
+                     "iters": settings.griffin_lim_iters,
+                     **({"sample_rate": settings.sample_rate} if settings.sample_rate else {})}
     record = {"spectrodiff": __version__, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               **record, "model": model_record(pipe), "scheduler": pipe.scheduler_name, "steps": settings.steps,
               "griffin_lim_iters": settings.griffin_lim_iters, "loop": loop, "seconds": round(seconds, 6),

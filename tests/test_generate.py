@@ -57,7 +57,7 @@ def test_generate_writes_a_loop_triple(pipe, tmp_path):
     assert params == pipe.spectrogram, "the PNG decodes on its own with the model's parameters"
     record = json.loads(result.sidecar.read_text())
     assert record["job"] == {"mode": "generate", "prompt": "jazzy saxophone", "seed": 3, "guidance": 7.0,
-                             "seconds": 5.12, "loop": True}
+                             "seconds": 5.12, "loop": True, "steps": 3, "scheduler": "dpm", "iters": 4}
     assert record["steps"] == 3 and record["scheduler"] == "dpm" and len(record["model"]["sha256"]) == 64
     assert record["spectrodiff"] and record["loop"] is True
 
@@ -154,7 +154,7 @@ def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path
     first = generate(pipe, Keyframe("redo me", seed=4), settings=settings(tmp_path / "first.wav"))
     job = json.loads(first.sidecar.read_text())["job"]
     jobs = tmp_path / "jobs.jsonl"
-    lines = [dict(job, out=str(tmp_path / "again.wav"), steps=3, iters=4),
+    lines = [dict(job, out=str(tmp_path / "again.wav")),
              {"mode": "morph", "keyframes": [{"prompt": "a"}, {"prompt": "b", "seed": 2}], "seconds": 6.0,
               "out": str(tmp_path / "morph"), "steps": 2, "iters": 2}]
     jobs.write_text("# two jobs\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
