@@ -20,7 +20,8 @@ HOP = 441
 TILE_SAMPLES = 511 * HOP  # a 512-column tile spans (512 - 1) * hop samples
 PEAK_CEILING = 10 ** (-0.1 / 20)
 CONSOLE = Path(sys.executable).parent / "spectrodiff"
-COMMANDS = ["audio-to-image", "image-to-audio", "slice", "info"]
+# Every registered command, so a new one cannot ship without help and an example.
+COMMANDS = [command.name for command in app.registered_commands]
 
 
 @pytest.fixture(autouse=True)
