@@ -277,6 +277,8 @@ DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, 
 DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, or float16/bfloat16 on CUDA.")]
 SlicingOption = Annotated[bool, typer.Option("--attention-slicing", help="Lower peak memory, a little slower.")]
 OffloadOption = Annotated[bool, typer.Option("--cpu-offload", help="Keep idle sub-models on the CPU (CUDA).")]
+LoraOption = Annotated[Path | None, typer.Option("--lora", help="LoRA file (or folder) from `spectrodiff train "
+                                                 "--lora-rank`, applied to the model's UNet.")]
 DEFAULT_MODEL = "mini"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -296,14 +298,24 @@ def _stages() -> Iterator[Callable[[str, int, int], None]]:
         yield report
 
 
-def _load(model: str, allow_pickle: bool, device: str, dtype: str, slicing: bool, offload: bool):
+def _load(model: str, allow_pickle: bool, device: str, dtype: str, slicing: bool, offload: bool,
+          lora: Path | None = None):
     from .pipeline import SpectrodiffPipeline
 
     if dtype not in DTYPES:
         raise SpectrodiffError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if lora is not None:
+        from training.train import lora_path
+
+        lora = lora_path(lora)  # a missing file stops before the model loads
     pipe = SpectrodiffPipeline.load(model, allow_pickle=allow_pickle, device=device, dtype=DTYPES[dtype],
                                     attention_slicing=slicing, cpu_offload=offload)
     pipe.model_id = model
+    if lora is not None:
+        from training.train import load_lora
+
+        load_lora(pipe, lora)
+        pipe.model_id = f"{model}+{lora}"
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -342,6 +354,7 @@ def generate_command(
     dtype: DtypeOption = "float32",
     attention_slicing: SlicingOption = False,
     cpu_offload: OffloadOption = False,
+    lora: LoraOption = None,
 ) -> None:
     """Text -> a seamless loop: WAV, spectrogram PNG and a JSON sidecar that redoes it.
 
@@ -352,7 +365,7 @@ def generate_command(
 
     if count > 1 and out is not None and out.suffix:
         raise SpectrodiffError("--count above 1 needs -o to name a folder, not a file")
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
     with _stages() as report:
         for n in range(count):
             keyframe = Keyframe(prompt, seed=seed + n, guidance=guidance, negative=negative)
@@ -393,6 +406,7 @@ def morph_command(
     dtype: DtypeOption = "float32",
     attention_slicing: SlicingOption = False,
     cpu_offload: OffloadOption = False,
+    lora: LoraOption = None,
 ) -> None:
     """Morph from one prompt to the next across one clip (embeddings lerped, noise slerped, guidance lerped).
 
@@ -407,7 +421,7 @@ def morph_command(
     guidance_list = _comma_list(guidance, float, "guidance", len(prompts)) or [7.0] * len(prompts)
     keyframes = [Keyframe(p, seed=s, guidance=g, negative=negative)
                  for p, s, g in zip(prompts, seed_list, guidance_list, strict=True)]
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
     with _stages() as report:
         _print_result(morph(pipe, keyframes, seconds, _settings(steps, scheduler, iters, sample_rate, out, report)))
 
@@ -427,6 +441,7 @@ def compose_command(
     dtype: DtypeOption = "float32",
     attention_slicing: SlicingOption = False,
     cpu_offload: OffloadOption = False,
+    lora: LoraOption = None,
 ) -> None:
     """A timeline of keyframes (prompt, seed, seconds, guidance) -> one long seamless clip.
 
@@ -436,7 +451,7 @@ def compose_command(
     from .plans import load_plan
 
     keyframes, transition = load_plan(plan)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
     with _stages() as report:
         _print_result(compose(pipe, keyframes, transition,
                               _settings(steps, scheduler, iters, sample_rate, out, report)))
@@ -466,6 +481,7 @@ def remix_command(
     dtype: DtypeOption = "float32",
     attention_slicing: SlicingOption = False,
     cpu_offload: OffloadOption = False,
+    lora: LoraOption = None,
 ) -> None:
     """Audio-to-audio: re-imagine your whole track in the prompt's style, seamlessly across tiles.
 
@@ -476,7 +492,7 @@ def remix_command(
 
     _require_file(audio)
     keyframe = Keyframe(prompt, seed=seed, strength=strength, guidance=guidance, negative=negative)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
     with _stages() as report:
         _print_result(remix(pipe, audio, keyframe, _settings(steps, scheduler, iters, sample_rate, out, report)))
 
@@ -501,6 +517,7 @@ def extend_command(
     dtype: DtypeOption = "float32",
     attention_slicing: SlicingOption = False,
     cpu_offload: OffloadOption = False,
+    lora: LoraOption = None,
 ) -> None:
     """Continue your audio; its own samples open the output untouched.
 
@@ -511,7 +528,7 @@ def extend_command(
 
     _require_file(audio)
     keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
     with _stages() as report:
         _print_result(extend(pipe, audio, keyframe, seconds,
                              _settings(steps, scheduler, iters, sample_rate, out, report)))
@@ -538,6 +555,7 @@ def inpaint_command(
     dtype: DtypeOption = "float32",
     attention_slicing: SlicingOption = False,
     cpu_offload: OffloadOption = False,
+    lora: LoraOption = None,
 ) -> None:
     """Regenerate a span of your audio; outside it nothing changes but a 20 ms crossfade at each edge.
 
@@ -548,7 +566,7 @@ def inpaint_command(
 
     _require_file(audio)
     keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload)
+    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
     with _stages() as report:
         _print_result(inpaint(pipe, audio, keyframe, start, end,
                               _settings(steps, scheduler, iters, sample_rate, out, report)))
@@ -619,6 +637,65 @@ def prepare_command(
     if run["reused"]:
         summary += f"; {run['reused']} file(s) done earlier, {run['tiled']} tiled now"
     print(summary + (f"; {counts['skipped']} file(s) skipped" if counts["skipped"] else ""))
+
+
+@app.command("train")
+@handle_errors
+def train_command(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder made by `spectrodiff prepare`.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: the trained model (or lora.safetensors), "
+                                      "checkpoints, train_log.csv, validation clips.")],
+    base: Annotated[str | None, typer.Option("--base", help="Model to fine-tune: a folder, bundled name or hub id.")]
+    = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Train from scratch from a YAML config "
+                                                "(training/configs/).")] = None,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="Train a LoRA of this rank instead of the whole UNet "
+                                           "(0: full fine-tuning).", min=0, max=1024)] = 0,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps (default 1000).", min=1)]
+    = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Tiles per device per micro-batch "
+                                                   "(default 4).", min=1, max=4096)] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step (default 1).",
+                                                   min=1, max=1024)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 1e-4; 1e-5 for full fine-tuning).",
+                                             min=0, max=1)] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="'latest' continues the run in OUT from its last "
+                                               "checkpoint (or a checkpoint folder).")] = None,
+    validation_prompts: Annotated[Path | None, typer.Option("--validation-prompts", help="Text file, a prompt per "
+                                                            "line (default: two of the dataset's captions).")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Seed of data order, noise and validation clips.", min=0)] = 0,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", help="Steps between checkpoints "
+                                                         "(default 500).", min=1)] = None,
+    validate_every: Annotated[int | None, typer.Option("--validate-every", help="Steps between validations "
+                                                       "(default 500).", min=1)] = None,
+    validation_steps: Annotated[int, typer.Option("--validation-steps", help="Denoising steps of validation clips.",
+                                                  min=1, max=1000)] = 20,
+    mixed_precision: Annotated[str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16 (default: "
+                                                        "accelerate's config, else no).")] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Less memory, ~30% "
+                                                         "slower.")] = False,
+    ema: Annotated[float | None, typer.Option("--ema", help="EMA decay of the weights saved, e.g. 0.999 "
+                                              "(default off).", min=0, max=0.999999)] = None,
+    crop_width: Annotated[int | None, typer.Option("--crop-width", help="Random crops this many columns wide "
+                                                   "(a multiple of 8; default whole tiles).", min=8)] = None,
+    allow_pickle: PickleOption = False,
+) -> None:
+    """Fine-tune a model's UNet (full or LoRA) on a prepared dataset, or train a model from a config.
+
+    Example: spectrodiff train dataset/ -o my-model/ --base riffusion/riffusion-model-v1 --lora-rank 16
+    """
+    from training.train import TrainOptions, train
+
+    opts = TrainOptions(dataset=dataset, out=out, base=base, config=config, lora_rank=lora_rank, max_steps=max_steps,
+                        batch_size=batch_size, grad_accum=grad_accum, lr=lr, resume=resume,
+                        validation_prompts=validation_prompts, seed=seed, checkpoint_every=checkpoint_every,
+                        validate_every=validate_every, validation_steps=validation_steps,
+                        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, ema=ema,
+                        crop_width=crop_width, allow_pickle=allow_pickle,
+                        log=lambda line: err_console.print(line, markup=False))
+    summary = train(opts)
+    print(summary["lora"] or summary["out"])
 
 
 def main() -> int:

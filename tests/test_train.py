@@ -1,0 +1,183 @@
+"""Training (training/train.py and `spectrodiff train`): exact resume, LoRA and full fine-tuning outputs that
+`generate` loads, logs and checkpoints, proof that a tiny model learns, bad input."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from spectrodiff.cli import app, main
+from spectrodiff.errors import SpectrodiffError
+from spectrodiff.signals import chord, drums
+from spectrodiff.testing import build_tiny_pipeline
+from training.prepare import prepare_dataset
+from training.train import LOG_COLUMNS, TrainOptions, train
+
+TINY = Path(__file__).parent.parent / "training" / "configs" / "tiny.yaml"
+FAST = dict(validation_steps=2, validation_iters=2)
+
+
+@pytest.fixture(autouse=True)
+def _no_debug_tracebacks(monkeypatch):
+    monkeypatch.delenv("SPECTRODIFF_DEBUG", raising=False)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Two clearly different styles, four tracks each, 1.28 s tiles (512 x 128 pixels), a quarter held out."""
+    root = tmp_path_factory.mktemp("train")
+    for i in range(4):
+        for caption, audio in (("piano chords", chord(3.0, root_hz=110 * (1 + 0.25 * i), seed=i)),
+                               ("drum beat", drums(3.0, bpm=100 + 20 * i, seed=i))):
+            path = root / "catalogue" / caption.replace(" ", "_") / f"{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(path, audio, 44100, subtype="PCM_16")
+    prepare_dataset(root / "catalogue", root / "dataset", seconds=1.28, validation=0.25)
+    return root / "dataset"
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("base")
+    build_tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+def unet_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_resume_ends_with_the_same_weights(dataset, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    # With gradient accumulation and EMA (the saved model holds the averages), whose state must resume too.
+    common = dict(config=TINY, checkpoint_every=3, validate_every=3, batch_size=2, grad_accum=2, ema=0.9, **FAST)
+    train(TrainOptions(dataset, straight, max_steps=6, **common))
+    # A run "killed" at step 3 (its last checkpoint), then resumed to step 6 from the command line.
+    train(TrainOptions(dataset, resumed, max_steps=3, **common))
+    result = invoke("train", dataset, "-o", resumed, "--config", TINY, "--max-steps", 6, "--checkpoint-every", 3,
+                    "--validate-every", 3, "--validation-steps", 2, "--batch-size", 2, "--grad-accum", 2,
+                    "--ema", 0.9, "--resume", "latest")
+    assert result.exit_code == 0, result.output
+    a, b = unet_weights(straight), unet_weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # Checkpoints, the CSV log and validation clips of the run.
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step-000003", "step-000006"]
+    with (resumed / "train_log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == LOG_COLUMNS
+    assert [int(r["step"]) for r in rows] == list(range(7))
+    assert all(r["loss"] for r in rows[1:]) and [bool(r["val_loss"]) for r in rows].count(True) == 3
+    for step in ("step-000000", "step-000003", "step-000006"):
+        files = sorted(p.suffix for p in (resumed / "validation" / step).iterdir())
+        assert files == [".json", ".json", ".png", ".png", ".wav", ".wav"], files
+    # The dataset's spectrogram parameters travel into the model.
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    saved = json.loads((resumed / "spectrogram" / "spectrogram_config.json").read_text())
+    assert saved["num_frequencies"] == manifest["params"]["num_frequencies"] == 512
+
+
+def generate_audio(model: Path, out: Path, *extra) -> np.ndarray:
+    result = invoke("generate", "drum beat", "--model", model, "--seconds", 1.28, "--steps", 2, "--iters", 2,
+                    "--no-loop", "-o", out, *extra)
+    assert result.exit_code == 0, result.output
+    audio, _ = soundfile.read(out)
+    return audio
+
+
+def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, tmp_path):
+    lora_out, full_out = tmp_path / "lora", tmp_path / "full"
+    result = invoke("train", dataset, "-o", lora_out, "--base", base_dir, "--lora-rank", 4, "--max-steps", 4,
+                    "--lr", 1e-2, "--validation-steps", 2, "--batch-size", 2)
+    assert result.exit_code == 0, result.output
+    lora_file = lora_out / "lora.safetensors"
+    assert lora_file.is_file() and not (lora_out / "unet").exists()
+    assert all(".lora_" in k and k.startswith("unet.") for k in load_file(str(lora_file)))
+
+    result = invoke("train", dataset, "-o", full_out, "--base", base_dir, "--max-steps", 2, "--lr", 1e-3,
+                    "--validation-steps", 2, "--batch-size", 2)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((full_out / "spectrogram" / "spectrogram_config.json").read_text())
+    assert saved["num_frequencies"] == 512  # the dataset's, not the base model's 64
+
+    full = generate_audio(full_out, tmp_path / "full.wav")
+    # The base model takes the LoRA's spectrogram parameters from itself (64 bins); with and without the LoRA:
+    plain = generate_audio(base_dir, tmp_path / "plain.wav")
+    adapted = generate_audio(base_dir, tmp_path / "adapted.wav", "--lora", lora_file)
+    assert full.size and plain.shape == adapted.shape
+    assert not np.allclose(plain, adapted)
+    # A LoRA that is missing, or is not a LoRA: one line.
+    for bad in (tmp_path / "absent.safetensors", base_dir / "unet" / "diffusion_pytorch_model.safetensors"):
+        result = invoke("generate", "x", "--model", base_dir, "--lora", bad, "-o", tmp_path / "bad.wav")
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.stderr
+        assert "lora" in errors[0].lower(), errors[0]
+
+
+def test_a_tiny_model_learns(dataset, tmp_path):
+    """Held-out loss of the tiny config, trained from scratch on chords vs drums, falls clearly."""
+    summary = train(TrainOptions(dataset, tmp_path / "out", config=TINY, max_steps=40, validate_every=20,
+                                 checkpoint_every=40, **FAST))
+    first, *_, last = summary["val_losses"]
+    print("held-out loss", summary["val_losses"])
+    assert last < 0.8 * first, summary["val_losses"]
+
+
+@pytest.mark.parametrize("case", ["no-metadata", "empty", "unknown-base", "both", "neither", "steps", "rank",
+                                  "crop", "lora-without-base", "not-empty"])
+def test_bad_input_is_one_line(case, dataset, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    args = {
+        "no-metadata": (tmp_path, "--config", TINY),
+        "empty": (empty, "--config", TINY),
+        "unknown-base": (dataset, "--base", "./no/such/model"),
+        "both": (dataset, "--base", "x/y", "--config", TINY),
+        "neither": (dataset,),
+        "steps": (dataset, "--config", TINY, "--max-steps", 0),
+        "rank": (dataset, "--config", TINY, "--lora-rank", -1),
+        "crop": (dataset, "--config", TINY, "--crop-width", 12),
+        "lora-without-base": (dataset, "--config", TINY, "--lora-rank", 4),
+        "not-empty": (dataset, "--config", TINY),
+    }[case]
+    out = tmp_path / "out"
+    if case == "not-empty":
+        out.mkdir()
+        (out / "something").write_text("x")
+    # Through the console entry point: option ranges are checked by the parser there (exit status 2).
+    monkeypatch.setattr(sys, "argv", ["spectrodiff", "train", *map(str, args), "-o", str(out)])
+    status = main()
+    stdout, stderr = capsys.readouterr()
+    assert status != 0 and "Traceback" not in stdout + stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:"), stderr
+
+
+def test_options_are_checked_before_work(dataset, tmp_path):
+    with pytest.raises(SpectrodiffError, match="exactly one"):
+        train(TrainOptions(dataset, tmp_path / "o"))
+    with pytest.raises(SpectrodiffError, match="resume"):
+        train(TrainOptions(dataset, tmp_path / "o", config=TINY, resume="latest"))
+
+
+def test_config_can_train_the_vae_too(dataset, tmp_path):
+    config = tmp_path / "vae.yaml"
+    config.write_text(TINY.read_text().replace("train_vae: false", "train_vae: true"))
+    out = tmp_path / "out"
+    train(TrainOptions(dataset, out, config=config, max_steps=2, validate_every=2, **FAST))
+    with (out / "train_log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["vae_loss"]) > 0 for r in rows[1:])
+    assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] != 0.18215  # "auto", saved
+    state = json.loads((out / "checkpoints" / "step-000002" / "state.json").read_text())
+    assert state["scaling_factor"] == json.loads((out / "vae" / "config.json").read_text())["scaling_factor"]
