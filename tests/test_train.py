@@ -3,6 +3,7 @@
 
 import csv
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -54,6 +55,23 @@ def base_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def tensorboard_scalars(folder: Path, tag: str) -> dict[int, float]:
+    """{step: value} of one scalar from TensorBoard event files (TFRecord framing: length, crc, event, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    values = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        while data:
+            length = struct.unpack("<Q", data[:8])[0]
+            event = Event.FromString(data[12: 12 + length])
+            data = data[16 + length:]
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = value.simple_value
+    return values
+
+
 def unet_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
 
@@ -79,6 +97,10 @@ def test_resume_ends_with_the_same_weights(dataset, tmp_path):
     assert tuple(rows[0]) == LOG_COLUMNS
     assert [int(r["step"]) for r in rows] == list(range(7))
     assert all(r["loss"] for r in rows[1:]) and [bool(r["val_loss"]) for r in rows].count(True) == 3
+    # TensorBoard holds the same losses, each step once across the two runs.
+    losses = tensorboard_scalars(resumed / "tensorboard", "train/loss")
+    assert sorted(losses) == list(range(1, 7))
+    assert all(abs(losses[int(r["step"])] - float(r["loss"])) < 1e-5 for r in rows[1:])
     for step in ("step-000000", "step-000003", "step-000006"):
         files = sorted(p.suffix for p in (resumed / "validation" / step).iterdir())
         assert files == [".json", ".json", ".png", ".png", ".wav", ".wav"], files

@@ -6,6 +6,7 @@ What an output folder holds:
     OUT/lora.safetensors                       the LoRA adapter (`--lora-rank`), for `generate --model BASE --lora`
     OUT/run.json                               the options of the run (a resumed run must match them)
     OUT/train_log.csv                          step, epoch, lr, loss, vae_loss, val_loss, elapsed_s
+    OUT/tensorboard/                           the same losses as TensorBoard event files
     OUT/checkpoints/step-NNNNNN/               trainable weights and EMA (safetensors), optimizer state, step
     OUT/validation/step-NNNNNN/<prompt>.wav    validation audio + spectrogram PNG + JSON sidecar per prompt
 
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from tensorboardX import SummaryWriter
 
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.params import SpectrogramParams
@@ -41,6 +43,7 @@ from spectrodiff.pipeline import SpectrodiffPipeline
 
 CHECKPOINTS = "checkpoints"
 LOG = "train_log.csv"
+TENSORBOARD_DIR = "tensorboard"
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s")
 LORA_FILE = "lora.safetensors"
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -501,23 +504,34 @@ def load_checkpoint(folder: Path, modules: dict, optimizer, ema: EMA | None) -> 
     return step
 
 
-def start_log(out: Path, resumed_step: int) -> None:
-    """Create the CSV log, or keep only rows up to `resumed_step` (a killed run may have logged past its last
-    checkpoint)."""
-    path = Path(out) / LOG
-    rows = []
-    if resumed_step and path.is_file():
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, LOG_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+class TrainLog:
+    """Losses to OUT/train_log.csv and to TensorBoard event files in OUT/tensorboard (written with tensorboardX,
+    which has the event format without TensorBoard's server stack). A resumed run first drops what a killed run
+    logged past its last checkpoint, in both."""
 
+    def __init__(self, out: Path, resumed_step: int):
+        self.path = Path(out) / LOG
+        rows = []
+        if resumed_step and self.path.is_file():
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.board = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=resumed_step + 1 if resumed_step
+                                   else None)
 
-def log_row(out: Path, **row) -> None:
-    with (Path(out) / LOG).open("a", newline="") as f:
-        csv.DictWriter(f, LOG_COLUMNS).writerow({k: ("" if v is None else v) for k, v in row.items()})
+    def row(self, **row) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_COLUMNS).writerow({k: ("" if v is None else v) for k, v in row.items()})
+        for name in ("loss", "vae_loss", "val_loss", "lr"):
+            if row.get(name) not in (None, ""):
+                self.board.add_scalar(f"train/{name}", float(row[name]), row["step"])
+        self.board.flush()
+
+    def close(self) -> None:
+        self.board.close()
 
 
 def read_log(out: Path) -> list[dict]:
@@ -669,8 +683,7 @@ def train(opts: TrainOptions) -> dict:
     step = load_checkpoint(resume, modules, optimizer, ema) if resume else 0
     if resume:
         opts.log(f"resuming from {resume} (step {step})")
-    if accelerator.is_main_process:
-        start_log(opts.out, step)
+    log = TrainLog(opts.out, step) if accelerator.is_main_process else None
     if train_vae:
         unet, vae, optimizer = accelerator.prepare(unet, vae, optimizer)
     else:
@@ -700,7 +713,7 @@ def train(opts: TrainOptions) -> dict:
     began = time.monotonic()
     first_val = validate(step) if step == 0 else None
     if step == 0 and accelerator.is_main_process:
-        log_row(opts.out, step=0, epoch=0, lr=lr_at(opts, 0), val_loss=_fmt(first_val), elapsed_s="0.0")
+        log.row(step=0, epoch=0, lr=lr_at(opts, 0), val_loss=_fmt(first_val), elapsed_s="0.0")
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = opts.batch_size * opts.grad_accum * world
     last_loss = None
@@ -750,7 +763,7 @@ def train(opts: TrainOptions) -> dict:
         if step % opts.validate_every == 0 or step == opts.max_steps:
             val = validate(step)
         if accelerator.is_main_process:
-            log_row(opts.out, step=step, epoch=f"{step * per_step / len(dataset.train):.3f}", lr=f"{lr:.3g}",
+            log.row(step=step, epoch=f"{step * per_step / len(dataset.train):.3f}", lr=f"{lr:.3g}",
                     loss=f"{last_loss:.6f}", vae_loss=f"{vae_total:.6f}" if train_vae else None,
                     val_loss=_fmt(val), elapsed_s=f"{time.monotonic() - began:.1f}")
         if step % 10 == 0 or step == opts.max_steps:
@@ -762,6 +775,7 @@ def train(opts: TrainOptions) -> dict:
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
+        log.close()
         if ema is not None:
             ema.swap()
         _save_output(pipe, accelerator, unet, vae, opts)
