@@ -304,18 +304,8 @@ def _load(model: str, allow_pickle: bool, device: str, dtype: str, slicing: bool
 
     if dtype not in DTYPES:
         raise SpectrodiffError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if lora is not None:
-        from training.train import lora_path
-
-        lora = lora_path(lora)  # a missing file stops before the model loads
     pipe = SpectrodiffPipeline.load(model, allow_pickle=allow_pickle, device=device, dtype=DTYPES[dtype],
-                                    attention_slicing=slicing, cpu_offload=offload)
-    pipe.model_id = model
-    if lora is not None:
-        from training.train import load_lora
-
-        load_lora(pipe, lora)
-        pipe.model_id = f"{model}+{lora}"
+                                    attention_slicing=slicing, cpu_offload=offload, lora=lora)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

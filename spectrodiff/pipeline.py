@@ -28,6 +28,7 @@ from diffusers import (
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
+from safetensors.torch import load_file
 from transformers import CLIPTextModel
 
 from .errors import SpectrodiffError
@@ -48,6 +49,7 @@ REQUIRED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
 TILE_SECONDS = 5.12
+LORA_FILE = "lora.safetensors"  # what `spectrodiff train --lora-rank` writes into its output folder
 # Latent columns of context on each side of a window when decoding or encoding piecewise.
 VAE_CONTEXT_COLUMNS = 8
 
@@ -140,13 +142,16 @@ class SpectrodiffPipeline(DiffusionPipeline):
         dtype: torch.dtype | None = None,
         attention_slicing: bool = False,
         cpu_offload: bool = False,
+        lora: Path | None = None,
     ) -> SpectrodiffPipeline:
         """Load a bundled model by short name, a local diffusers folder, or a hub id such as
         `riffusion/riffusion-model-v1` (downloaded by diffusers; needs internet the first time).
 
         Folders without a `spectrogram/` component (Riffusion's) get Riffusion's parameters. Pickled weights are
-        refused unless `allow_pickle`: unpickling can run arbitrary code.
+        refused unless `allow_pickle`: unpickling can run arbitrary code. `lora` (a file, or a training output
+        folder) adds a LoRA adapter to the UNet.
         """
+        lora = lora_path(lora) if lora is not None else None  # a bad path stops before the model loads
         path = resolve_model(model)
         kwargs = {}
         if path.is_dir():
@@ -167,6 +172,9 @@ class SpectrodiffPipeline(DiffusionPipeline):
                 raise SpectrodiffError(f"cannot load model {model!r} (tried {path}): "
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         pipe.model_id = model  # the name the user gave, recorded in sidecars
+        if lora is not None:
+            pipe.load_lora(lora)
+            pipe.model_id = f"{model}+{lora}"
         if cpu_offload:
             pipe.enable_model_cpu_offload()
         else:
@@ -174,6 +182,23 @@ class SpectrodiffPipeline(DiffusionPipeline):
         if attention_slicing:
             pipe.enable_attention_slicing()
         return pipe
+
+    def load_lora(self, path: Path) -> None:
+        """Load a LoRA file written by `spectrodiff train` (or its output folder) into the UNet."""
+        path = lora_path(path)
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise SpectrodiffError(f"cannot read LoRA file {path}: {exc}") from None
+        if not any(k.startswith("unet.") for k in state):
+            raise SpectrodiffError(f"{path} holds no UNet LoRA weights (keys prefixed 'unet.')")
+        state = {k: v.to(self.unet.device, self.unet.dtype) for k, v in state.items()}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.unet.load_lora_adapter(state, prefix="unet", adapter_name="lora")
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise SpectrodiffError(f"LoRA {path} does not fit this model: {str(exc).splitlines()[0]}") from None
 
     def set_scheduler(self, name: str) -> None:
         """Swap the scheduler for one of SCHEDULERS, keeping the model's noise schedule."""
@@ -389,6 +414,18 @@ class SpectrodiffPipeline(DiffusionPipeline):
                 if callback:
                     callback(i + 1 - first, num_inference_steps - first)
         return latents
+
+
+def lora_path(path: Path) -> Path:
+    """The LoRA file that `path` (a file, or a training output folder) names."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LORA_FILE
+    if not path.is_file():
+        raise SpectrodiffError(f"no such LoRA file: {path}")
+    if path.suffix != ".safetensors":
+        raise SpectrodiffError(f"--lora takes a .safetensors file, got {path.name}")
+    return path
 
 
 def resolve_model(model: str) -> Path:

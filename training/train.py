@@ -39,13 +39,12 @@ from tensorboardX import SummaryWriter
 
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.params import SpectrogramParams
-from spectrodiff.pipeline import SpectrodiffPipeline
+from spectrodiff.pipeline import LORA_FILE, SpectrodiffPipeline
 
 CHECKPOINTS = "checkpoints"
 LOG = "train_log.csv"
 TENSORBOARD_DIR = "tensorboard"
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s")
-LORA_FILE = "lora.safetensors"
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # Options that shape the model or the data order: a resumed run must use the same ones.
@@ -326,36 +325,6 @@ def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
     return {f"unet.{k}": v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-
-
-def lora_path(path: Path) -> Path:
-    """The LoRA file that `path` (a file, or a training output folder) names; checked before any model loads."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LORA_FILE
-    if not path.is_file():
-        raise SpectrodiffError(f"no such LoRA file: {path}")
-    if path.suffix != ".safetensors":
-        raise SpectrodiffError(f"--lora takes a .safetensors file, got {path.name}")
-    return path
-
-
-def load_lora(pipe: SpectrodiffPipeline, path: Path) -> None:
-    """Load a LoRA file written by training (or its output folder) into `pipe.unet`."""
-    path = lora_path(path)
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types
-        raise SpectrodiffError(f"cannot read LoRA file {path}: {exc}") from None
-    state = {k: v.to(pipe.unet.device, pipe.unet.dtype) for k, v in state.items()}
-    if not any(k.startswith("unet.") for k in state):
-        raise SpectrodiffError(f"{path} holds no UNet LoRA weights (keys prefixed 'unet.')")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pipe.unet.load_lora_adapter(state, prefix="unet", adapter_name="lora")
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise SpectrodiffError(f"LoRA {path} does not fit this model: {str(exc).splitlines()[0]}") from None
 
 
 def trainable_state(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
