@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -298,8 +300,8 @@ def _stages() -> Iterator[Callable[[str, int, int], None]]:
         yield report
 
 
-def _load(model: str, allow_pickle: bool, device: str, dtype: str, slicing: bool, offload: bool,
-          lora: Path | None = None):
+def _load(model: str, allow_pickle: bool = False, device: str = "cpu", dtype: str = "float32",
+          slicing: bool = False, offload: bool = False, lora: Path | None = None):
     from .pipeline import SpectrodiffPipeline
 
     if dtype not in DTYPES:
@@ -310,11 +312,62 @@ def _load(model: str, allow_pickle: bool, device: str, dtype: str, slicing: bool
     return pipe
 
 
-def _settings(steps, scheduler, iters, sample_rate, out, report):
-    from .generate import Settings
+@dataclass
+class Shared:
+    """The options every generating command takes: which model, how it runs, how results are rendered."""
 
-    return Settings(steps=steps, scheduler=scheduler, griffin_lim_iters=iters, sample_rate=sample_rate, out=out,
-                    progress=report)
+    model: str
+    steps: int
+    scheduler: str | None
+    out: Path | None
+    iters: int
+    sample_rate: int | None
+    allow_pickle: bool
+    device: str
+    dtype: str
+    attention_slicing: bool
+    cpu_offload: bool
+    lora: Path | None
+
+    def load(self):
+        return _load(self.model, self.allow_pickle, self.device, self.dtype, self.attention_slicing,
+                     self.cpu_offload, self.lora)
+
+    def settings(self, report: Callable[[str, int, int], None], out: Path | None = None):
+        from .generate import Settings
+
+        return Settings(steps=self.steps, scheduler=self.scheduler, griffin_lim_iters=self.iters,
+                        sample_rate=self.sample_rate, out=out or self.out, progress=report)
+
+
+# (name, typer annotation, default) of each field of Shared, in the order --help lists them.
+SHARED_OPTIONS = (
+    ("model", ModelOption, DEFAULT_MODEL), ("steps", StepsOption, 25), ("scheduler", SchedulerOption, None),
+    ("out", OutOption, None), ("iters", ItersOption, 32), ("sample_rate", RateOption, None),
+    ("allow_pickle", PickleOption, False), ("device", DeviceOption, "cpu"), ("dtype", DtypeOption, "float32"),
+    ("attention_slicing", SlicingOption, False), ("cpu_offload", OffloadOption, False), ("lora", LoraOption, None),
+)
+
+
+def with_shared_options(command: Callable) -> Callable:
+    """Give `command` the SHARED_OPTIONS on the command line; it receives them together as `shared`.
+
+    typer reads a command's options from its signature, so the wrapper's signature is the command's own
+    parameters followed by the shared ones (annotations evaluated: typer does not evaluate a given signature).
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "shared"]
+    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
+             for name, kind, default in SHARED_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        shared = Shared(**{name: kwargs.pop(name) for name, _, _ in SHARED_OPTIONS})
+        return command(shared=shared, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper
 
 
 def _print_result(result) -> None:
@@ -325,26 +378,16 @@ def _print_result(result) -> None:
 
 @app.command("generate")
 @handle_errors
+@with_shared_options
 def generate_command(
     prompt: Annotated[str, typer.Argument(help="What to hear, e.g. 'jazzy saxophone'.")],
-    model: ModelOption = DEFAULT_MODEL,
     seed: Annotated[int, typer.Option(help="Seed of the first clip.")] = 0,
-    steps: StepsOption = 25,
     guidance: GuidanceOption = 7.0,
     negative: NegativeOption = "",
-    scheduler: SchedulerOption = None,
     count: Annotated[int, typer.Option(help="Clips to make (seeds seed, seed+1, ...).", min=1, max=100)] = 1,
     seconds: Annotated[float, typer.Option(help="Length; more than one tile (5.12 s) makes a longer loop.")] = 5.12,
     loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Seamless loop (default) or a plain clip.")] = True,
-    out: OutOption = None,
-    iters: ItersOption = 32,
-    sample_rate: RateOption = None,
-    allow_pickle: PickleOption = False,
-    device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
-    attention_slicing: SlicingOption = False,
-    cpu_offload: OffloadOption = False,
-    lora: LoraOption = None,
+    shared: Shared | None = None,
 ) -> None:
     """Text -> a seamless loop: WAV, spectrogram PNG and a JSON sidecar that redoes it.
 
@@ -353,15 +396,15 @@ def generate_command(
     from .generate import generate
     from .timeline import Keyframe
 
+    out = shared.out
     if count > 1 and out is not None and out.suffix:
         raise SpectrodiffError("--count above 1 needs -o to name a folder, not a file")
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
+    pipe = shared.load()
     with _stages() as report:
         for n in range(count):
             keyframe = Keyframe(prompt, seed=seed + n, guidance=guidance, negative=negative)
             target = out / f"{n:03d}" if count > 1 and out is not None else out
-            _print_result(generate(pipe, keyframe, seconds, loop,
-                                   _settings(steps, scheduler, iters, sample_rate, target, report)))
+            _print_result(generate(pipe, keyframe, seconds, loop, shared.settings(report, target)))
 
 
 def _comma_list(text: str | None, kind: type, name: str, count: int) -> list:
@@ -378,25 +421,15 @@ def _comma_list(text: str | None, kind: type, name: str, count: int) -> list:
 
 @app.command("morph")
 @handle_errors
+@with_shared_options
 def morph_command(
     prompts: Annotated[list[str], typer.Argument(help="Two or more prompts, in order.")],
     seconds: Annotated[float, typer.Option(help="Length of the whole morph.")] = 20.0,
     seeds: Annotated[str | None, typer.Option(help="Seeds, comma-separated, one per prompt (default 0,1,2...).")]
     = None,
     guidance: Annotated[str | None, typer.Option(help="Guidance per prompt, comma-separated (default 7).")] = None,
-    model: ModelOption = DEFAULT_MODEL,
-    steps: StepsOption = 25,
     negative: NegativeOption = "",
-    scheduler: SchedulerOption = None,
-    out: OutOption = None,
-    iters: ItersOption = 32,
-    sample_rate: RateOption = None,
-    allow_pickle: PickleOption = False,
-    device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
-    attention_slicing: SlicingOption = False,
-    cpu_offload: OffloadOption = False,
-    lora: LoraOption = None,
+    shared: Shared | None = None,
 ) -> None:
     """Morph from one prompt to the next across one clip (embeddings lerped, noise slerped, guidance lerped).
 
@@ -411,27 +444,17 @@ def morph_command(
     guidance_list = _comma_list(guidance, float, "guidance", len(prompts)) or [7.0] * len(prompts)
     keyframes = [Keyframe(p, seed=s, guidance=g, negative=negative)
                  for p, s, g in zip(prompts, seed_list, guidance_list, strict=True)]
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
+    pipe = shared.load()
     with _stages() as report:
-        _print_result(morph(pipe, keyframes, seconds, _settings(steps, scheduler, iters, sample_rate, out, report)))
+        _print_result(morph(pipe, keyframes, seconds, shared.settings(report)))
 
 
 @app.command("compose")
 @handle_errors
+@with_shared_options
 def compose_command(
     plan: Annotated[Path, typer.Argument(help="YAML plan of keyframes (see prompts/).")],
-    model: ModelOption = DEFAULT_MODEL,
-    steps: StepsOption = 25,
-    scheduler: SchedulerOption = None,
-    out: OutOption = None,
-    iters: ItersOption = 32,
-    sample_rate: RateOption = None,
-    allow_pickle: PickleOption = False,
-    device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
-    attention_slicing: SlicingOption = False,
-    cpu_offload: OffloadOption = False,
-    lora: LoraOption = None,
+    shared: Shared | None = None,
 ) -> None:
     """A timeline of keyframes (prompt, seed, seconds, guidance) -> one long seamless clip.
 
@@ -441,37 +464,27 @@ def compose_command(
     from .plans import load_plan
 
     keyframes, transition = load_plan(plan)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
+    pipe = shared.load()
     with _stages() as report:
-        _print_result(compose(pipe, keyframes, transition,
-                              _settings(steps, scheduler, iters, sample_rate, out, report)))
+        _print_result(compose(pipe, keyframes, transition, shared.settings(report)))
 
 
 AudioArgument = Annotated[Path, typer.Argument(help="Your audio file (wav, flac, ogg, mp3).")]
 PromptOption = Annotated[str, typer.Option("--prompt", "-p", help="What the new audio should be.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Noise seed.")]
 
 
 @app.command("remix")
 @handle_errors
+@with_shared_options
 def remix_command(
     audio: AudioArgument,
     prompt: PromptOption,
     strength: Annotated[float, typer.Option(help="How far from the input: (0, 1], 1 ignores it.")] = 0.6,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    seed: SeedOption = 0,
     guidance: GuidanceOption = 7.0,
     negative: NegativeOption = "",
-    model: ModelOption = DEFAULT_MODEL,
-    steps: StepsOption = 25,
-    scheduler: SchedulerOption = None,
-    out: OutOption = None,
-    iters: ItersOption = 32,
-    sample_rate: RateOption = None,
-    allow_pickle: PickleOption = False,
-    device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
-    attention_slicing: SlicingOption = False,
-    cpu_offload: OffloadOption = False,
-    lora: LoraOption = None,
+    shared: Shared | None = None,
 ) -> None:
     """Audio-to-audio: re-imagine your whole track in the prompt's style, seamlessly across tiles.
 
@@ -482,32 +495,22 @@ def remix_command(
 
     _require_file(audio)
     keyframe = Keyframe(prompt, seed=seed, strength=strength, guidance=guidance, negative=negative)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
+    pipe = shared.load()
     with _stages() as report:
-        _print_result(remix(pipe, audio, keyframe, _settings(steps, scheduler, iters, sample_rate, out, report)))
+        _print_result(remix(pipe, audio, keyframe, shared.settings(report)))
 
 
 @app.command("extend")
 @handle_errors
+@with_shared_options
 def extend_command(
     audio: AudioArgument,
     prompt: PromptOption,
     seconds: Annotated[float, typer.Option(help="Seconds to add after the input.")],
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    seed: SeedOption = 0,
     guidance: GuidanceOption = 7.0,
     negative: NegativeOption = "",
-    model: ModelOption = DEFAULT_MODEL,
-    steps: StepsOption = 25,
-    scheduler: SchedulerOption = None,
-    out: OutOption = None,
-    iters: ItersOption = 32,
-    sample_rate: RateOption = None,
-    allow_pickle: PickleOption = False,
-    device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
-    attention_slicing: SlicingOption = False,
-    cpu_offload: OffloadOption = False,
-    lora: LoraOption = None,
+    shared: Shared | None = None,
 ) -> None:
     """Continue your audio; its own samples open the output untouched.
 
@@ -518,34 +521,23 @@ def extend_command(
 
     _require_file(audio)
     keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
+    pipe = shared.load()
     with _stages() as report:
-        _print_result(extend(pipe, audio, keyframe, seconds,
-                             _settings(steps, scheduler, iters, sample_rate, out, report)))
+        _print_result(extend(pipe, audio, keyframe, seconds, shared.settings(report)))
 
 
 @app.command("inpaint")
 @handle_errors
+@with_shared_options
 def inpaint_command(
     audio: AudioArgument,
     prompt: PromptOption,
     start: Annotated[float, typer.Option(help="Start of the span to regenerate, seconds.")],
     end: Annotated[float, typer.Option(help="End of the span, seconds.")],
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    seed: SeedOption = 0,
     guidance: GuidanceOption = 7.0,
     negative: NegativeOption = "",
-    model: ModelOption = DEFAULT_MODEL,
-    steps: StepsOption = 25,
-    scheduler: SchedulerOption = None,
-    out: OutOption = None,
-    iters: ItersOption = 32,
-    sample_rate: RateOption = None,
-    allow_pickle: PickleOption = False,
-    device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
-    attention_slicing: SlicingOption = False,
-    cpu_offload: OffloadOption = False,
-    lora: LoraOption = None,
+    shared: Shared | None = None,
 ) -> None:
     """Regenerate a span of your audio; outside it nothing changes but a 20 ms crossfade at each edge.
 
@@ -556,10 +548,9 @@ def inpaint_command(
 
     _require_file(audio)
     keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-    pipe = _load(model, allow_pickle, device, dtype, attention_slicing, cpu_offload, lora)
+    pipe = shared.load()
     with _stages() as report:
-        _print_result(inpaint(pipe, audio, keyframe, start, end,
-                              _settings(steps, scheduler, iters, sample_rate, out, report)))
+        _print_result(inpaint(pipe, audio, keyframe, start, end, shared.settings(report)))
 
 
 @app.command("batch")
