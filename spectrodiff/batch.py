@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from pathlib import Path
 
 from .errors import SpectrodiffError
@@ -19,12 +19,12 @@ def _keyframe(job: dict, *names: str) -> Keyframe:
                               "job")
 
 
-def run_job(pipe: SpectrodiffPipeline, job: dict, report: Callable[[str, int, int], None] | None = None) -> Result:
+def run_job(pipe: SpectrodiffPipeline, job: dict, defaults: Settings | None = None) -> Result:
     """Run one job. Keys: "mode" and that mode's fields, plus optional settings steps, scheduler, iters,
-    sample_rate and out."""
+    sample_rate and out, which override `defaults`."""
     job = dict(job)
     mode = job.pop("mode")
-    settings = Settings(progress=report)
+    settings = dataclasses.replace(defaults) if defaults else Settings()
     for name, kind in SETTING_FIELDS.items():
         if name in job:
             value = job.pop(name)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -312,7 +312,7 @@ def _load(model: str, allow_pickle: bool = False, device: str = "cpu", dtype: st
     return pipe
 
 
-@dataclass
+@dataclasses.dataclass
 class Shared:
     """The options every generating command takes: which model, how it runs, how results are rendered."""
 
@@ -555,14 +555,14 @@ def inpaint_command(
 
 @app.command("batch")
 @handle_errors
+@with_shared_options
 def batch_command(
     jobs: Annotated[Path, typer.Argument(help="JSON lines, one job each: {\"mode\": \"generate\", \"prompt\": ...}.")],
-    model: ModelOption = DEFAULT_MODEL,
-    allow_pickle: PickleOption = False,
-    dtype: DtypeOption = "float32",
+    shared: Shared | None = None,
 ) -> None:
     """Many jobs, one model load. Each line is a job: the "job" object of any JSON sidecar redoes that result.
-    Under `accelerate launch` the jobs are split across processes and GPUs.
+    --steps, --iters, --scheduler, --sample-rate and -o are defaults for jobs that do not set them. Under
+    `accelerate launch` the jobs are split across processes, each on its own device.
 
     Example: spectrodiff batch jobs.jsonl   |   accelerate launch -m spectrodiff.cli batch jobs.jsonl
     """
@@ -573,11 +573,13 @@ def batch_command(
 
     entries = load_jobs(jobs)
     state = PartialState()
-    pipe = _load(model, allow_pickle, str(state.device), dtype, False, False)
+    if state.num_processes > 1:
+        shared = dataclasses.replace(shared, device=str(state.device))
+    pipe = shared.load()
     with state.split_between_processes(entries) as mine, _stages() as report:
         for line, job in mine:
             try:
-                _print_result(run_job(pipe, job, report))
+                _print_result(run_job(pipe, job, shared.settings(report)))
             except SpectrodiffError as exc:
                 raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
 

@@ -156,12 +156,15 @@ def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path
     jobs = tmp_path / "jobs.jsonl"
     lines = [dict(job, out=str(tmp_path / "again.wav")),
              {"mode": "morph", "keyframes": [{"prompt": "a"}, {"prompt": "b", "seed": 2}], "seconds": 6.0,
-              "out": str(tmp_path / "morph"), "steps": 2, "iters": 2}]
-    jobs.write_text("# two jobs\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
-    result = CliRunner().invoke(app, ["batch", str(jobs), "--model", str(model_dir)])
+              "out": str(tmp_path / "morph"), "steps": 2, "iters": 2},
+             {"mode": "generate", "prompt": "defaults", "seconds": 1.0, "out": str(tmp_path / "d.wav")}]
+    jobs.write_text("# three jobs\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
+    result = CliRunner().invoke(app, ["batch", str(jobs), "--model", str(model_dir), "--steps", "1", "--iters", "1"])
     assert result.exit_code == 0, result.output
     assert digest(tmp_path / "again.wav") == digest(first.audio), "a sidecar's job reproduces the audio exactly"
     assert (tmp_path / "morph" / "a-to-b.wav").exists()
+    record = json.loads((tmp_path / "d.json").read_text())
+    assert (record["steps"], record["griffin_lim_iters"]) == (1, 1), "batch options are the jobs' defaults"
 
 
 @pytest.mark.parametrize("args", [
