@@ -5,14 +5,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEMO := outputs/demo
+CATALOGUE := data/catalogue
+HELDOUT := data/heldout
+MINI_DATASET := data/mini-dataset
+MINI := spectrodiff/models/mini
 # The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats.
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 FREEPATS := /etc/timidity/freepats.cfg
 CATALOGUE_MINUTES ?= 30
 
-.PHONY: install demo test bench lint clean system-deps catalogue
+.PHONY: install demo test bench bench-mini lint clean system-deps catalogue mini
 
 install: $(STAMP)
 
@@ -22,13 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --constraint constraints.txt --editable ".[dev]"
 	touch $@
 
-# Round trip on a sound the project makes itself: audio -> spectrogram PNG -> audio.
+# The main job on the bundled `mini` model, offline: a seamless loop and a 30 s morph, each a new folder in outputs/.
 demo: $(STAMP)
-	mkdir -p $(DEMO)
-	$(BIN)/python -m spectrodiff.signals $(DEMO)/source.wav --kind mix --seconds 10
-	$(BIN)/spectrodiff audio-to-image $(DEMO)/source.wav -o $(DEMO)/source.png --overwrite
-	$(BIN)/spectrodiff image-to-audio $(DEMO)/source.png -o $(DEMO)/roundtrip.wav --overwrite
-	$(BIN)/spectrodiff info $(DEMO)/source.png
+	$(BIN)/spectrodiff generate "jazzy saxophone"
+	$(BIN)/spectrodiff morph "jazzy saxophone" "electronic beats" --seconds 30
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
@@ -48,12 +48,30 @@ system-deps:
 
 # The reference catalogue the bundled model trains on (fluidsynth) and its held-out twin: the same music,
 # seed 0, rendered by timidity with freepats' different samples.
-catalogue: $(STAMP) system-deps
-	$(BIN)/python -m training.catalogue data/catalogue --minutes $(CATALOGUE_MINUTES) --seed 0
-	$(BIN)/python -m training.catalogue data/heldout --minutes $(CATALOGUE_MINUTES) --seed 0 --renderer timidity
+catalogue: $(CATALOGUE)/catalogue.json $(HELDOUT)/catalogue.json
+
+$(CATALOGUE)/catalogue.json: | $(STAMP) system-deps
+	$(BIN)/python -m training.catalogue $(CATALOGUE) --minutes $(CATALOGUE_MINUTES) --seed 0
+
+$(HELDOUT)/catalogue.json: | $(STAMP) system-deps
+	$(BIN)/python -m training.catalogue $(HELDOUT) --minutes $(CATALOGUE_MINUTES) --seed 0 --renderer timidity
+
+# Rebuilds the bundled model from nothing with the project's own commands (training/README.md has the wall times).
+# Interrupted? Run it again: prepare skips finished files and each training stage resumes from its last checkpoint.
+mini: catalogue
+	$(BIN)/spectrodiff prepare $(CATALOGUE) -o $(MINI_DATASET) --n-mels 128 --hop 1.28 --workers 2
+	$(BIN)/spectrodiff train $(MINI_DATASET) -o runs/mini-vae --config training/configs/mini-vae.yaml \
+		$(if $(wildcard runs/mini-vae/run.json),--resume latest)
+	$(BIN)/spectrodiff train $(MINI_DATASET) -o runs/mini --config training/configs/mini.yaml \
+		$(if $(wildcard runs/mini/run.json),--resume latest)
+	$(BIN)/python -m training.bundle runs/mini $(MINI)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/reconstruction.py
+
+# The bundled model's quality bars (prompt adherence, loops, long clips, speed, VAE); needs the catalogue.
+bench-mini: catalogue
+	$(BIN)/python benchmarks/mini.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

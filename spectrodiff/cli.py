@@ -602,6 +602,7 @@ def prepare_command(
     = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 0,
     stereo: Annotated[bool, typer.Option("--stereo", help="Stereo tiles (G = left, B = right).")] = False,
+    n_mels: Annotated[int, typer.Option("--n-mels", help="Mel bins = tile height (Riffusion: 512).")] = 512,
 ) -> None:
     """Audio catalogue -> training dataset: spectrogram tiles and captions (Hugging Face imagefolder), split by track.
 
@@ -611,7 +612,7 @@ def prepare_command(
 
     with _stages() as report:
         manifest = prepare_dataset(catalogue, out, seconds, hop, min_rms, workers or default_workers(), validation,
-                                   seed, stereo, progress=lambda done, total: report("preparing", done, total))
+                                   seed, stereo, n_mels, progress=lambda done, total: report("preparing", done, total))
     counts, run = manifest["counts"], manifest["run"]
     tiles, tracks = counts["tiles"], counts["tracks"]
     summary = (f"{tiles['train'] + tiles['validation']} tiles in {out}: train {tiles['train']} from "

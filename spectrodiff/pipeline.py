@@ -49,6 +49,9 @@ REQUIRED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
 TILE_SECONDS = 5.12
+# Prompts are padded to this many tokens: CLIP's length, and plenty for music prompts with longer encoders (BERT
+# takes 512; padding that far would only slow cross-attention down).
+MAX_TEXT_TOKENS = 77
 LORA_FILE = "lora.safetensors"  # what `spectrodiff train --lora-rank` writes into its output folder
 # Latent columns of context on each side of a window when decoding or encoding piecewise.
 VAE_CONTEXT_COLUMNS = 8
@@ -167,7 +170,8 @@ class SpectrodiffPipeline(DiffusionPipeline):
             try:
                 # use_safetensors=None: safetensors where present, pickles allowed (only with allow_pickle).
                 pipe = cls.from_pretrained(str(path) if path.is_dir() else model,
-                                           use_safetensors=None if allow_pickle else True, torch_dtype=dtype, **kwargs)
+                                           use_safetensors=None if allow_pickle else True,
+                                           dtype=dtype or torch.float32, **kwargs)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise SpectrodiffError(f"cannot load model {model!r} (tried {path}): "
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
@@ -236,8 +240,8 @@ class SpectrodiffPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """`len(prompts)` texts -> `(K, L, D)` hidden states; over-long prompts are truncated with a warning."""
-        limit = min(self.tokenizer.model_max_length,
-                    getattr(self.text_encoder.config, "max_position_embeddings", self.tokenizer.model_max_length))
+        limit = min(self.tokenizer.model_max_length, MAX_TEXT_TOKENS,
+                    getattr(self.text_encoder.config, "max_position_embeddings", MAX_TEXT_TOKENS))
         for prompt in prompts:
             length = len(self.tokenizer(prompt).input_ids)
             if length > limit:
@@ -273,7 +277,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, loop: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
-        """Decode `(1, 4, h, W)` latents tile by tile.
+        """Decode `(1, C, h, W)` latents tile by tile.
 
         Yields:
             (first pixel column, `(3, H, w)` float image in [0, 1] where 1 is white = silence).
@@ -289,7 +293,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """`(3, H, W)` float image in [0, 1] (W a multiple of the VAE factor) -> `(1, 4, h, W / factor)` latents."""
+        """`(3, H, W)` float image in [0, 1] (W a multiple of the VAE factor) -> `(1, C, h, W / factor)` latents."""
         scale = self.vae_scale_factor
         pixels = (image * 2 - 1).unsqueeze(0).to(self.vae.device, self.vae.dtype)
 
@@ -302,7 +306,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
     # ---- denoising -----------------------------------------------------------------------------------------------
 
     def initial_noise(self, timeline: Timeline, width: int) -> torch.Tensor:
-        """`(1, 4, h, W)` noise: each keyframe's seeded noise, slerped column by column along the timeline."""
+        """`(1, C, h, W)` noise: each keyframe's seeded noise, slerped column by column along the timeline."""
         shape = (self.unet.config.in_channels, self.latent_height, width)
         noises = [torch.randn(shape, generator=torch.Generator().manual_seed(k.seed)) for k in timeline.keyframes]
         if len(noises) == 1:
@@ -332,13 +336,13 @@ class SpectrodiffPipeline(DiffusionPipeline):
         Args:
             width: latent columns (pixels / vae_scale_factor).
             loop: the time axis is circular.
-            init_latents: `(1, 4, h, W)` latents of the user's audio; with them each column starts at the step
+            init_latents: `(1, C, h, W)` latents of the user's audio; with them each column starts at the step
                 its strength gives (img2img), and until then follows the init noised to the current level.
             keep: `(W,)` bool, columns whose init latents are kept to the end (extend, inpaint).
             window_batch: windows per UNet call (times two with classifier-free guidance).
             callback: called with (step done, total steps).
         Returns:
-            `(1, 4, h, W)` denoised latents.
+            `(1, C, h, W)` denoised latents.
         """
         if not 1 <= num_inference_steps <= 1000:
             raise SpectrodiffError(f"steps must be between 1 and 1000, got {num_inference_steps}")
@@ -434,13 +438,9 @@ def resolve_model(model: str) -> Path:
     if "/" not in model and "\\" not in model and not Path(model).exists():
         if bundled.is_dir():
             return bundled
-        names = sorted(p.name for p in BUNDLED_MODELS_DIR.iterdir() if p.is_dir()) if BUNDLED_MODELS_DIR.is_dir() \
-            else []
-        if not names:
-            raise SpectrodiffError(f"model {model!r}: no bundled model is included in this version; pass --model with "
-                                   "a model folder or a hub id such as riffusion/riffusion-model-v1")
+        names = sorted(p.name for p in BUNDLED_MODELS_DIR.iterdir() if p.is_dir())
         raise SpectrodiffError(f"unknown model {model!r}: not a folder, not a bundled model "
-                               f"({', '.join(names) or 'none installed'}), not a hub id (owner/name)")
+                               f"({', '.join(names)}), not a hub id (owner/name)")
     path = Path(model).expanduser()
     if path.exists() and not path.is_dir():
         raise SpectrodiffError(f"model {model!r} is a file; expected a diffusers model folder")

@@ -187,7 +187,7 @@ def test_cli_modes(model_dir, tmp_path, song, args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["generate", "x", "--model", "nope"], "model 'nope': no bundled model is included"),
+    (["generate", "x", "--model", "nope"], "unknown model 'nope': not a folder, not a bundled model (mini)"),
     (["generate", "x", "--model", "MODEL", "--steps", "0"], "--steps"),
     (["generate", "x", "--model", "MODEL", "--steps", "1001"], "--steps"),
     (["generate", "x", "--model", "MODEL", "--seconds", "0"], "seconds must be in (0, 600]"),

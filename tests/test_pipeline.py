@@ -77,10 +77,9 @@ def test_missing_component_is_named(tmp_path, model_dir):
 
 
 @pytest.mark.parametrize("model, message", [
-    ("no-such-model", "model 'no-such-model': no bundled model is included in this version"),
+    ("no-such-model", r"unknown model 'no-such-model': not a folder, not a bundled model \(mini\)"),
     ("./missing/folder", "no such folder"),
     ("a/b/c", "not a hub id"),
-    ("mini", "model 'mini': no bundled model is included in this version; pass --model"),
 ])
 def test_unknown_models_say_what_was_tried(model, message):
     with pytest.raises(SpectrodiffError, match=message):

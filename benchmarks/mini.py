@@ -1,0 +1,248 @@
+"""Quality bars of the bundled `mini` model: prompt adherence, loops, long clips, speed and VAE reconstruction.
+
+    python benchmarks/mini.py [--model mini] [--seeds 10] [--heldout data/heldout] [--catalogue data/catalogue]
+
+Needs the reference catalogue and its held-out twin (`make catalogue`). Adherence is judged by a style classifier
+(standardised log-mel statistics -> logistic regression, scikit-learn) fitted on the held-out timidity/freepats
+render only, which the model never saw; its accuracy on the fluidsynth render the model trained on is printed too,
+as the ceiling a perfect model could reach. Every figure is printed next to its bar; `--json FILE` keeps them.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import machine_header
+
+from spectrodiff import SpectrogramParams
+from spectrodiff.audio import load_audio
+from spectrodiff.generate import Settings, audio_to_pixels, compose, generate, pixels_to_mel
+from spectrodiff.mel import waveform_to_mel
+from spectrodiff.metrics import loop_wrap_ratio, seam_ratio
+from spectrodiff.pipeline import TILE_SECONDS, SpectrodiffPipeline
+from spectrodiff.timeline import Keyframe
+
+SAMPLE_RATE = 44100
+# Phrasings no training caption uses, one per style (same order as the styles, sorted by folder name).
+UNSEEN = {
+    "acoustic_drums": "a rock drummer jamming",
+    "ambient_pad": "dreamy synth atmosphere",
+    "blues_guitar": "bluesy electric guitar",
+    "church_organ_and_bells": "pipe organ in a cathedral",
+    "electronic_beats": "techno dance track",
+    "funky_piano": "funk keyboard riff",
+    "jazzy_saxophone": "smooth sax solo",
+    "string_ensemble": "violins and cellos",
+}
+COMPOSE_STYLES = ("jazzy_saxophone", "church_organ_and_bells", "electronic_beats", "string_ensemble")
+FEATURE_PARAMS = SpectrogramParams(num_frequencies=64)
+WINDOW_FRAMES = 512
+LAG_EDGES = (1, 5, 10, 15, 20, 30, 40, 55, 75, 95, 118)  # onset-envelope lags, in 10 ms frames
+MODULATION_EDGES = (0.3, 1, 2, 3, 4, 6, 8, 12, 20)  # Hz
+
+
+def log_mel(audio: np.ndarray) -> torch.Tensor:
+    """Mono `(N,)` audio at 44.1 kHz -> `(64, T)` mel magnitudes (10 ms frames)."""
+    return waveform_to_mel(torch.from_numpy(audio).float(), FEATURE_PARAMS).double()
+
+
+def style_features(mel: torch.Tensor) -> np.ndarray:
+    """`(64, T)` mel of a clip -> `(427,)` features: the level-normalised log mel's per-band mean, spread and
+    quantiles; onset strength per band group; loudness modulation; the onset envelope's periodicity (tempo, swing);
+    spectral flatness (noise against tone); frame-to-frame change; and the modulation spectrum of eight band
+    envelopes (0.3-20 Hz: tremolo, rhythm). Fitted on timidity and tested on fluidsynth, the modulation features
+    lift accuracy from 81 % to 90 %: they describe the music more than the synthesiser."""
+    log = torch.log(mel + 1e-4 * mel.max().clamp_min(1e-9))
+    log = log - log.mean()  # gain does not decide style
+    flux = log.diff(dim=-1).clamp_min(0)
+    groups = flux.reshape(8, -1, flux.shape[-1]).mean(dim=1)
+    envelope = flux.mean(dim=0) - flux.mean()
+    lags = torch.stack([(envelope[:-k] * envelope[k:]).mean() for k in range(1, 120)]) / (envelope.var() + 1e-9)
+    periodicity = torch.stack([lags[a:b].max() for a, b in zip(LAG_EDGES[:-1], LAG_EDGES[1:], strict=True)])
+    linear = (mel / mel.max().clamp_min(1e-9) + 1e-6).reshape(8, -1, mel.shape[-1])
+    flatness = (torch.log(linear).mean(dim=1).exp() / linear.mean(dim=1)).mean(dim=1)
+    quantiles = torch.quantile(log, torch.tensor([0.1, 0.5, 0.9], dtype=log.dtype), dim=1).flatten()
+    change = log.diff(dim=-1).abs().reshape(8, -1, log.shape[-1] - 1).mean(dim=(1, 2))
+    bands = log.reshape(8, -1, log.shape[-1]).mean(dim=1)
+    spectrum = torch.fft.rfft(bands - bands.mean(dim=1, keepdim=True), dim=-1).abs()[:, 1:]
+    freqs = torch.fft.rfftfreq(log.shape[-1], FEATURE_PARAMS.step_size_ms / 1000)[1:]
+    modulation = torch.stack([spectrum[:, (freqs >= a) & (freqs < b)].mean(dim=1)
+                              for a, b in zip(MODULATION_EDGES[:-1], MODULATION_EDGES[1:], strict=True)], dim=1)
+    return torch.cat([log.mean(dim=1), log.std(dim=1), groups.mean(dim=1), groups.std(dim=1),
+                      log.mean(dim=0).std()[None], quantiles, periodicity, flatness, change,
+                      torch.log(modulation + 1e-6).flatten()]).numpy()
+
+
+def clip_features(audio: np.ndarray) -> np.ndarray:
+    return style_features(log_mel(audio))
+
+
+def windows(audio: np.ndarray, seconds: float = TILE_SECONDS, hop: float = TILE_SECONDS / 2) -> list[np.ndarray]:
+    size, step = int(seconds * SAMPLE_RATE), int(hop * SAMPLE_RATE)
+    return [audio[i: i + size] for i in range(0, len(audio) - size + 1, step)]
+
+
+def read_mono(path: Path) -> np.ndarray:
+    return load_audio(path, SAMPLE_RATE, "mono")[0]
+
+
+def labelled_windows(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and style labels (folder names) of every 5.12 s window (2.56 s apart) of a catalogue render."""
+    features, labels = [], []
+    for wav in sorted(root.glob("*/*.wav")):
+        mel = log_mel(read_mono(wav))
+        for start in range(0, mel.shape[-1] - WINDOW_FRAMES + 1, WINDOW_FRAMES // 2):
+            features.append(style_features(mel[:, start: start + WINDOW_FRAMES]))
+            labels.append(wav.parent.name)
+    return np.stack(features), np.array(labels)
+
+
+def fit_classifier(root: Path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = labelled_windows(root)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(x, y)
+
+
+def adherence(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path, settings: Settings) -> dict:
+    """Generate a loop per (style, seed); the share the classifier names as the prompted style, and wrap ratios."""
+    hits, wraps, confusion = 0, [], {}
+    for style, prompt in prompts.items():
+        for seed in range(seeds):
+            settings.out = out / f"{style}-{seed}.wav"
+            result = generate(pipe, Keyframe(prompt, seed=seed), settings=settings)
+            audio = read_mono(result.audio)
+            guess = classifier.predict(clip_features(audio)[None])[0]
+            hits += guess == style
+            confusion.setdefault(style, []).append(str(guess))
+            wraps.append(loop_wrap_ratio(audio, pipe.spectrogram))
+    total = len(prompts) * seeds
+    return {"accuracy": hits / total, "wraps": wraps, "confusion": confusion}
+
+
+def long_clip(pipe, classifier, out: Path, settings: Settings) -> dict:
+    """A 60 s compose through four styles (15 s each): wall time, seams, and where each style's probability peaks."""
+    keyframes = [Keyframe(style.replace("_", " "), seed=n, seconds=15.0) for n, style in enumerate(COMPOSE_STYLES)]
+    settings.out = out / "compose.wav"
+    began = time.perf_counter()
+    result = compose(pipe, keyframes, settings=settings)
+    wall = time.perf_counter() - began
+    audio = read_mono(result.audio)
+    params = pipe.spectrogram
+    tile = params.samples_for_width(params.tile_width(TILE_SECONDS))
+    joins = sorted(set(range(tile, len(audio), tile)) | {int(15.0 * k * SAMPLE_RATE) for k in (1, 2, 3)})
+    hop = 0.5
+    parts = windows(audio, hop=hop)
+    centres = np.arange(len(parts)) * hop + TILE_SECONDS / 2
+    proba = classifier.predict_proba(np.stack([clip_features(w) for w in parts]))
+    classes = list(classifier.classes_)
+    peaks = {style: float(centres[int(np.argmax(proba[:, classes.index(style)]))]) for style in COMPOSE_STYLES}
+    inside = {style: 15.0 * n <= peaks[style] <= 15.0 * (n + 1) for n, style in enumerate(COMPOSE_STYLES)}
+    return {"seconds": len(audio) / SAMPLE_RATE, "wall_s": wall, "rtf": (len(audio) / SAMPLE_RATE) / wall,
+            "seam": seam_ratio(audio, joins, params), "seam_r5": seam_ratio(audio, joins, params, radius=5),
+            # The same statistic half a tile away from every join: what the music itself scores where there is no
+            # join (drum hits in the beats section exceed the whole clip's 95th percentile of flux anywhere).
+            "control": seam_ratio(audio, [j + tile // 2 for j in joins if j + tile // 2 < len(audio)], params),
+            "per_join": {round(j / SAMPLE_RATE, 2): round(seam_ratio(audio, [j], params), 2) for j in joins},
+            "peaks": peaks, "peaks_inside": inside}
+
+
+def cold_generate(model: str, out: Path) -> dict:
+    """`spectrodiff generate "jazzy saxophone"` in a fresh process: wall time and the child's peak RSS."""
+    command = [str(Path(sys.executable).parent / "spectrodiff"), "generate", "jazzy saxophone", "-o",
+               str(out / "cold.wav")] + (["--model", model] if model != "mini" else [])
+    began = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    wall = time.perf_counter() - began
+    return {"wall_s": wall, "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "command": " ".join(command[1:])}
+
+
+@torch.no_grad()
+def vae_round_trip(pipe, heldout: Path, per_style: int = 8) -> float:
+    """Mean mel spectral convergence of held-out tiles after the VAE's encode + decode, in mel magnitudes."""
+    params, width = pipe.spectrogram, pipe.spectrogram.tile_width(TILE_SECONDS)
+    values = []
+    for folder in sorted(p for p in heldout.iterdir() if p.is_dir()):
+        wavs = sorted(folder.glob("*.wav"))[:per_style]
+        for wav in wavs:
+            audio = read_mono(wav)[None, : params.samples_for_width(width)]
+            pixels, max_value = audio_to_pixels(audio, params, width)
+            latents = pipe.encode_image(pixels)
+            decoded = torch.cat([image for _, image in pipe.decode_latents(latents)], dim=-1)
+            ref, est = pixels_to_mel(pixels, params, max_value), pixels_to_mel(decoded, params, max_value)
+            values.append(float(torch.linalg.norm(ref - est) / torch.linalg.norm(ref)))
+    return float(np.mean(values))
+
+
+def line(name: str, value: str, bar: str, ok: bool | None) -> None:
+    verdict = "" if ok is None else ("PASS" if ok else "FAIL")
+    print(f"{name:<46} {value:>14}   {bar:<22} {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mini")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--heldout", type=Path, default=Path("data/heldout"))
+    parser.add_argument("--catalogue", type=Path, default=Path("data/catalogue"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    for root in (args.heldout, args.catalogue):
+        if not root.is_dir():
+            sys.exit(f"no catalogue at {root}: run `make catalogue` first")
+    print(machine_header())
+
+    classifier = fit_classifier(args.heldout)
+    x, y = labelled_windows(args.catalogue)
+    ceiling = float((classifier.predict(x) == y).mean())
+    styles = sorted(UNSEEN)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cold = cold_generate(args.model, tmp)
+        pipe = SpectrodiffPipeline.load(args.model)
+        pipe.set_progress_bar_config(disable=True)
+        settings = Settings()
+        named = adherence(pipe, classifier, {s: s.replace("_", " ") for s in styles}, args.seeds, tmp / "named",
+                          settings)
+        unseen = adherence(pipe, classifier, UNSEEN, args.seeds, tmp / "unseen", settings)
+        clip = long_clip(pipe, classifier, tmp, settings)
+        vae_sc = vae_round_trip(pipe, args.heldout)
+    wraps = named["wraps"] + unseen["wraps"]
+    loops_ok = float(np.mean(np.array(wraps) <= 1.0))
+
+    print(f"model: {args.model}, {settings.steps} steps, guidance {Keyframe('x').guidance}, "
+          f"{settings.griffin_lim_iters} Griffin-Lim iterations, {args.seeds} seeds per prompt")
+    line("classifier on the training render (ceiling)", f"{ceiling:.1%}", "(reference)", None)
+    line("adherence, 8 style names", f"{named['accuracy']:.1%}", ">= 80 %", named["accuracy"] >= 0.8)
+    line("adherence, 8 unseen phrasings", f"{unseen['accuracy']:.1%}", "(reported)", None)
+    line("loops with wrap ratio <= 1.0", f"{loops_ok:.1%}", ">= 90 %", loops_ok >= 0.9)
+    line("60 s compose: seam ratio (radius 2)", f"{clip['seam']:.2f}", "<= 1.0", clip["seam"] <= 1.0)
+    line("60 s compose: seam ratio (radius 5)", f"{clip['seam_r5']:.2f}", "(reported)", None)
+    line("  control: same, half a tile from each join", f"{clip['control']:.2f}", "(reported)", None)
+    line("60 s compose: style peaks inside their spans", f"{sum(clip['peaks_inside'].values())}/4", "4/4",
+         all(clip["peaks_inside"].values()))
+    line("60 s compose: warm real-time factor", f"{clip['rtf']:.2f}", ">= 1.0", clip["rtf"] >= 1.0)
+    line("cold `generate \"jazzy saxophone\"`", f"{cold['wall_s']:.1f} s", "<= 20 s", cold["wall_s"] <= 20)
+    line("  its peak RSS", f"{cold['rss_mb']:.0f} MB", "<= 3 GB", cold["rss_mb"] <= 3072)
+    line("VAE round trip, held-out tiles (mel SC)", f"{vae_sc:.3f}", "<= 0.25", vae_sc <= 0.25)
+    for name, result in (("style names", named), ("unseen phrasings", unseen)):
+        print(f"confusion ({name}): " + "; ".join(f"{k}: {', '.join(v)}" for k, v in result["confusion"].items()))
+    print(f"style peaks (s): {clip['peaks']}")
+    print(f"seam ratio per join (s: ratio): {clip['per_join']}")
+    if args.json:
+        args.json.write_text(json.dumps({"ceiling": ceiling, "named": named, "unseen": unseen, "loops_ok": loops_ok,
+                                         "compose": clip, "cold": cold, "vae_sc": vae_sc}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

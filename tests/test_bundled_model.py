@@ -1,0 +1,63 @@
+"""The bundled `mini` model: it ships inside the package, loads offline, and generates deterministically."""
+
+import hashlib
+
+import pytest
+import soundfile
+from typer.testing import CliRunner
+
+from spectrodiff.cli import DEFAULT_MODEL, app
+from spectrodiff.generate import Settings, generate
+from spectrodiff.pipeline import BUNDLED_MODELS_DIR, SpectrodiffPipeline
+from spectrodiff.timeline import Keyframe
+from training.bundle import BUNDLE_LIMIT_MB, folder_megabytes
+
+MINI = BUNDLED_MODELS_DIR / "mini"
+FAST = dict(steps=6, griffin_lim_iters=8)
+
+
+@pytest.fixture(scope="module")
+def mini() -> SpectrodiffPipeline:
+    pipe = SpectrodiffPipeline.load("mini")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def digest(path) -> str:
+    return hashlib.sha256(soundfile.read(path, dtype="int16")[0].tobytes()).hexdigest()
+
+
+def test_mini_is_the_default_and_fits_the_repository():
+    assert DEFAULT_MODEL == "mini"
+    assert folder_megabytes(MINI) <= BUNDLE_LIMIT_MB
+    weights = [p for p in MINI.rglob("*") if p.suffix in (".safetensors", ".bin", ".ckpt", ".pt", ".pth")]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+    card = (MINI / "README.md").read_text()
+    for topic in ("Trained on", "Limits", "adherence", "benchmarks/mini.py"):
+        assert topic in card, topic
+
+
+def test_mini_loads_offline_with_its_own_parameters(mini):
+    assert type(mini.text_encoder).__name__ == "BertModel"  # the pretrained MiniLM sentence encoder
+    assert mini.text_encoder.config.hidden_size == mini.unet.config.cross_attention_dim == 384
+    assert mini.spectrogram.num_frequencies == 128 and mini.spectrogram.sample_rate == 44100
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in mini.unet.parameters())  # float32 on CPU
+
+
+def test_mini_generates_a_loop_deterministically(mini, tmp_path):
+    def run(seed: int, name: str):
+        return generate(mini, Keyframe("jazzy saxophone", seed=seed), settings=Settings(out=tmp_path / name, **FAST))
+
+    first, again, other = run(0, "a.wav"), run(0, "b.wav"), run(1, "c.wav")
+    audio, rate = soundfile.read(first.audio)
+    assert rate == 44100 and len(audio) == 512 * 441  # a 5.12 s loop, to the sample
+    assert abs(audio).max() > 0.05  # not silence
+    assert digest(first.audio) == digest(again.audio)
+    assert digest(first.audio) != digest(other.audio)
+
+
+def test_cli_generates_with_the_bundled_model_by_default(tmp_path):
+    out = tmp_path / "sax.wav"
+    result = CliRunner().invoke(app, ["generate", "smooth sax solo", "-o", str(out), "--steps", "4", "--iters", "4"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.with_suffix(".png").is_file() and out.with_suffix(".json").is_file()
