@@ -55,6 +55,8 @@ def handle_errors(command: Callable) -> Callable:
         with warnings.catch_warnings():
             # Every warning, every time (Python shows a warning once per place by default), as one line.
             warnings.simplefilter("always")
+            # diffusers' schedulers trip a numpy 2 deprecation inside their own code: nothing a user can act on.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="diffusers")
             warnings.showwarning = _one_line_warning
             return _run(command, args, kwargs)
 
@@ -682,8 +684,24 @@ def train_command(
     print(summary["lora"] or summary["out"])
 
 
+def _quiet_loading() -> None:
+    """No per-file progress bars and load reports from diffusers and transformers while a model loads: the CLI
+    shows its own progress, and loading a small model takes a second."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def main() -> int:
     """Console entry point: usage errors (bad option values, missing arguments) become one line, exit status 2."""
+    _quiet_loading()
     try:
         return app(standalone_mode=False) or 0
     except NoArgsIsHelpError as exc:
