@@ -287,7 +287,8 @@ def build_from_config(config: dict, allow_pickle: bool = False) -> SpectrodiffPi
         unet = UNet2DConditionModel(**config["unet"])
         vae_spec = config.get("vae") or {}
         if "pretrained" in vae_spec:
-            vae = AutoencoderKL.from_pretrained(vae_spec["pretrained"], subfolder="vae",
+            # float32 whatever it was stored in (the bundled models are float16): training runs in float32.
+            vae = AutoencoderKL.from_pretrained(vae_spec["pretrained"], subfolder="vae", dtype=torch.float32,
                                                 use_safetensors=not allow_pickle)
         else:
             vae = AutoencoderKL(**vae_spec)
