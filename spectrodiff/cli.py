@@ -687,16 +687,12 @@ def train_command(
 def _quiet_loading() -> None:
     """No per-file progress bars and load reports from diffusers and transformers while a model loads: the CLI
     shows its own progress, and loading a small model takes a second."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
 
 
 def main() -> int:
