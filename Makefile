@@ -9,13 +9,18 @@ CATALOGUE := data/catalogue
 HELDOUT := data/heldout
 MINI_DATASET := data/mini-dataset
 MINI := spectrodiff/models/mini
+RECORDINGS := data/recordings
+# Real recordings for the vocoders (training/recordings.py): two sample packs to train on (a fifth held out) and
+# Hydrogen's drum kits, which only the vocoder benchmark hears.
+RECORDING_PACKAGES := sonic-pi-samples lmms-common hydrogen-drumkits
 # The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats.
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 FREEPATS := /etc/timidity/freepats.cfg
 CATALOGUE_MINUTES ?= 30
 
-.PHONY: install demo test bench bench-mini lint clean system-deps catalogue mini
+.PHONY: install demo test bench bench-mini bench-vocoder lint clean system-deps recording-deps catalogue \
+	recordings mini vocoders
 
 install: $(STAMP)
 
@@ -33,18 +38,23 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
-# Installs the renderers with apt-get when any is missing (as root, else through sudo); a no-op when present.
-# Without apt-get, or without root and sudo, it stops with the packages to install (the tests need them).
-system-deps:
-	@if command -v fluidsynth >/dev/null && command -v timidity >/dev/null \
-			&& [ -f $(SOUNDFONT) ] && [ -f $(FREEPATS) ]; then exit 0; fi; \
+# apt-get install $(1) unless the shell test $(2) holds (as root, else through sudo). Without apt-get, or without
+# root and sudo, it stops with the packages to install.
+define apt_install
+	@if $(2); then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
-		echo "error: no apt-get; install $(APT_PACKAGES) yourself"; exit 1; fi; \
+		echo "error: no apt-get; install $(1) yourself"; exit 1; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
-		echo "error: not root and no sudo; install $(APT_PACKAGES)"; exit 1; fi; \
-	echo "installing $(APT_PACKAGES)"; \
+		echo "error: not root and no sudo; install $(1)"; exit 1; fi; \
+	echo "installing $(1)"; \
 	$$SUDO apt-get update -qq && \
-	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1)
+endef
+
+# The renderers the tests need; a no-op when present.
+system-deps:
+	$(call apt_install,$(APT_PACKAGES),command -v fluidsynth >/dev/null && command -v timidity >/dev/null \
+		&& [ -f $(SOUNDFONT) ] && [ -f $(FREEPATS) ])
 
 # The reference catalogue the bundled model trains on (fluidsynth) and its held-out twin: the same music,
 # seed 0, rendered by timidity with freepats' different samples.
@@ -64,7 +74,25 @@ mini: catalogue
 		$(if $(wildcard runs/mini-vae/run.json),--resume latest)
 	$(BIN)/spectrodiff train $(MINI_DATASET) -o runs/mini --config training/configs/mini.yaml \
 		$(if $(wildcard runs/mini/run.json),--resume latest)
-	$(BIN)/python -m training.bundle runs/mini $(MINI)
+	$(BIN)/python -m training.decoder runs/mini $(MINI_DATASET) -o runs/mini-decoder --max-steps 1500 \
+		$(if $(wildcard runs/mini-decoder/checkpoints),--resume latest)
+	$(BIN)/python -m training.bundle runs/mini-decoder $(MINI)
+
+recording-deps:
+	$(call apt_install,$(RECORDING_PACKAGES),[ -d /usr/share/sonic-pi/samples ] && [ -d /usr/share/lmms/samples ] \
+		&& [ -d /usr/share/hydrogen/data/drumkits ])
+
+recordings: $(RECORDINGS)/train
+
+$(RECORDINGS)/train: | $(STAMP) recording-deps
+	$(BIN)/python -m training.recordings $(RECORDINGS)
+
+# The bundled vocoders: for mini's parameters (128 bins) and for Riffusion's (512 bins).
+vocoders: catalogue recordings
+	$(foreach name,mini riffusion,$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train \
+		-o runs/vocoder-$(name) --config training/configs/vocoder-$(name).yaml \
+		$(if $(wildcard runs/vocoder-$(name)/run.json),--resume latest) && \
+	$(BIN)/python -m training.bundle runs/vocoder-$(name) spectrodiff/vocoders/$(name) --vocoder-only &&) true
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/reconstruction.py

@@ -144,19 +144,25 @@ def image_to_audio_command(
     = None,
     iters: Annotated[int, typer.Option(help="Griffin-Lim iterations.", min=0, max=1000)] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the initial phase (same seed, same audio).")] = 0,
+    vocoder: Annotated[str, typer.Option("--vocoder", help="griffin-lim, neural (the bundled vocoder for the "
+                                         "image's parameters) or a vocoder folder.")] = "griffin-lim",
     normalize: Annotated[bool, typer.Option(help="Gain to -12 dBFS as Riffusion does (peak kept below 0 dBFS).")]
     = True,
     overwrite: Overwrite = False,
 ) -> None:
-    """Spectrogram image -> audio (least-squares mel inversion + fast Griffin-Lim).
+    """Spectrogram image -> audio (least-squares mel inversion + fast Griffin-Lim, or a neural vocoder).
 
     Example: spectrodiff image-to-audio tile.png -o tile.wav --iters 64
     """
+    from .image import image_params
+    from .vocoder import choose_vocoder
+
     picture = open_image(image)
     path = resolve_output(out, f"{image.stem}.wav", OUTPUT_AUDIO_SUFFIXES)
     check_writable(path, overwrite)
-    with progress("griffin-lim", iters) as update:
-        audio, params = image_to_audio(picture, n_iter=iters, seed=seed, on_iter=update)
+    neural = None if vocoder == "griffin-lim" else choose_vocoder(vocoder, image_params(picture)[0], None)
+    with progress("griffin-lim" if neural is None else "vocoder", iters) as update:
+        audio, params = image_to_audio(picture, n_iter=iters, seed=seed, on_iter=update, vocoder=neural)
     save_audio(path, normalize_loudness(audio) if normalize else audio, params.sample_rate, overwrite)
     print(path)
 
@@ -273,6 +279,10 @@ SchedulerOption = Annotated[str | None, typer.Option("--scheduler", help="dpm, d
 OutOption = Annotated[Path | None, typer.Option("-o", "--out", help="A .wav/.flac file (PNG and JSON go beside it) "
                                                 "or a folder (default outputs/<date>-<slug>-<seed>/).")]
 ItersOption = Annotated[int, typer.Option("--iters", help="Griffin-Lim iterations.", min=0, max=1000)]
+VocoderOption = Annotated[str | None, typer.Option("--vocoder", help="griffin-lim, neural (the model's own "
+                                                   "vocoder, else the bundled one for its parameters), or a vocoder "
+                                                   "folder. Default: the model's vocoder if it has one, else "
+                                                   "griffin-lim.")]
 RateOption = Annotated[int | None, typer.Option("--sample-rate", help="Resample the audio output (e.g. 48000).",
                                                 min=8000, max=192000)]
 PickleOption = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickled (.bin/.ckpt) weights: they can "
@@ -323,6 +333,7 @@ class Shared:
     scheduler: str | None
     out: Path | None
     iters: int
+    vocoder: str | None
     sample_rate: int | None
     allow_pickle: bool
     device: str
@@ -339,13 +350,14 @@ class Shared:
         from .generate import Settings
 
         return Settings(steps=self.steps, scheduler=self.scheduler, griffin_lim_iters=self.iters,
-                        sample_rate=self.sample_rate, out=out or self.out, progress=report)
+                        vocoder=self.vocoder, sample_rate=self.sample_rate, out=out or self.out, progress=report)
 
 
 # (name, typer annotation, default) of each field of Shared, in the order --help lists them.
 SHARED_OPTIONS = (
     ("model", ModelOption, DEFAULT_MODEL), ("steps", StepsOption, 25), ("scheduler", SchedulerOption, None),
-    ("out", OutOption, None), ("iters", ItersOption, 32), ("sample_rate", RateOption, None),
+    ("out", OutOption, None), ("iters", ItersOption, 32), ("vocoder", VocoderOption, None),
+    ("sample_rate", RateOption, None),
     ("allow_pickle", PickleOption, False), ("device", DeviceOption, "cpu"), ("dtype", DtypeOption, "float32"),
     ("attention_slicing", SlicingOption, False), ("cpu_offload", OffloadOption, False), ("lora", LoraOption, None),
 )
@@ -682,6 +694,41 @@ def train_command(
                         log=lambda line: err_console.print(line, markup=False))
     summary = train(opts)
     print(summary["lora"] or summary["out"])
+
+
+@app.command("train-vocoder")
+@handle_errors
+def train_vocoder_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio folders or files, or datasets made by `spectrodiff "
+                                                 "prepare` (their source audio and spectrogram parameters).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: the vocoder, checkpoints, train_log.csv, "
+                                      "validation clips.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config: spectrogram, vocoder and training "
+                                                "sections (training/configs/vocoder-*.yaml).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="'latest' continues the run in OUT.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps (default 20000).", min=1)]
+    = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Segments per device per step (default 16).",
+                                                   min=1, max=4096)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default 5e-4).", min=0, max=1)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the segments.", min=0)] = 0,
+    mixed_precision: Annotated[str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16 (default: "
+                                                        "accelerate's config, else no).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu to force the CPU (default: accelerate's "
+                                               "choice).")] = None,
+) -> None:
+    """Train a neural vocoder (mel -> waveform) for a set of spectrogram parameters on your audio.
+
+    Example: spectrodiff train-vocoder my-music/ -o my-vocoder/ --config training/configs/vocoder-mini.yaml
+    """
+    from training.vocoder import VocoderOptions, train_vocoder
+
+    if mixed_precision is not None and mixed_precision not in ("no", "fp16", "bf16"):
+        raise SpectrodiffError(f"--mixed-precision must be no, fp16 or bf16, not {mixed_precision!r}")
+    opts = VocoderOptions(inputs=inputs, out=out, config=config, resume=resume, max_steps=max_steps,
+                          batch_size=batch_size, lr=lr, seed=seed, mixed_precision=mixed_precision, device=device,
+                          log=lambda line: err_console.print(line, markup=False))
+    print(train_vocoder(opts)["out"])
 
 
 def _quiet_loading() -> None:

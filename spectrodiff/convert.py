@@ -15,6 +15,7 @@ from .image import image_params, image_to_mel, mel_to_image
 from .mel import waveform_to_mel, waveform_to_mel_streaming
 from .params import SpectrogramParams
 from .reconstruct import mel_to_waveform
+from .vocoder import NeuralVocoder
 
 # Whole files longer than this are converted block by block rather than loaded at once.
 STREAM_ABOVE_SECONDS = 120.0
@@ -51,14 +52,19 @@ def image_to_audio(
     n_iter: int = 32,
     seed: int | None = 0,
     on_iter: Callable[[int], None] | None = None,
+    vocoder: NeuralVocoder | None = None,
 ) -> tuple[np.ndarray, SpectrogramParams]:
     """Spectrogram image -> `(C, (width - 1) * hop)` float audio (unnormalised) and the params used.
 
-    Params and decoding scale come from the image's EXIF unless `params` is given.
+    Params and decoding scale come from the image's EXIF unless `params` is given. With a `vocoder` (trained for
+    those params), it makes the audio instead of Griffin-Lim.
     """
     exif_params, max_value = image_params(image)
     params = params or exif_params
     mel = image_to_mel(image, params, max_value)
+    if vocoder is not None:
+        vocoder.check_params(params)
+        return vocoder.vocode(mel).numpy(), params
     return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter).numpy(), params
 
 

@@ -25,8 +25,9 @@ from .errors import SpectrodiffError
 from .files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
 from .params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams
 from .pipeline import TILE_SECONDS, SpectrodiffPipeline
-from .reconstruct import mel_to_waveform, stream_mel_to_waveform
+from .reconstruct import mel_to_waveform, stream_mel_to_waveform, vocode_stream
 from .timeline import Keyframe, Timeline
+from .vocoder import NeuralVocoder, choose_vocoder
 
 MAX_SECONDS = 600.0
 OUTPUT_SUFFIXES = (".wav", ".flac")
@@ -41,6 +42,9 @@ class Settings:
     steps: int = 25
     scheduler: str | None = None
     griffin_lim_iters: int = 32
+    # None: the model's default (its own vocoder if it has one, else Griffin-Lim); "griffin-lim", "neural", or a
+    # vocoder's name or folder (spectrodiff.vocoder.choose_vocoder).
+    vocoder: str | None = None
     sample_rate: int | None = None
     out: Path | None = None
     window_batch: int = 4
@@ -201,7 +205,7 @@ def render(
     loop: bool = False,
     max_value: float = RIFFUSION_MAX_VALUE,
     prefix_audio: np.ndarray | None = None,
-    splice: Callable[[torch.Tensor], Iterator[np.ndarray]] | None = None,
+    splice: Callable[[torch.Tensor, NeuralVocoder | None], Iterator[np.ndarray]] | None = None,
     normalize: bool = True,
     total_samples: int | None = None,
 ) -> Result:
@@ -209,10 +213,12 @@ def render(
 
     Args:
         prefix_audio: `(C, N)` known audio the result continues (extend); it is written first, untouched.
-        splice: takes the full mel and yields the audio blocks (inpaint); default reconstructs the mel.
+        splice: takes the full mel and the vocoder (None: Griffin-Lim) and yields the audio blocks (inpaint);
+            default reconstructs the mel.
         total_samples: exact length of the output (prefix included), cutting or padding with silence.
     """
     params = pipe.spectrogram
+    vocoder = choose_vocoder(settings.vocoder, params, getattr(pipe, "vocoder", None))
     audio_path, image_path, json_path = paths
     width = latents.shape[-1] * pipe.vae_scale_factor
     columns: list[np.ndarray] = []
@@ -232,16 +238,18 @@ def render(
     sink = _AudioSink(params.channels, params.sample_rate)
     if loop or splice is not None:
         mel = torch.cat(list(mel_pieces()), dim=-1)
-        if loop:
+        if loop and vocoder is not None:
+            blocks = [vocoder.vocode(mel, circular=True).numpy()]
+        elif loop:
             blocks = [mel_to_waveform(mel, params, n_iter=settings.griffin_lim_iters, circular=True).numpy()]
         else:
-            blocks = splice(mel)
+            blocks = splice(mel, vocoder)
         mels.append(mel)
     else:
         if prefix_audio is not None:
             sink.write(prefix_audio)
-        blocks = stream_mel_to_waveform(mel_pieces(), params, n_iter=settings.griffin_lim_iters,
-                                        prefix_audio=prefix_audio)
+        blocks = vocode_stream(vocoder, mel_pieces(), params, prefix_audio) if vocoder is not None else \
+            stream_mel_to_waveform(mel_pieces(), params, n_iter=settings.griffin_lim_iters, prefix_audio=prefix_audio)
     for block in blocks:
         block = np.asarray(block)
         if total_samples is not None:
@@ -261,10 +269,13 @@ def render(
     # The job alone redoes the result (with the same model): settings included.
     record["job"] = {**record["job"], "steps": settings.steps, "scheduler": pipe.scheduler_name,
                      "iters": settings.griffin_lim_iters,
+                     **({"vocoder": settings.vocoder} if settings.vocoder else {}),
                      **({"sample_rate": settings.sample_rate} if settings.sample_rate else {})}
     record = {"spectrodiff": __version__, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               **record, "model": model_record(pipe), "scheduler": pipe.scheduler_name, "steps": settings.steps,
-              "griffin_lim_iters": settings.griffin_lim_iters, "loop": loop, "seconds": round(seconds, 6),
+              "griffin_lim_iters": settings.griffin_lim_iters,
+              "vocoder": "griffin-lim" if vocoder is None else getattr(vocoder, "source", "neural"), "loop": loop,
+              "seconds": round(seconds, 6),
               "sample_rate": settings.sample_rate or params.sample_rate, "spectrogram": dict(params.to_exif()),
               "files": {"audio": audio_path.name, "image": image_path.name}}
     with atomic_path(json_path) as tmp:
@@ -425,7 +436,11 @@ def inpaint(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, start: fl
     latents = _denoise(pipe, Timeline.single(keyframe), width, settings, init_latents=init, keep=keep.to(init.device))
     a, b = round(start * params.sample_rate), round(end * params.sample_rate)
 
-    def splice(mel: torch.Tensor) -> Iterator[np.ndarray]:
+    def splice(mel: torch.Tensor, vocoder: NeuralVocoder | None) -> Iterator[np.ndarray]:
+        if vocoder is not None:
+            fade = round(INPAINT_CROSSFADE * params.sample_rate)
+            yield _crossfade_span(audio, vocoder.vocode(mel).numpy(), a, b, fade)
+            return
         # Griffin-Lim starts from the original's phase outside the span, so the new audio meets it in phase.
         known = torch.from_numpy(audio.copy())
         known[:, a:b] = 0

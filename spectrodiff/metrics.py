@@ -45,9 +45,25 @@ def mel_spectral_convergence(ref_audio: AudioLike, est_audio: AudioLike, params:
                                 waveform_to_mel(_as_audio(est_audio), params))
 
 
-def _stft_magnitude(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """`(C, N)` -> `(C, n_fft // 2 + 1, 1 + N // hop)`, Hann window, hop `n_fft // 4`."""
-    return torch.stft(audio, n_fft, n_fft // 4, window=hann_window(n_fft, audio.device), return_complex=True).abs()
+def stft_magnitude(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """`(..., N)` -> `(..., n_fft // 2 + 1, 1 + N // hop)`, Hann window, hop `n_fft // 4`; differentiable even at
+    exact silence (where `abs()` of a complex zero has no gradient)."""
+    spectrum = torch.stft(audio.reshape(-1, audio.shape[-1]), n_fft, n_fft // 4,
+                          window=hann_window(n_fft, audio.device).to(audio.dtype), return_complex=True)
+    magnitude = torch.view_as_real(spectrum).square().sum(-1).clamp_min(1e-20).sqrt()
+    return magnitude.reshape(*audio.shape[:-1], *magnitude.shape[-2:])
+
+
+def multi_resolution_stft_loss(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """`multi_resolution_stft_distance` as a differentiable scalar tensor of `(..., N)` waveforms (a vocoder's
+    training loss is the benchmark's own figure)."""
+    n = min(reference.shape[-1], estimate.shape[-1])
+    total = 0
+    for n_fft in STFT_SIZES:
+        ref, est = stft_magnitude(reference[..., :n], n_fft), stft_magnitude(estimate[..., :n], n_fft)
+        convergence = (ref - est).norm() / ref.norm().clamp_min(torch.finfo(ref.dtype).tiny)
+        total = total + convergence + (torch.log(ref + STFT_LOG_EPS) - torch.log(est + STFT_LOG_EPS)).abs().mean()
+    return total / len(STFT_SIZES)
 
 
 def multi_resolution_stft_distance(ref_audio: AudioLike, est_audio: AudioLike) -> float:
@@ -55,14 +71,8 @@ def multi_resolution_stft_distance(ref_audio: AudioLike, est_audio: AudioLike) -
 
     Compares waveforms directly (a vocoder against the original), lengths aligned to the shorter. Lower is better.
     """
-    ref, est = _as_audio(ref_audio), _as_audio(est_audio)
-    n = min(ref.shape[-1], est.shape[-1])
-    distances = []
-    for n_fft in STFT_SIZES:
-        ref_mag, est_mag = _stft_magnitude(ref[..., :n], n_fft), _stft_magnitude(est[..., :n], n_fft)
-        log_distance = (torch.log(ref_mag + STFT_LOG_EPS) - torch.log(est_mag + STFT_LOG_EPS)).abs().mean()
-        distances.append(spectral_convergence(ref_mag, est_mag) + float(log_distance))
-    return sum(distances) / len(distances)
+    with torch.no_grad():
+        return float(multi_resolution_stft_loss(_as_audio(ref_audio).double(), _as_audio(est_audio).double()))
 
 
 def log_mel_flux(audio: AudioLike, params: SpectrogramParams) -> torch.Tensor:

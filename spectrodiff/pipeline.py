@@ -34,6 +34,7 @@ from transformers import CLIPTextModel
 from .errors import SpectrodiffError
 from .params import SpectrogramParams
 from .timeline import Timeline
+from .vocoder import NeuralVocoder
 
 SCHEDULERS = {
     "dpm": DPMSolverMultistepScheduler,
@@ -122,17 +123,20 @@ class SpectrodiffPipeline(DiffusionPipeline):
     """Text (and optionally audio) to spectrogram latents, any length, seamless.
 
     Components: `vae` (AutoencoderKL), `text_encoder` (CLIPTextModel or any transformers encoder),
-    `tokenizer`, `unet` (UNet2DConditionModel), `scheduler`, `spectrogram` (SpectrogramParams of the training data).
+    `tokenizer`, `unet` (UNet2DConditionModel), `scheduler`, `spectrogram` (SpectrogramParams of the training data),
+    and optionally `vocoder` (NeuralVocoder for those parameters: the model's default instead of Griffin-Lim).
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["vocoder"]
 
     # `spectrogram` has no default on purpose: diffusers saves only parameters without one as components.
     # `load` passes Riffusion's parameters for folders that lack it.
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, spectrogram: SpectrogramParams):
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, spectrogram: SpectrogramParams,
+                 vocoder: NeuralVocoder | None = None):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                              scheduler=scheduler, spectrogram=spectrogram)
+                              scheduler=scheduler, spectrogram=spectrogram, vocoder=vocoder)
 
     # ---- loading -------------------------------------------------------------------------------------------------
 
@@ -462,8 +466,8 @@ def _check_model_folder(path: Path, allow_pickle: bool) -> None:
             raise SpectrodiffError(f"model folder {path} is missing its {name}/ component")
     if allow_pickle:
         return
-    for name in ("unet", "vae", "text_encoder"):
-        files = [p for p in (path / name).iterdir() if p.is_file()]
+    for name in ("unet", "vae", "text_encoder", "vocoder"):
+        files = [p for p in (path / name).iterdir() if p.is_file()] if (path / name).is_dir() else []
         if not any(p.suffix == ".safetensors" for p in files) and any(p.suffix in PICKLE_SUFFIXES for p in files):
             raise SpectrodiffError(f"{path / name} holds only pickled weights, which can run code when loaded; "
                                    "pass --allow-pickle if you trust where the model came from")

@@ -261,3 +261,25 @@ def stream_mel_to_waveform(
             yield audio[..., :split]
     if bridge is None and known is not None and known.shape[-1]:
         yield known
+
+
+def vocode_stream(
+    vocoder, chunks: Iterable[torch.Tensor], params: SpectrogramParams, prefix_audio: torch.Tensor | None = None
+) -> Iterator[torch.Tensor]:
+    """`stream_mel_to_waveform` with a neural vocoder (`spectrodiff.vocoder.NeuralVocoder`) instead of Griffin-Lim.
+
+    The vocoder's output at a frame depends only on nearby frames, so its chunks line up exactly (see
+    `NeuralVocoder.vocode`); with `prefix_audio` `(C, N)`, the prefix's last frames are its context and the new
+    audio enters through the same `BRIDGE_SAMPLES` crossfade from the prefix's own continuation.
+
+    Yields:
+        `(C, L)` audio blocks that continue the prefix (if any); `L` as `stream_mel_to_waveform` gives.
+    """
+    mel = torch.cat([torch.as_tensor(c, dtype=torch.float32) for c in chunks], dim=-1)
+    if prefix_audio is None:
+        yield vocoder.vocode(mel)
+        return
+    prefix = torch.as_tensor(prefix_audio, dtype=torch.float32)
+    context, known = _prefix_context(prefix, params, vocoder.context_frames)
+    audio = vocoder.vocode(torch.cat([context, mel], dim=-1))[..., known.shape[-1]:]
+    yield _crossfade(_lpc_continuation(prefix, BRIDGE_SAMPLES)[..., : audio.shape[-1]], audio)

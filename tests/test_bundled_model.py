@@ -61,3 +61,18 @@ def test_cli_generates_with_the_bundled_model_by_default(tmp_path):
     result = CliRunner().invoke(app, ["generate", "smooth sax solo", "-o", str(out), "--steps", "4", "--iters", "4"])
     assert result.exit_code == 0, result.output
     assert out.is_file() and out.with_suffix(".png").is_file() and out.with_suffix(".json").is_file()
+
+
+def test_the_bundled_vocoder_serves_mini_on_request(mini):
+    """mini's vocoder ships beside it (spectrodiff/vocoders/mini): `--vocoder neural` finds it by parameters, while
+    the default stays Griffin-Lim (the vocoder loses to it on mel spectral convergence; see the README)."""
+    from spectrodiff.vocoder import BUNDLED_VOCODERS_DIR, choose_vocoder, resolve_vocoder
+    from training.bundle import VOCODER_LIMIT_MB
+
+    folder = BUNDLED_VOCODERS_DIR / "mini"
+    assert folder_megabytes(folder) <= VOCODER_LIMIT_MB
+    assert {p.suffix for p in folder.iterdir()} == {".json", ".safetensors"}
+    assert mini.vocoder is None and choose_vocoder(None, mini.spectrogram, mini.vocoder) is None
+    neural = choose_vocoder("neural", mini.spectrogram, None)
+    assert neural.params == mini.spectrogram and neural.source == str(folder)
+    assert resolve_vocoder("mini").source == str(folder)

@@ -250,3 +250,29 @@ def test_config_can_train_the_vae_too(dataset, tmp_path):
     assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] != 0.18215  # "auto", saved
     state = json.loads((out / "checkpoints" / "step-000002" / "state.json").read_text())
     assert state["scaling_factor"] == json.loads((out / "vae" / "config.json").read_text())["scaling_factor"]
+
+
+def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
+    """training/decoder.py trains the VAE decoder alone: the encoder (so every latent the UNet learned) and the UNet
+    stay bit-for-bit, and the decoder renders the validation tiles more faithfully."""
+    from spectrodiff import SpectrogramParams
+    from spectrodiff.pipeline import SpectrodiffPipeline
+    from training.decoder import DecoderOptions, finetune_decoder
+
+    build_tiny_pipeline(SpectrogramParams()).save_pretrained(tmp_path / "base")
+    opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out", max_steps=30, batch_size=4,
+                          crop_width=64, lr=2e-3, checkpoint_every=15, validate_every=30)
+    summary = finetune_decoder(opts, log=lambda _: None)
+    assert summary["steps"] == 30 and summary["val_sc"][-1] < 0.9 * summary["val_sc"][0], summary["val_sc"]
+    before = SpectrodiffPipeline.load(str(tmp_path / "base"))
+    after = SpectrodiffPipeline.load(str(tmp_path / "out"))
+    for name in ("encoder", "quant_conv"):
+        for (key, x), (_, y) in zip(getattr(before.vae, name).state_dict().items(),
+                                    getattr(after.vae, name).state_dict().items(), strict=True):
+            assert torch.equal(x, y), key
+    assert all(torch.equal(x, y) for x, y in zip(before.unet.parameters(), after.unet.parameters(), strict=True))
+    assert not torch.equal(before.vae.decoder.conv_out.weight, after.vae.decoder.conv_out.weight)
+    with pytest.raises(SpectrodiffError, match="already has checkpoints"):
+        finetune_decoder(opts, log=lambda _: None)
+    opts.resume, opts.max_steps = "latest", 31
+    assert finetune_decoder(opts, log=lambda _: None)["steps"] == 31

@@ -1,9 +1,11 @@
-"""Copy a trained model into the package as a bundled model: float16 safetensors, the model card kept.
+"""Copy a trained model (or vocoder) into the package as a bundled one: float16 safetensors, the model card kept.
 
-    python -m training.bundle runs/mini spectrodiff/models/mini
+    python -m training.bundle runs/mini-decoder spectrodiff/models/mini --vocoder runs/vocoder-mini
+    python -m training.bundle runs/vocoder-riffusion spectrodiff/vocoders/riffusion --vocoder-only
 
 float16 halves the size in the repository (the loader casts to float32 on CPU); the weights replace the target's
-components, and files that are not components (the model card README.md) stay.
+components, and files that are not components (the model card README.md) stay. `--vocoder` makes a trained vocoder
+the model's `vocoder/` component (its default instead of Griffin-Lim).
 """
 
 from __future__ import annotations
@@ -17,23 +19,21 @@ import torch
 
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.pipeline import SpectrodiffPipeline
+from spectrodiff.vocoder import load_vocoder
 
 BUNDLE_LIMIT_MB = 80
+VOCODER_LIMIT_MB = 30
 
 
 def folder_megabytes(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20
 
 
-def bundle(source: Path, target: Path) -> float:
-    """Write `source` (a trained diffusers folder) into `target` in float16; returns the target's size in MB."""
-    pipe = SpectrodiffPipeline.load(str(source))
-    pipe.to(torch.float16)
-    target = Path(target)
-    pipe.register_to_config(_name_or_path=target.name)  # not the build machine's path
+def _replace_contents(target: Path, write) -> None:
+    """Let `write(folder)` fill a temporary folder, then move what it wrote into `target`, replacing namesakes."""
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        write(tmp)
         for item in Path(tmp).iterdir():
             old = target / item.name
             if old.is_dir():
@@ -41,19 +41,50 @@ def bundle(source: Path, target: Path) -> float:
             elif old.exists():
                 old.unlink()
             shutil.move(str(item), old)
+
+
+def _check_size(target: Path, limit: float) -> float:
     size = folder_megabytes(target)
-    if size > BUNDLE_LIMIT_MB:
-        raise SpectrodiffError(f"{target} is {size:.1f} MB, over the {BUNDLE_LIMIT_MB} MB a bundled model may take")
+    if size > limit:
+        raise SpectrodiffError(f"{target} is {size:.1f} MB, over the {limit} MB a bundled one may take")
     return size
+
+
+def bundle(source: Path, target: Path, vocoder: Path | None = None) -> float:
+    """Write `source` (a trained diffusers folder), with `vocoder` as its vocoder component if given, into `target`
+    in float16; returns the target's size in MB."""
+    pipe = SpectrodiffPipeline.load(str(source))
+    if vocoder is not None:
+        voice = load_vocoder(vocoder)
+        voice.check_params(pipe.spectrogram)
+        pipe.register_modules(vocoder=voice)
+    pipe.to(torch.float16)
+    target = Path(target)
+    pipe.register_to_config(_name_or_path=target.name)  # not the build machine's path
+    _replace_contents(target, lambda tmp: pipe.save_pretrained(tmp, safe_serialization=True))
+    if vocoder is not None:
+        _check_size(target / "vocoder", VOCODER_LIMIT_MB)
+    return _check_size(target, BUNDLE_LIMIT_MB)
+
+
+def bundle_vocoder(source: Path, target: Path) -> float:
+    """Write a trained vocoder folder into `target` in float16 (weights and config only)."""
+    voice = load_vocoder(source).to(torch.float16)
+    target = Path(target)
+    _replace_contents(target, lambda tmp: voice.save_pretrained(tmp, safe_serialization=True))
+    return _check_size(target, VOCODER_LIMIT_MB)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
+    parser.add_argument("--vocoder", type=Path, help="a trained vocoder folder to bundle as the model's vocoder/")
+    parser.add_argument("--vocoder-only", action="store_true", help="SOURCE is a vocoder folder, bundled alone")
     args = parser.parse_args()
     try:
-        size = bundle(args.source, args.target)
+        size = bundle_vocoder(args.source, args.target) if args.vocoder_only else \
+            bundle(args.source, args.target, args.vocoder)
     except SpectrodiffError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"{args.target}: {size:.1f} MB")

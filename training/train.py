@@ -548,14 +548,14 @@ class TrainLog:
     which has the event format without TensorBoard's server stack). A resumed run first drops what a killed run
     logged past its last checkpoint, in both."""
 
-    def __init__(self, out: Path, resumed_step: int):
-        self.path = Path(out) / LOG
+    def __init__(self, out: Path, resumed_step: int, columns: tuple[str, ...] = LOG_COLUMNS):
+        self.path, self.columns = Path(out) / LOG, columns
         rows = []
         if resumed_step and self.path.is_file():
             with self.path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
         with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, LOG_COLUMNS)
+            writer = csv.DictWriter(f, columns)
             writer.writeheader()
             writer.writerows(rows)
         self.board = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=resumed_step + 1 if resumed_step
@@ -563,9 +563,9 @@ class TrainLog:
 
     def row(self, **row) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, LOG_COLUMNS).writerow({k: ("" if v is None else v) for k, v in row.items()})
-        for name in ("loss", "vae_loss", "val_loss", "lr"):
-            if row.get(name) not in (None, ""):
+            csv.DictWriter(f, self.columns).writerow({k: ("" if v is None else v) for k, v in row.items()})
+        for name in self.columns:
+            if name not in ("step", "epoch", "elapsed_s") and row.get(name) not in (None, ""):
                 self.board.add_scalar(f"train/{name}", float(row[name]), row["step"])
         self.board.flush()
 

@@ -1,0 +1,236 @@
+"""A neural mel -> waveform vocoder in the style of Vocos: a ConvNeXt backbone over the mel frames predicts each
+frame's STFT magnitude and phase, and an inverse STFT makes the waveform (no upsampling layers, so it is fast).
+
+It takes the same Riffusion-scale mel that Griffin-Lim takes (`spectrodiff.mel.waveform_to_mel`) and returns audio
+on the same [-1, 1] scale, so the two are interchangeable. A vocoder is a diffusers-style folder (`config.json` +
+`diffusion_pytorch_model.safetensors`) whose config carries the SpectrogramParams it was trained for; it is either a
+model's `vocoder/` component or a folder of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from .errors import SpectrodiffError
+from .params import SpectrogramParams
+
+VOCODER_CHOICES = ("griffin-lim", "neural")
+# Mel magnitudes (int16 scale, peaks near 1e7) below this are silence to the vocoder: log(1) = 0 is its floor.
+MEL_FLOOR = 1.0
+# Predicted STFT magnitudes are capped (as Vocos does) so that an early, untrained network cannot blow up.
+MAX_MAGNITUDE = 1e3
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv (kernel 7) -> LayerNorm -> pointwise MLP -> layer scale, residual. `(B, C, T)` -> same."""
+
+    def __init__(self, dim: int, intermediate_dim: int, layer_scale: float):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        self.gamma = nn.Parameter(layer_scale * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).transpose(1, 2)
+        y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        return x + y.transpose(1, 2)
+
+
+class ISTFTHead(nn.Module):
+    """`(B, C, T)` features -> per-frame log magnitude and phase -> `(B, (T - 1) * hop)` waveform by inverse STFT
+    (centred frames, as the mel's: frame t sits at sample t * hop)."""
+
+    def __init__(self, dim: int, n_fft: int, hop_length: int):
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_magnitude, phase = self.out(x.transpose(1, 2)).transpose(1, 2).chunk(2, dim=1)
+        magnitude = torch.exp(log_magnitude).clamp(max=MAX_MAGNITUDE)
+        spectrum = torch.polar(magnitude.float(), phase.float())
+        length = (x.shape[-1] - 1) * self.hop_length
+        return torch.istft(spectrum, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
+
+
+class NeuralVocoder(ModelMixin, ConfigMixin):
+    """Mel `(B, num_frequencies, T)` on Riffusion's scale -> waveform `(B, (T - 1) * hop)` in [-1, 1] units.
+
+    Args:
+        spectrogram: the SpectrogramParams (as a dict) of the mels it was trained on.
+        dim: channels of the backbone.
+        intermediate_dim: channels inside each block's MLP.
+        num_layers: ConvNeXt blocks; the receptive field is `6 * num_layers + 7` frames.
+        n_fft: FFT size of the inverse STFT head (default 4 hops).
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, spectrogram: dict | None = None, dim: int = 384, intermediate_dim: int = 1152,
+                 num_layers: int = 8, n_fft: int | None = None):
+        super().__init__()
+        params = SpectrogramParams(**{k: v for k, v in (spectrogram or {}).items() if not k.startswith("_")})
+        if params.stereo:
+            raise SpectrodiffError("a vocoder takes one channel's mel: stereo parameters are vocoded per channel, "
+                                   "so train it with stereo: false")
+        hop = params.hop_length
+        self.embed = nn.Conv1d(params.num_frequencies, dim, kernel_size=7, padding=3)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1 / num_layers) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = ISTFTHead(dim, n_fft or 4 * hop, hop)
+
+    @property
+    def params(self) -> SpectrogramParams:
+        return mono_params(self.config.spectrogram)
+
+    @property
+    def context_frames(self) -> int:
+        """Frames either side that change a frame's output (embedding, blocks, and the head's overlap-add)."""
+        return 3 + 3 * len(self.blocks) + self.head.n_fft // (2 * self.head.hop_length) + 1
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = torch.log(mel.clamp(min=MEL_FLOOR))
+        x = self.norm(self.embed(x).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final_norm(x.transpose(1, 2)).transpose(1, 2))
+
+    def check_params(self, params: SpectrogramParams) -> None:
+        """Raise SpectrodiffError, naming both sets, unless `params` (its channels aside) are the vocoder's."""
+        mono = mono_params(params.config)
+        if mono != self.params:
+            ours, theirs = describe(self.params), describe(mono)
+            raise SpectrodiffError(f"the vocoder was trained for {ours}, the spectrogram has {theirs}: use a "
+                                   "vocoder trained for these parameters (`spectrodiff train-vocoder`) or "
+                                   "--vocoder griffin-lim")
+
+    @torch.no_grad()
+    def vocode(self, mel: torch.Tensor, circular: bool = False, chunk_frames: int = 2048) -> torch.Tensor:
+        """Waveform of a mel of any length, in chunks that share `context_frames` so that no join can be heard.
+
+        Args:
+            mel: `(..., num_frequencies, T)` Riffusion-scale mel (e.g. `(C, n_mels, T)` for C channels).
+            circular: the mel is one period of a loop: `T * hop` samples that repeat without a seam.
+        Returns:
+            `(..., L)` float32 audio, `L = (T - 1) * hop` (`T * hop` when circular), as `mel_to_waveform` gives.
+        """
+        *lead, n_mels, width = mel.shape
+        flat = mel.reshape(-1, n_mels, width).to(self.device, self.dtype)
+        ctx, hop = self.context_frames, self.head.hop_length
+        if circular:
+            reps = -(-(ctx + 1) // width)  # short loops need their period repeated to fill the context
+            ring = flat.repeat(1, 1, 2 * reps + 1)
+            flat = ring[..., reps * width - ctx: (reps + 1) * width + ctx + 1]
+            start, end = ctx, ctx + width
+        else:
+            start, end = 0, width - 1
+        if end <= start:
+            return torch.zeros(*lead, 0)
+        pieces = []
+        for first in range(start, end, chunk_frames):
+            # Output samples of frames [first, last): the chunk holds `ctx` frames of context on either side.
+            last = min(first + chunk_frames, end)
+            lo, hi = max(first - ctx, 0), min(last + ctx + 1, flat.shape[-1])
+            audio = self(flat[..., lo:hi]).float()
+            pieces.append(audio[..., (first - lo) * hop: (last - lo) * hop])
+        audio = torch.cat(pieces, dim=-1)
+        return audio.reshape(*lead, -1).cpu()
+
+
+def mono_params(config: dict) -> SpectrogramParams:
+    """SpectrogramParams of a config dict with one channel: a vocoder renders each channel of a stereo mel alike."""
+    return SpectrogramParams(**{k: v for k, v in config.items() if not k.startswith("_")} | {"stereo": False})
+
+
+def describe(params: SpectrogramParams) -> str:
+    c = params.config
+    return (f"{c.num_frequencies} mel bins {c.min_frequency}-{c.max_frequency} Hz at {c.sample_rate} Hz, "
+            f"hop {c.step_size_ms} ms, window {c.window_duration_ms} ms, FFT {c.padded_duration_ms} ms")
+
+
+def load_vocoder(path: str | Path) -> NeuralVocoder:
+    """A vocoder folder (safetensors only); SpectrodiffError if it is missing, not a vocoder, or corrupt."""
+    path = Path(path)
+    if not (path / NeuralVocoder.config_name).is_file():
+        raise SpectrodiffError(f"{path} is not a vocoder folder (no {NeuralVocoder.config_name}); train one with "
+                               "`spectrodiff train-vocoder`")
+    try:
+        vocoder = NeuralVocoder.from_pretrained(str(path), use_safetensors=True, torch_dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpectrodiffError(f"cannot load the vocoder in {path}: {first}") from None
+    vocoder.source = str(path)  # recorded in sidecars
+    return vocoder.eval()
+
+
+BUNDLED_VOCODERS_DIR = Path(__file__).parent / "vocoders"
+
+
+def _bundled() -> dict[str, Path]:
+    """Bundled vocoders by name: the standalone ones in `vocoders/`, and each bundled model's `vocoder/`."""
+    from .pipeline import BUNDLED_MODELS_DIR
+
+    found = {p.name: p for p in sorted(BUNDLED_VOCODERS_DIR.glob("*")) if (p / NeuralVocoder.config_name).is_file()}
+    found |= {p.parent.name: p for p in sorted(BUNDLED_MODELS_DIR.glob("*/vocoder"))
+              if (p / NeuralVocoder.config_name).is_file()}
+    return found
+
+
+def resolve_vocoder(name: str | Path) -> NeuralVocoder:
+    """A vocoder folder, a model folder with a `vocoder/` component, or a bundled vocoder's name (`riffusion`, or
+    a bundled model's name such as `mini`)."""
+    path = Path(name).expanduser()
+    for folder in (path, path / "vocoder"):
+        if (folder / NeuralVocoder.config_name).is_file():
+            return load_vocoder(folder)
+    bundled = _bundled()
+    if str(name) in bundled:
+        return load_vocoder(bundled[str(name)])
+    raise SpectrodiffError(f"unknown vocoder {str(name)!r}: not a vocoder folder, not a model folder with a vocoder/, "
+                           f"not a bundled vocoder ({', '.join(bundled) or 'none'}); or use griffin-lim / neural")
+
+
+def bundled_vocoder_for(params: SpectrogramParams) -> NeuralVocoder | None:
+    """The bundled vocoder trained for `params` (channels aside), if there is one."""
+    mono = mono_params(params.config)
+    for folder in _bundled().values():
+        try:
+            if mono_params(json.loads((folder / NeuralVocoder.config_name).read_text())["spectrogram"]) == mono:
+                return load_vocoder(folder)
+        except (OSError, KeyError, TypeError, json.JSONDecodeError, SpectrodiffError):
+            continue
+    return None
+
+
+def choose_vocoder(choice: str | None, params: SpectrogramParams, own: NeuralVocoder | None) -> NeuralVocoder | None:
+    """The vocoder a generation uses (None: Griffin-Lim).
+
+    Args:
+        choice: None (the model's default: its own vocoder if it has one, else Griffin-Lim), "griffin-lim",
+            "neural" (the model's own vocoder, else the bundled one for its parameters), or a name or folder
+            (see `resolve_vocoder`).
+        own: the model's `vocoder` component, if any.
+    """
+    if choice == "griffin-lim" or (choice is None and own is None):
+        return None
+    if choice in (None, "neural"):
+        vocoder = own or bundled_vocoder_for(params)
+        if vocoder is None:
+            raise SpectrodiffError(f"no neural vocoder for {describe(params)}: train one with `spectrodiff "
+                                   "train-vocoder` and pass --vocoder FOLDER, or use --vocoder griffin-lim")
+    else:
+        vocoder = resolve_vocoder(choice)
+    vocoder.check_params(params)
+    return vocoder

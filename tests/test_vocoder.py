@@ -1,0 +1,266 @@
+"""The neural vocoder (spectrodiff/vocoder.py) and its training (training/vocoder.py, `spectrodiff train-vocoder`):
+shapes, exact chunking and loops, determinism, loading and bad input, a short training run that learns, and
+generation through `--vocoder`."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from typer.testing import CliRunner
+
+import training.vocoder
+from spectrodiff import SpectrodiffError, SpectrogramParams, audio_to_image, image_to_audio
+from spectrodiff.cli import app
+from spectrodiff.generate import Settings, extend, generate, inpaint
+from spectrodiff.mel import waveform_to_mel
+from spectrodiff.metrics import loop_wrap_ratio
+from spectrodiff.pipeline import SpectrodiffPipeline
+from spectrodiff.signals import SIGNALS
+from spectrodiff.timeline import Keyframe
+from spectrodiff.vocoder import NeuralVocoder, choose_vocoder, load_vocoder, resolve_vocoder
+from training.train import save_checkpoint
+from training.vocoder import VocoderOptions, train_vocoder
+
+HOP = 441
+SMALL = dict(dim=32, intermediate_dim=64, num_layers=2)
+
+
+def tiny_vocoder(params: SpectrogramParams, seed: int = 0, **sizes) -> NeuralVocoder:
+    torch.manual_seed(seed)
+    return NeuralVocoder(spectrogram=dict(params.config), **(SMALL | sizes)).eval()
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def mel64():
+    """`(1, 64, T)` mel of 3 s of chords and drums, 64 bins."""
+    params = SpectrogramParams(num_frequencies=64)
+    audio = torch.from_numpy(SIGNALS["mix"](3.0, seed=1))
+    return params, audio, waveform_to_mel(audio[None], params)
+
+
+def test_shapes_follow_the_mel(mel64):
+    params, _, mel = mel64
+    vocoder = tiny_vocoder(params)
+    width = mel.shape[-1]
+    assert vocoder(mel).shape == (1, (width - 1) * HOP)
+    # Leading dims are kept (channels, batches), as mel_to_waveform does; loops are T * hop long.
+    assert vocoder.vocode(mel.expand(2, 3, -1, -1)).shape == (2, 3, (width - 1) * HOP)
+    assert vocoder.vocode(mel, circular=True).shape == (1, width * HOP)
+    assert vocoder.vocode(mel[..., :1]).shape == (1, 0)
+
+
+def test_chunks_and_loops_are_exact(mel64):
+    params, _, mel = mel64
+    vocoder = tiny_vocoder(params, num_layers=3)
+    with torch.no_grad():
+        whole = vocoder(mel)
+    # Chunks share enough context frames that their joins are bit-for-bit the unchunked output.
+    torch.testing.assert_close(vocoder.vocode(mel, chunk_frames=37), whole, rtol=0, atol=1e-6)
+    # A loop is the middle period of the loop played three times: nothing marks its wrap point.
+    loop = vocoder.vocode(mel, circular=True, chunk_frames=50)
+    width = mel.shape[-1]
+    thrice = vocoder.vocode(mel.repeat(1, 1, 3))
+    torch.testing.assert_close(loop, thrice[..., width * HOP: 2 * width * HOP], rtol=0, atol=1e-6)
+    # So short a loop that the context wraps round it more than once.
+    short = mel[..., :9]
+    tiled = vocoder.vocode(short.repeat(1, 1, 15))
+    torch.testing.assert_close(vocoder.vocode(short, circular=True), tiled[..., 7 * 9 * HOP: 8 * 9 * HOP], rtol=0,
+                               atol=1e-6)
+
+
+def test_same_seed_same_weights_and_round_trip(tmp_path, mel64):
+    params, _, mel = mel64
+    a, b, c = tiny_vocoder(params, 0), tiny_vocoder(params, 0), tiny_vocoder(params, 1)
+    assert torch.equal(a.vocode(mel), b.vocode(mel))
+    assert not torch.equal(a.vocode(mel), c.vocode(mel))
+    a.save_pretrained(tmp_path / "v", safe_serialization=True)
+    assert {p.name for p in (tmp_path / "v").iterdir()} == {"config.json", "diffusion_pytorch_model.safetensors"}
+    loaded = load_vocoder(tmp_path / "v")
+    assert loaded.params == params and torch.equal(loaded.vocode(mel), a.vocode(mel))
+    assert resolve_vocoder(tmp_path / "v").source == str(tmp_path / "v")
+
+
+def test_bad_vocoders_give_clear_errors(tmp_path, mel64):
+    params, _, _ = mel64
+    vocoder = tiny_vocoder(params)
+    with pytest.raises(SpectrodiffError, match=r"trained for 64 mel bins.*spectrogram has 512 mel bins"):
+        vocoder.check_params(SpectrogramParams())
+    vocoder.check_params(SpectrogramParams(num_frequencies=64, stereo=True))  # per channel: stereo is fine
+    vocoder.save_pretrained(tmp_path / "v", safe_serialization=True)
+    (tmp_path / "v" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(SpectrodiffError, match="cannot load the vocoder"):
+        load_vocoder(tmp_path / "v")
+    with pytest.raises(SpectrodiffError, match="not a vocoder folder"):
+        load_vocoder(tmp_path)
+    with pytest.raises(SpectrodiffError, match="unknown vocoder 'nope'"):
+        resolve_vocoder("nope")
+    with pytest.raises(SpectrodiffError, match="no neural vocoder for 64 mel bins"):
+        choose_vocoder("neural", params, None)
+    assert choose_vocoder(None, params, None) is None and choose_vocoder("griffin-lim", params, vocoder) is None
+    assert choose_vocoder(None, params, vocoder) is vocoder
+
+
+@pytest.fixture(scope="module")
+def audio_folder(tmp_path_factory) -> Path:
+    """Six 2 s files (chords, drums, mixes) and two things that are not audio."""
+    folder = tmp_path_factory.mktemp("audio")
+    for n, kind in enumerate(("chord", "drums", "mix", "chord", "drums", "mix")):
+        soundfile.write(folder / f"{kind}-{n}.wav", SIGNALS[kind](2.0, seed=n), 44100, subtype="PCM_16")
+    (folder / "broken.wav").write_bytes(b"RIFF....not audio")
+    (folder / "notes.txt").write_text("not audio")
+    return folder
+
+
+def write_config(path: Path, **training) -> Path:
+    config = {"spectrogram": {"num_frequencies": 64}, "vocoder": SMALL,
+              "training": {"batch_size": 4, "segment_frames": 16, "warmup_steps": 5, "checkpoint_every": 20,
+                           "validate_every": 40, "lr": 2e-3} | training}
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def test_a_short_training_run_learns_and_resumes(tmp_path, audio_folder, monkeypatch):
+    config = write_config(tmp_path / "v.yaml")
+    logs = []
+    summary = train_vocoder(VocoderOptions([audio_folder], tmp_path / "run", config, max_steps=40, device="cpu",
+                                           log=logs.append))
+    assert any("skipped 1 unreadable" in line for line in logs)
+    first, last = summary["val_stft"][0], summary["val_stft"][-1]
+    assert last < 0.85 * first, summary["val_stft"]  # measured: 4.85 -> 3.79
+    with (tmp_path / "run" / "train_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(41)) and rows[-1]["val_stft"]
+    assert sorted(p.name for p in (tmp_path / "run" / "validation" / "step-000040").iterdir())
+    vocoder = load_vocoder(tmp_path / "run")
+    assert vocoder.params == SpectrogramParams(num_frequencies=64)
+
+    # A run killed after its step-20 checkpoint and resumed ends with the same weights as the run never stopped.
+    def killed_after(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.vocoder, "save_checkpoint", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        train_vocoder(VocoderOptions([audio_folder], tmp_path / "split", config, max_steps=40, device="cpu",
+                                     log=logs.append))
+    monkeypatch.undo()
+    train_vocoder(VocoderOptions([audio_folder], tmp_path / "split", config, max_steps=40, resume="latest",
+                                 device="cpu", log=logs.append))
+    resumed = load_vocoder(tmp_path / "split")
+    for (name, x), (_, y) in zip(vocoder.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, msg=name)
+    with pytest.raises(SpectrodiffError, match="not an empty folder"):
+        train_vocoder(VocoderOptions([audio_folder], tmp_path / "split", config, device="cpu", log=logs.append))
+
+
+def test_adversarial_training_runs_both_networks(tmp_path, audio_folder):
+    config = write_config(tmp_path / "v.yaml", adversarial_weight=1.0, adversarial_start=2, validate_every=100)
+    summary = train_vocoder(VocoderOptions([audio_folder], tmp_path / "run", config, max_steps=4, device="cpu",
+                                           log=lambda _: None))
+    with (tmp_path / "run" / "train_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [bool(r["adversarial"]) for r in rows[1:]] == [False, False, True, True]
+    saved = (tmp_path / "run" / "checkpoints" / "step-000004")
+    from safetensors.torch import load_file
+
+    keys = load_file(str(saved / "trainable.safetensors"))
+    assert any(k.startswith("discriminator.") for k in keys) and any(k.startswith("vocoder.") for k in keys)
+    assert set(torch.load(saved / "optimizer.pt", weights_only=True)) == {"generator", "discriminator"}
+    assert summary["steps"] == 4
+
+
+def test_train_vocoder_bad_input(tmp_path, audio_folder):
+    (tmp_path / "empty").mkdir()
+    result = invoke("train-vocoder", tmp_path / "empty", "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "no audio files" in result.output and "Traceback" not in result.output
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"RIFF....")
+    result = invoke("train-vocoder", tmp_path / "bad", "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "none of the 1 audio files" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: {batch_size: 0}\n")
+    result = invoke("train-vocoder", audio_folder, "-o", tmp_path / "out", "--config", bad)
+    assert result.exit_code == 1 and "batch_size must be a positive integer" in result.output
+    bad.write_text("vocoder: {dim: 8}\nextra: 1\n")
+    result = invoke("train-vocoder", audio_folder, "-o", tmp_path / "out", "--config", bad)
+    assert result.exit_code == 1 and "unknown field(s) extra" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def voiced_model(tmp_path_factory, pipe):
+    """The tiny pipeline (64 bins) saved with a tiny vocoder as its `vocoder/` component."""
+    folder = tmp_path_factory.mktemp("voiced")
+    components = dict(pipe.components) | {"vocoder": tiny_vocoder(pipe.spectrogram)}
+    SpectrodiffPipeline(**components).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_generation_through_each_vocoder(tmp_path, voiced_model, model_dir):
+    pipe = SpectrodiffPipeline.load(str(voiced_model))
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.vocoder, NeuralVocoder)
+    outputs = {}
+    for choice in (None, "griffin-lim", "neural", str(voiced_model / "vocoder")):
+        settings = Settings(steps=2, vocoder=choice, out=tmp_path / f"{len(outputs)}.wav")
+        result = generate(pipe, Keyframe("piano", seed=3), settings=settings)
+        outputs[choice] = soundfile.read(result.audio)[0]
+        assert result.record["vocoder"] == {None: "neural", "griffin-lim": "griffin-lim", "neural": "neural"}.get(
+            choice, choice)
+        assert result.record["job"].get("vocoder") == choice
+    assert np.array_equal(outputs[None], outputs["neural"])
+    assert np.array_equal(outputs["neural"], outputs[str(voiced_model / "vocoder")])
+    assert not np.array_equal(outputs[None], outputs["griffin-lim"])
+    # The neural loop wraps seamlessly too.
+    assert loop_wrap_ratio(outputs["neural"].T, pipe.spectrogram) <= 1.0
+
+    source = tmp_path / "source.wav"
+    soundfile.write(source, SIGNALS["mix"](3.0, seed=4), 44100, subtype="PCM_16")
+    settings = Settings(steps=2, vocoder="neural", out=tmp_path / "ext.wav")
+    extended = extend(pipe, source, Keyframe("drums", seed=1), 2.0, settings)
+    original = soundfile.read(source)[0]
+    assert np.array_equal(soundfile.read(extended.audio)[0][: len(original)], original)
+    settings.out = tmp_path / "inp.wav"
+    filled = soundfile.read(inpaint(pipe, source, Keyframe("drums"), 1.0, 2.0, settings).audio)[0]
+    assert len(filled) == len(original) and np.array_equal(filled[:40000], original[:40000])
+
+    # A model without a vocoder: the default stays Griffin-Lim, and a vocoder for other parameters is refused.
+    plain = SpectrodiffPipeline.load(str(model_dir))
+    plain.set_progress_bar_config(disable=True)
+    result = generate(plain, Keyframe("piano"), settings=Settings(steps=2, out=tmp_path / "plain.wav"))
+    assert result.record["vocoder"] == "griffin-lim"
+    tiny_vocoder(SpectrogramParams(num_frequencies=128)).save_pretrained(tmp_path / "v128")
+    cli = invoke("generate", "piano", "--model", model_dir, "--steps", 2, "--vocoder", tmp_path / "v128", "-o",
+                 tmp_path / "refused.wav")
+    assert cli.exit_code == 1 and "trained for 128 mel bins" in cli.output and "has 64 mel bins" in cli.output
+    assert not (tmp_path / "refused.wav").exists()
+    cli = invoke("generate", "piano", "--model", voiced_model, "--steps", 2, "--vocoder", "neural", "-o",
+                 tmp_path / "cli.wav")
+    assert cli.exit_code == 0, cli.output
+
+
+def test_image_to_audio_with_a_vocoder(tmp_path, mel64):
+    params, audio, _ = mel64
+    image = audio_to_image(audio.numpy()[None], params)
+    vocoder = tiny_vocoder(params)
+    neural, _ = image_to_audio(image, vocoder=vocoder)
+    gl, _ = image_to_audio(image)
+    assert neural.shape == gl.shape
+    with pytest.raises(SpectrodiffError, match="trained for 64 mel bins"):
+        image_to_audio(audio_to_image(audio.numpy()[None], SpectrogramParams()), vocoder=vocoder)
+    vocoder.save_pretrained(tmp_path / "v")
+    image.save(tmp_path / "t.png", exif=image.getexif())
+    result = invoke("image-to-audio", tmp_path / "t.png", "-o", tmp_path / "t.wav", "--vocoder", tmp_path / "v")
+    assert result.exit_code == 0, result.output
+    written = soundfile.read(tmp_path / "t.wav")[0]
+    # The same audio up to the command's loudness gain.
+    gain = np.abs(written).max() / np.abs(neural).max()
+    np.testing.assert_allclose(written, gain * neural[0], atol=2e-4)
