@@ -13,13 +13,15 @@ RECORDINGS := data/recordings
 # Real recordings for the vocoders (training/recordings.py): two sample packs to train on (a fifth held out) and
 # Hydrogen's drum kits, which only the vocoder benchmark hears.
 RECORDING_PACKAGES := sonic-pi-samples lmms-common hydrogen-drumkits
-# The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats.
-APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats
+# The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats; and
+# the browser the studio's test drives (tests/test_web.py).
+APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats chromium
+CHROMIUM := /usr/bin/chromium
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 FREEPATS := /etc/timidity/freepats.cfg
 CATALOGUE_MINUTES ?= 30
 
-.PHONY: install demo test bench bench-mini bench-vocoder lint clean system-deps recording-deps catalogue \
+.PHONY: install demo test serve bench bench-mini bench-vocoder bench-load lint clean system-deps recording-deps catalogue \
 	recordings mini vocoders
 
 install: $(STAMP)
@@ -51,10 +53,10 @@ define apt_install
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1)
 endef
 
-# The renderers the tests need; a no-op when present.
+# The renderers and the browser the tests need; a no-op when present.
 system-deps:
 	$(call apt_install,$(APT_PACKAGES),command -v fluidsynth >/dev/null && command -v timidity >/dev/null \
-		&& [ -f $(SOUNDFONT) ] && [ -f $(FREEPATS) ])
+		&& [ -f $(SOUNDFONT) ] && [ -f $(FREEPATS) ] && [ -x $(CHROMIUM) ])
 
 # The reference catalogue the bundled model trains on (fluidsynth) and its held-out twin: the same music,
 # seed 0, rendered by timidity with freepats' different samples.
@@ -100,6 +102,19 @@ bench: $(STAMP)
 # The bundled model's quality bars (prompt adherence, loops, long clips, speed, VAE); needs the catalogue.
 bench-mini: catalogue
 	$(BIN)/python benchmarks/mini.py
+
+# The vocoder benchmark on recordings no training heard; VOCODER=riffusion for the other bundled vocoder.
+VOCODER ?= mini
+bench-vocoder: recordings
+	$(BIN)/python benchmarks/vocoder.py --vocoder $(VOCODER)
+
+# The studio's load test: `spectrodiff serve` on loopback, 50 requests from 8 concurrent clients.
+bench-load: $(STAMP)
+	$(BIN)/python benchmarks/load.py
+
+# The studio and API on http://127.0.0.1:7860/ (bundled model).
+serve: $(STAMP)
+	$(BIN)/spectrodiff serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from common import machine_header
 
 from spectrodiff import SpectrogramParams, audio_to_image, image_params, image_to_audio, image_to_mel, waveform_to_mel
 from spectrodiff.mel import mel_filterbank
-from spectrodiff.reconstruct import _inverse_filterbank
+from spectrodiff.reconstruct import inverse_filterbank
 from spectrodiff.signals import SIGNALS
 
 TARGET_SECONDS = 1.0
@@ -40,7 +40,7 @@ def main() -> None:
     tile_seconds = params.samples_for_width(512) / params.sample_rate
 
     start = time.perf_counter()
-    _inverse_filterbank(params.key(), torch.device("cpu"))
+    inverse_filterbank(params.key(), torch.device("cpu"))
     print(f"one-off least-squares set-up (cached per parameter set): {time.perf_counter() - start:.3f} s")
     pinv = torch.linalg.pinv(mel_filterbank(params).double())
 

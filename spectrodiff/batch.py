@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from .errors import SpectrodiffError
-from .generate import Result, Settings, compose, extend, generate, inpaint, morph, remix
+from .generate import Result, Settings, compose, extend, generate, inpaint, morph, remix, riffuse
 from .pipeline import SpectrodiffPipeline
 from .plans import keyframe_from_dict
 from .timeline import Keyframe
@@ -50,4 +50,11 @@ def run_job(pipe: SpectrodiffPipeline, job: dict, defaults: Settings | None = No
         if "start" not in job or "end" not in job:
             raise SpectrodiffError("an inpaint job needs 'start' and 'end' (seconds)")
         return inpaint(pipe, audio, _keyframe(job), job["start"], job["end"], settings)
-    raise SpectrodiffError(f"unknown mode {mode!r} (generate, morph, compose, remix, extend, inpaint)")
+    if mode == "riffuse":
+        for name in ("start", "end", "seed_image"):
+            if name not in job:
+                raise SpectrodiffError(f"a riffuse job needs {name!r}")
+        start, end = (keyframe_from_dict(job[name], name) for name in ("start", "end"))
+        mask = Path(job["mask_image"]) if job.get("mask_image") else None
+        return riffuse(pipe, start, end, job.get("alpha", 0.5), Path(job["seed_image"]), mask, settings)
+    raise SpectrodiffError(f"unknown mode {mode!r} (generate, morph, compose, remix, extend, inpaint, riffuse)")

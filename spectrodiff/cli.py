@@ -598,6 +598,41 @@ def batch_command(
                 raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
 
 
+@app.command("serve")
+@handle_errors
+def serve_command(
+    model: ModelOption = DEFAULT_MODEL,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback exposes the studio.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 7860,
+    vocoder: VocoderOption = None,
+    seed_images: Annotated[Path | None, typer.Option("--seed-images", help="Folder of extra seed/mask spectrogram "
+                                                     "PNGs for /run_inference/ (id = file name without .png).")]
+    = None,
+    allow_origin: Annotated[list[str] | None, typer.Option("--allow-origin", help="A web origin whose pages may "
+                                                           "call the API (repeatable), e.g. Riffusion's app at "
+                                                           "http://localhost:3000.")] = None,
+    allow_pickle: PickleOption = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+) -> None:
+    """The studio in your browser (generate, morph, compose, remix/extend/inpaint, spectrogram tools) and a JSON
+    API with Riffusion's POST /run_inference/, on one loaded model.
+
+    Example: spectrodiff serve --port 7860   (then open http://127.0.0.1:7860/)
+    """
+    try:
+        from .web import Studio, serve
+    except ImportError as exc:
+        raise SpectrodiffError(f"serve needs the web extra ({exc.name} is missing): pip install "
+                               "'spectrodiff[serve]'") from None
+    if seed_images is not None and not seed_images.is_dir():
+        raise SpectrodiffError(f"--seed-images {seed_images}: not a folder")
+    warnings.filterwarnings("ignore", category=ResourceWarning)  # event loops the web libraries leave to the GC
+    studio = Studio(_load(model, allow_pickle, device, dtype), vocoder=vocoder, seed_images=seed_images)
+    serve(studio, host, port, tuple(allow_origin or ()))
+
+
 @app.command("prepare")
 @handle_errors
 def prepare_command(

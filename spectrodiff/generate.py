@@ -1,4 +1,4 @@
-"""Generation modes (generate, morph, compose, remix, extend, inpaint) and the output triple they all write:
+"""Generation modes (generate, morph, compose, remix, extend, inpaint, riffuse) and the output triple they all write:
 audio, spectrogram PNG with EXIF, and a JSON sidecar holding everything needed to redo the result."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .audio import AUDIO_SUFFIXES, DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS, loa
 from .convert import audio_to_image, save_image
 from .errors import SpectrodiffError
 from .files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
+from .image import image_params, open_image
 from .params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams
 from .pipeline import TILE_SECONDS, SpectrodiffPipeline
 from .reconstruct import mel_to_waveform, stream_mel_to_waveform, vocode_stream
@@ -466,3 +467,37 @@ def _crossfade_span(original: np.ndarray, fresh: np.ndarray, a: int, b: int, fad
         out[:, a: a + fade] = original[:, a: a + fade] * (1 - ramp) + fresh[:, a: a + fade] * ramp
         out[:, b - fade: b] = fresh[:, b - fade: b] * (1 - ramp) + original[:, b - fade: b] * ramp
     return out
+
+
+def riffuse(pipe: SpectrodiffPipeline, start: Keyframe, end: Keyframe, alpha: float, seed_image: Path,
+            mask_image: Path | None = None, settings: Settings | None = None) -> Result:
+    """Riffusion's inference: a clip grown from a seed spectrogram image (img2img at the keyframes' strength),
+    conditioned on `start` and `end` blended at `alpha` (text lerped, noise slerped, strength and guidance
+    lerped). A mask image's white pixels are regenerated and the seed image is kept under its black ones."""
+    settings = settings or Settings()
+    _prepare(pipe, settings)
+    if not 0 <= alpha <= 1:
+        raise SpectrodiffError(f"alpha must be in [0, 1], got {alpha:g}")
+    image = open_image(seed_image)
+    params, max_value = image_params(image)
+    if params != pipe.spectrogram:
+        raise SpectrodiffError(f"seed image {Path(seed_image).name} has spectrogram parameters {params.to_exif()}, "
+                               f"the model {pipe.spectrogram.to_exif()}")
+    factor = pipe.vae_scale_factor
+    width = image.width // factor
+    if image.height != params.num_frequencies or width == 0:
+        raise SpectrodiffError(f"seed image {Path(seed_image).name} is {image.width} x {image.height} pixels; the "
+                               f"model needs {params.num_frequencies} high and at least {factor} wide")
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    init = pipe.encode_image(pixels[..., : width * factor])
+    keep = None
+    if mask_image is not None:
+        mask = open_image(mask_image).convert("L").resize((width, pipe.latent_height), Image.Resampling.NEAREST)
+        keep = torch.from_numpy(np.asarray(mask) < 128).to(init.device)
+    timeline = Timeline((start, end), (0.0,), (alpha,))
+    paths = output_paths(settings.out, slugify(f"{start.prompt} to {end.prompt}"), start.seed)
+    latents = _denoise(pipe, timeline, width, settings, init_latents=init, keep=keep)
+    job = _job("riffuse", start=start.to_dict(), end=end.to_dict(), alpha=alpha, seed_image=str(seed_image),
+               mask_image=str(mask_image) if mask_image is not None else None)
+    record = {"mode": "riffuse", "job": job, "input": _input_record(seed_image), "timeline": timeline.to_dict()}
+    return render(pipe, latents, paths, record, settings, max_value=max_value)

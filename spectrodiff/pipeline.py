@@ -342,7 +342,8 @@ class SpectrodiffPipeline(DiffusionPipeline):
             loop: the time axis is circular.
             init_latents: `(1, C, h, W)` latents of the user's audio; with them each column starts at the step
                 its strength gives (img2img), and until then follows the init noised to the current level.
-            keep: `(W,)` bool, columns whose init latents are kept to the end (extend, inpaint).
+            keep: `(W,)` bool, columns whose init latents are kept to the end (extend, inpaint), or `(h, W)` for
+                single latent pixels (a Riffusion mask image).
             window_batch: windows per UNet call (times two with classifier-free guidance).
             callback: called with (step done, total steps).
         Returns:
@@ -375,6 +376,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
             strength = timeline.lerp("strength", seconds)
             begin = num_inference_steps - np.round(strength * num_inference_steps).astype(int)
             if keep is not None:
+                begin = np.broadcast_to(begin, keep.shape).copy()
                 begin[keep.cpu().numpy()] = num_inference_steps + 1
         first = int(begin.min())
         if init_latents is not None:

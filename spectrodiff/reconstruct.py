@@ -34,7 +34,7 @@ def phase_fft_sizes(params: SpectrogramParams) -> list[int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _inverse_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
+def inverse_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
     """`(num_frequencies, n_fft // 2 + 1)` pseudo-inverse of the mel filterbank, in float64 then cast.
 
     With independent filters (Riffusion's: condition number about 43) the normal equations give the pseudo-inverse
@@ -61,7 +61,7 @@ def mel_to_linear(mel: torch.Tensor, params: SpectrogramParams, n_fft: int | Non
         `(..., n_fft // 2 + 1, T)` linear magnitude.
     """
     step = params.n_fft // (n_fft or params.n_fft)
-    pinv = _inverse_filterbank(params.key(), mel.device)[:, ::step]
+    pinv = inverse_filterbank(params.key(), mel.device)[:, ::step]
     return torch.matmul(mel.transpose(-1, -2).float(), pinv).transpose(-1, -2).clamp_(min=0.0)
 
 

@@ -14,8 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from spectrodiff import SpectrodiffError
+from spectrodiff.batch import run_job
 from spectrodiff.cli import app
-from spectrodiff.generate import Settings, compose, extend, generate, inpaint, morph, remix
+from spectrodiff.convert import audio_to_image, save_image
+from spectrodiff.generate import Settings, compose, extend, generate, inpaint, morph, remix, riffuse
 from spectrodiff.image import image_params
 from spectrodiff.metrics import loop_wrap_ratio, seam_ratio
 from spectrodiff.plans import load_plan
@@ -148,6 +150,41 @@ def test_inpaint_leaves_the_outside_untouched(pipe, tmp_path, song):
     a, b = 2 * SR, 3 * SR
     assert np.array_equal(out[:a], source[:a]) and np.array_equal(out[b:], source[b:])
     assert not np.array_equal(out[a + 900: b - 900], source[a + 900: b - 900])
+
+
+def test_a_two_dimensional_keep_mask_holds_single_latent_pixels(pipe):
+    """Riffusion's masks: kept latent pixels end exactly as the init, the others are denoised."""
+    init = torch.randn(1, 4, 8, 64, generator=torch.Generator().manual_seed(0))
+    keep = torch.zeros(8, 64, dtype=torch.bool)
+    keep[:4, :20] = True
+    out = pipe(Timeline.single(Keyframe("organ", strength=0.8)), 64, 5, init_latents=init, keep=keep)
+    assert torch.equal(out[..., keep], init[..., keep])
+    assert float((out[..., ~keep] - init[..., ~keep]).abs().mean()) > 0.1
+
+
+def test_riffuse_grows_from_a_seed_image_between_two_prompts(pipe, tmp_path):
+    params = pipe.spectrogram
+    seed_image = save_image(tmp_path / "seed.png", audio_to_image(mix(5.12)[None], params))
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.full((params.num_frequencies, 512), 255, np.uint8)).save(mask)
+    start, end = Keyframe("bells", seed=1, strength=0.75), Keyframe("beats", seed=2, strength=0.75)
+    results = [riffuse(pipe, start, end, alpha, seed_image, settings=settings(tmp_path / f"{alpha}.wav"))
+               for alpha in (0.0, 0.5)]
+    assert results[0].seconds == pytest.approx(511 * HOP / SR)
+    assert digest(results[0].audio) != digest(results[1].audio)
+    # An all-white mask repaints everything: the same as no mask.
+    masked = riffuse(pipe, start, end, 0.5, seed_image, mask, settings(tmp_path / "masked.wav"))
+    assert digest(masked.audio) == digest(results[1].audio)
+    # The sidecar's job redoes it.
+    job = json.loads(results[1].sidecar.read_text())["job"]
+    again = run_job(pipe, job | {"out": str(tmp_path / "again.wav")}, Settings(**FAST))
+    assert digest(again.audio) == digest(results[1].audio)
+    with pytest.raises(SpectrodiffError, match="alpha"):
+        riffuse(pipe, start, end, 1.5, seed_image, settings=settings(tmp_path / "bad.wav"))
+    with pytest.raises(SpectrodiffError, match="spectrogram parameters"):
+        riffuse(pipe, start, end, 0.5, save_image(tmp_path / "other.png", audio_to_image(mix(1.0)[None],
+                                                                                        type(params)())),
+                settings=settings(tmp_path / "bad.wav"))
 
 
 def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path):

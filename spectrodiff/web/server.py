@@ -1,0 +1,69 @@
+"""One ASGI app: the JSON API (with OpenAPI docs) and the Gradio studio page mounted at the root."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from .. import __version__
+from .api import api_router, install_error_handlers
+from .service import MAX_UPLOAD_BYTES, MAX_WAITING, Studio
+from .studio import THEME, build_studio
+
+LOG = logging.getLogger("spectrodiff.serve")
+
+
+def create_app(studio: Studio, allow_origins: tuple[str, ...] = ()) -> FastAPI:
+    """The server's app over `studio`. `allow_origins`: web origins (e.g. Riffusion's app at
+    http://localhost:3000) whose pages may call the API from a browser; none by default."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        studio.close()  # uploads and results go with the server
+
+    app = FastAPI(title="spectrodiff", version=__version__, lifespan=lifespan,
+                  description="Text to music through spectrograms: the studio's API and Riffusion's "
+                              "`/run_inference/`. Results live until the server stops.")
+    if allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+    install_error_handlers(app)
+    app.include_router(api_router(studio))
+    page = build_studio(studio).queue(default_concurrency_limit=1, max_size=MAX_WAITING)
+    return gr.mount_gradio_app(app, page, path="/", max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False,
+                               footer_links=["api"], theme=THEME)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, allow_origins: tuple[str, ...] = (),
+          log_level: str = "warning") -> None:
+    """Run the server until interrupted (uvicorn)."""
+    import uvicorn
+
+    if not is_loopback(host):
+        LOG.warning("serving on %s: anyone who can reach this machine can use the studio", host)
+    app = create_app(studio, allow_origins)
+    print(f"spectrodiff studio on http://{host}:{port}/  (API docs at /docs)", flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        studio.close()
+        if Path(os.environ["GRADIO_TEMP_DIR"]).name.startswith("spectrodiff-gradio-"):
+            shutil.rmtree(os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+
+

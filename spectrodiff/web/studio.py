@@ -1,0 +1,242 @@
+"""The web page (Gradio): Generate, Morph, Compose, Remix / Extend / Inpaint and Spectrogram tools. Every result
+shows a player, the spectrogram, the settings that redo it, and downloads of the WAV, PNG and JSON."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..audio import audio_info, load_audio
+from ..errors import SpectrodiffError
+from ..timeline import DEFAULT_GUIDANCE, Keyframe
+from .service import IMAGE_SUFFIXES, MAX_KEYFRAMES, MAX_PROMPT_CHARS, MAX_SECONDS, MAX_STEPS, StoredResult, Studio
+
+WAVEFORM_SIZE = (900, 120)
+# A handler's parameter defaulting to a gr.Progress gets a progress bar of its own for each call.
+PROGRESS = gr.Progress()
+COMPOSE_COLUMNS = ["prompt", "seed", "seconds", "guidance"]
+# System fonts only: the default theme would fetch Google Fonts, and the studio must work offline.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+
+def waveform_picture(path: str | None, start: float, end: float) -> Image.Image | None:
+    """The uploaded audio's envelope, with the span [start, end) seconds shaded: what inpaint will regenerate."""
+    if not path:
+        return None
+    audio = load_audio(Path(path), 22050, "mono")[0]
+    width, height = WAVEFORM_SIZE
+    picture = Image.new("RGB", WAVEFORM_SIZE, "white")
+    draw = ImageDraw.Draw(picture)
+    seconds = len(audio) / 22050
+    if seconds > 0 and end > start:
+        a, b = (int(width * min(max(t / seconds, 0), 1)) for t in (start, end))
+        draw.rectangle((a, 0, b, height), fill=(255, 214, 153))
+    columns = np.array_split(audio, width) if len(audio) >= width else [audio]
+    for x, column in enumerate(columns):
+        if column.size:
+            low, high = float(column.min()), float(column.max())
+            draw.line((x, height / 2 * (1 - high), x, height / 2 * (1 - low)), fill=(40, 70, 140))
+    return picture
+
+
+def pick_span(path: str | None, start: float, end: float, event: gr.SelectData) -> tuple[float, float]:
+    """A click on the waveform moves the nearer end of the span there (seconds, to the millisecond)."""
+    if not path:
+        return start, end
+    seconds = round(event.index[0] / WAVEFORM_SIZE[0] * audio_info(Path(path)).duration, 3)
+    if abs(seconds - start) <= abs(seconds - end):
+        return min(seconds, end), end
+    return start, max(seconds, start)
+
+
+def _reporter(progress: gr.Progress) -> Callable[[str, int, int], None]:
+    return lambda stage, done, total: progress(done / max(total, 1), desc=stage)
+
+
+def _show(stored: StoredResult) -> tuple:
+    """(player, spectrogram, settings, downloads) of a result."""
+    return (str(stored.path("audio")), str(stored.path("image")), stored.record,
+            [str(stored.path(kind)) for kind in ("audio", "image", "sidecar")])
+
+
+def _guarded(function: Callable) -> Callable:
+    """Bad input becomes a message on the page (gr.Error) instead of a traceback."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except SpectrodiffError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return run
+
+
+def _result_panel() -> list[gr.components.Component]:
+    with gr.Column():
+        # The browser's own player (a real <audio> element) rather than the waveform widget.
+        audio = gr.Audio(label="Audio", type="filepath", interactive=False, elem_classes="result-audio",
+                         waveform_options=gr.WaveformOptions(show_recording_waveform=False))
+        image = gr.Image(label="Spectrogram", type="filepath", interactive=False, elem_classes="result-image")
+        settings = gr.JSON(label="Settings (the sidecar: its job redoes this result)", elem_classes="result-settings")
+        files = gr.File(label="Downloads: WAV, PNG, JSON", file_count="multiple", interactive=False)
+    return [audio, image, settings, files]
+
+
+def _prompt(label: str = "Prompt", value: str = "") -> gr.Textbox:
+    return gr.Textbox(label=label, value=value, max_length=MAX_PROMPT_CHARS, elem_classes="prompt")
+
+
+def _steps() -> gr.Slider:
+    return gr.Slider(1, MAX_STEPS, value=25, step=1, label="Steps")
+
+
+def _seed(value: int = 0, label: str = "Seed") -> gr.Number:
+    return gr.Number(value=value, precision=0, minimum=0, label=label)
+
+
+def _guidance() -> gr.Slider:
+    return gr.Slider(0, 20, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
+
+
+def build_studio(studio: Studio) -> gr.Blocks:
+    """The studio page over `studio` (its queue lets one job run at a time; others wait their turn)."""
+
+    def upload(path: str | None) -> Path:
+        if not path:
+            raise SpectrodiffError("upload an audio file first")
+        return studio.save_upload(Path(path).name, Path(path).read_bytes())
+
+    @_guarded
+    def run_generate(prompt, seed, seconds, guidance, negative, loop, steps, progress=PROGRESS):
+        keyframe = Keyframe(prompt, seed=int(seed), guidance=guidance, negative=negative)
+        return _show(studio.generate(keyframe, seconds, loop, int(steps), _reporter(progress)))
+
+    @_guarded
+    def run_morph(first, second, seed_a, seed_b, seconds, guidance, steps, progress=PROGRESS):
+        keyframes = [Keyframe(first, seed=int(seed_a), guidance=guidance),
+                     Keyframe(second, seed=int(seed_b), guidance=guidance)]
+        return _show(studio.morph(keyframes, seconds, int(steps), _reporter(progress)))
+
+    @_guarded
+    def run_compose(table, transition, steps, progress=PROGRESS):
+        rows = table.values.tolist() if hasattr(table, "values") else list(table)
+        keyframes = []
+        for n, row in enumerate(r for r in rows if str(r[0]).strip()):
+            try:
+                keyframes.append(Keyframe(str(row[0]), seed=int(row[1]), seconds=float(row[2]),
+                                          guidance=float(row[3])))
+            except (TypeError, ValueError):
+                raise SpectrodiffError(f"timeline row {n + 1}: seed, seconds and guidance must be numbers") from None
+        return _show(studio.compose(keyframes, transition, int(steps), _reporter(progress)))
+
+    @_guarded
+    def run_edit(path, mode, prompt, seed, strength, seconds, start, end, guidance, steps, progress=PROGRESS):
+        audio = upload(path)
+        report = _reporter(progress)
+        if mode == "Remix":
+            keyframe = Keyframe(prompt, seed=int(seed), strength=strength, guidance=guidance)
+            return _show(studio.remix(audio, keyframe, int(steps), report))
+        keyframe = Keyframe(prompt, seed=int(seed), guidance=guidance)
+        if mode == "Extend":
+            return _show(studio.extend(audio, keyframe, seconds, int(steps), report))
+        return _show(studio.inpaint(audio, keyframe, start, end, int(steps), report))
+
+    @_guarded
+    def run_audio_to_image(path):
+        png = studio.audio_to_image(upload(path))
+        return str(png), str(png)
+
+    @_guarded
+    def run_image_to_audio(file):
+        if not file:
+            raise SpectrodiffError("upload a spectrogram PNG first")
+        path = Path(file if isinstance(file, str) else file.name)
+        wav = studio.image_to_audio(studio.save_upload(path.name, path.read_bytes(), IMAGE_SUFFIXES))
+        return str(wav), str(wav)
+
+    tile = round(studio.tile_seconds, 2)
+    with gr.Blocks(title="spectrodiff studio", analytics_enabled=False, delete_cache=(600, 3600)) as page:
+        gr.Markdown(f"# spectrodiff studio\nModel **{studio.model_info()['model']}**: text to music through "
+                    f"spectrograms. One job runs at a time; yours waits its turn. API: [/docs](/docs).")
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column():
+                    prompt = _prompt(value="jazzy saxophone")
+                    with gr.Row():
+                        seed, seconds = _seed(), gr.Slider(0.5, MAX_SECONDS, value=tile, step=0.01, label="Seconds")
+                    guidance, negative = _guidance(), gr.Textbox(label="Negative prompt", max_length=MAX_PROMPT_CHARS)
+                    loop, steps = gr.Checkbox(value=True, label="Seamless loop"), _steps()
+                    button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                outputs = _result_panel()
+            button.click(run_generate, [prompt, seed, seconds, guidance, negative, loop, steps], outputs,
+                         concurrency_id="model")
+        with gr.Tab("Morph"):
+            with gr.Row():
+                with gr.Column():
+                    first, second = _prompt("From", "church bells"), _prompt("To", "electronic beats")
+                    with gr.Row():
+                        seed_a, seed_b = _seed(0, "Seed (from)"), _seed(1, "Seed (to)")
+                    seconds = gr.Slider(1, MAX_SECONDS, value=20, step=0.5, label="Seconds")
+                    guidance, steps = _guidance(), _steps()
+                    button = gr.Button("Morph", variant="primary")
+                outputs = _result_panel()
+            button.click(run_morph, [first, second, seed_a, seed_b, seconds, guidance, steps], outputs,
+                         concurrency_id="model")
+        with gr.Tab("Compose"):
+            with gr.Row():
+                with gr.Column():
+                    table = gr.Dataframe(value=[["jazzy saxophone", 0, 8, DEFAULT_GUIDANCE],
+                                                ["electronic beats", 1, 8, DEFAULT_GUIDANCE]],
+                                         headers=COMPOSE_COLUMNS, datatype=["str", "number", "number", "number"],
+                                         row_count=2, column_count=4,
+                                         label=f"Timeline: one keyframe a row, up to {MAX_KEYFRAMES}")
+                    transition = gr.Slider(0, 10, value=2, step=0.5, label="Transition (seconds)")
+                    steps = _steps()
+                    button = gr.Button("Compose", variant="primary")
+                outputs = _result_panel()
+            button.click(run_compose, [table, transition, steps], outputs, concurrency_id="model")
+        with gr.Tab("Remix / Extend / Inpaint"):
+            with gr.Row():
+                with gr.Column():
+                    source = gr.Audio(label="Your audio (at most 60 s)", type="filepath", sources=["upload"],
+                                      format=None)
+                    mode = gr.Radio(["Remix", "Extend", "Inpaint"], value="Remix", label="Mode")
+                    prompt = _prompt(value="church organ")
+                    seed, guidance = _seed(), _guidance()
+                    strength = gr.Slider(0.05, 1, value=0.6, step=0.05, label="Strength (remix)")
+                    seconds = gr.Slider(0.5, MAX_SECONDS, value=5, step=0.5, label="Seconds to add (extend)")
+                    with gr.Row():
+                        start = gr.Number(value=0.0, minimum=0, label="Span start, s (inpaint)",
+                                          elem_classes="span-start")
+                        end = gr.Number(value=1.0, minimum=0, label="Span end, s (inpaint)", elem_classes="span-end")
+                    span = gr.Image(label="Span to regenerate (click the waveform to move its nearer end)",
+                                    interactive=False, type="pil", elem_classes="span-picture")
+                    steps = _steps()
+                    button = gr.Button("Run", variant="primary")
+                outputs = _result_panel()
+            for trigger in (source.change, start.change, end.change):
+                trigger(_guarded(waveform_picture), [source, start, end], span)
+            span.select(_guarded(pick_span), [source, start, end], [start, end])
+            button.click(run_edit, [source, mode, prompt, seed, strength, seconds, start, end, guidance, steps],
+                         outputs, concurrency_id="model")
+        with gr.Tab("Spectrogram tools"):
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("**Audio to spectrogram** (the model's parameters, written into the PNG's EXIF)")
+                    audio_in = gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None)
+                    to_image = gr.Button("Audio to image")
+                    image_out, image_file = gr.Image(label="Spectrogram", type="filepath"), gr.File(label="PNG")
+                with gr.Column():
+                    gr.Markdown("**Spectrogram to audio** (any spectrogram PNG with its EXIF, Riffusion's too)")
+                    image_in = gr.File(label="Spectrogram PNG", file_types=list(IMAGE_SUFFIXES))
+                    to_audio = gr.Button("Image to audio")
+                    audio_out, audio_file = gr.Audio(label="Audio", type="filepath"), gr.File(label="WAV")
+            to_image.click(run_audio_to_image, [audio_in], [image_out, image_file])
+            to_audio.click(run_image_to_audio, [image_in], [audio_out, audio_file])
+    return page

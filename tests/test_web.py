@@ -1,0 +1,350 @@
+"""`spectrodiff serve`: the HTTP API against a running server (httpx), and the studio page in a real browser
+(Debian's Chromium driven by Playwright), over the bundled `mini` model."""
+
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+import uvicorn
+from PIL import Image
+
+from spectrodiff.image import image_params
+from spectrodiff.pipeline import SpectrodiffPipeline
+from spectrodiff.signals import mix
+from spectrodiff.web import Studio, create_app
+from spectrodiff.web.service import MAX_UPLOAD_BYTES
+
+ARTIFACTS = Path(os.environ.get("SPECTRODIFF_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+CHROMIUM = "/usr/bin/chromium"
+# Chromium as this machine's probe starts it: no sandbox (root), no background connections (no network here).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FAST = 4  # denoising steps of the API tests
+
+
+class RunningServer:
+    """uvicorn serving `create_app(studio)` on a free loopback port, in a thread."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+        config = uvicorn.Config(create_app(studio), host="127.0.0.1", port=0, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "RunningServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mini() -> SpectrodiffPipeline:
+    pipe = SpectrodiffPipeline.load("mini")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def seed_folder(tmp_path_factory, mini) -> Path:
+    """An operator's extra seed images: a mask that keeps the left half of the tile (black) and repaints the rest."""
+    folder = tmp_path_factory.mktemp("seeds")
+    mask = np.zeros((mini.spectrogram.num_frequencies, 512), np.uint8)
+    mask[:, 256:] = 255
+    Image.fromarray(mask).save(folder / "keep_left.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(mini, seed_folder):
+    with RunningServer(Studio(mini, seed_images=seed_folder)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "riff.wav"
+    soundfile.write(path, mix(3.0), 44100)
+    return path
+
+
+def riffusion_request(**changes) -> dict:
+    request = {"alpha": 0.25, "num_inference_steps": FAST, "seed_image_id": "og_beat", "mask_image_id": None,
+               "start": {"prompt": "church bells", "seed": 42, "denoising": 0.75, "guidance": 7.0},
+               "end": {"prompt": "electronic beats", "seed": 123, "denoising": 0.75, "guidance": 7.0}}
+    return request | changes
+
+
+def data_url(url: str, mime: str) -> bytes:
+    head, _, body = url.partition(",")
+    assert head == f"data:{mime};base64"
+    return base64.b64decode(body)
+
+
+# ---- the API -------------------------------------------------------------------------------------------------------
+
+def test_info_names_the_model_its_parameters_and_seed_images(client):
+    info = client.get("/api/info").json()
+    assert info["model"] == "mini" and info["spectrogram"]["num_frequencies"] == 128
+    assert {"og_beat", "agile", "marim", "motorway", "vibes", "keep_left"} <= set(info["seed_images"])
+    assert info["limits"]["steps"] == 100
+
+
+def test_openapi_documents_every_route(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/run_inference/", "/api/generate", "/api/morph", "/api/compose", "/api/remix", "/api/extend",
+            "/api/inpaint", "/api/audio-to-image", "/api/image-to-audio"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+
+
+def test_generate_returns_a_loop_its_spectrogram_and_settings_deterministically(client):
+    request = {"prompt": "jazzy saxophone", "seed": 3, "steps": FAST}
+    first, again = (client.post("/api/generate", json=request).json() for _ in range(2))
+    other = client.post("/api/generate", json=request | {"seed": 4}).json()
+    audio = client.get(first["audio_url"])
+    assert audio.headers["content-type"] == "audio/wav"
+    samples, rate = soundfile.read(io.BytesIO(audio.content))
+    assert rate == 44100 and len(samples) == 512 * 441 and np.abs(samples).max() > 0.05
+    assert audio.content == client.get(again["audio_url"]).content != client.get(other["audio_url"]).content
+    image = Image.open(io.BytesIO(client.get(first["image_url"]).content))
+    assert image.size == (512, 128) and image_params(image)[0].num_frequencies == 128
+    sidecar = client.get(first["sidecar_url"]).json()
+    assert sidecar["job"] == first["settings"]["job"] and sidecar["job"]["seed"] == 3 and sidecar["loop"] is True
+
+
+def test_run_inference_speaks_riffusions_shapes(client):
+    response = client.post("/run_inference/", json=riffusion_request())
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"image", "audio", "duration_s"}
+    image = Image.open(io.BytesIO(data_url(body["image"], "image/jpeg")))
+    assert image.format == "JPEG" and image.size == (512, 128)
+    audio, rate = soundfile.read(io.BytesIO(data_url(body["audio"], "audio/mpeg")))
+    assert rate == 44100 and abs(len(audio) / rate - body["duration_s"]) < 0.05 and body["duration_s"] > 5
+    # alpha moves the result between the two prompts
+    other = client.post("/run_inference/", json=riffusion_request(alpha=1.0)).json()
+    assert other["image"] != body["image"]
+
+
+def test_run_inference_keeps_the_seed_image_where_the_mask_is_black(client):
+    """Riffusion's mask rule: white pixels are repainted, black ones keep the seed image."""
+    def tile(mask: str | None) -> np.ndarray:
+        body = client.post("/run_inference/", json=riffusion_request(mask_image_id=mask, alpha=1.0)).json()
+        return np.asarray(Image.open(io.BytesIO(data_url(body["image"], "image/jpeg"))).convert("L"), np.float32)
+
+    masked, free = tile("keep_left"), tile(None)
+    seed = client.post("/run_inference/", json=riffusion_request(
+        start={"prompt": "x", "seed": 1, "denoising": 0.01}, end={"prompt": "x", "seed": 1, "denoising": 0.01}))
+    kept = np.asarray(Image.open(io.BytesIO(data_url(seed.json()["image"], "image/jpeg"))).convert("L"), np.float32)
+    left, right = slice(0, 224), slice(288, 512)
+    # Left: the (barely denoised) seed image, whatever the prompts; right: what the prompts make of it. (The VAE
+    # decodes the tile as a whole, so the kept half is near the seed image, not equal to it: the exact rule is
+    # tested on latents in test_generate.py.)
+    assert np.abs(masked[:, left] - kept[:, left]).mean() < np.abs(free[:, left] - kept[:, left]).mean()
+    assert np.abs(masked[:, right] - free[:, right]).mean() < np.abs(masked[:, right] - kept[:, right]).mean()
+
+
+def test_morph_and_compose(client):
+    morph = client.post("/api/morph", json={"keyframes": [{"prompt": "church bells"},
+                                                          {"prompt": "electronic beats", "seed": 1}],
+                                            "seconds": 6, "steps": FAST}).json()
+    assert morph["seconds"] == pytest.approx(6, abs=0.06) and morph["settings"]["mode"] == "morph"
+    compose = client.post("/api/compose", json={"keyframes": [{"prompt": "jazzy saxophone", "seconds": 3},
+                                                              {"prompt": "drum beat", "seconds": 3}],
+                                                "transition": 1, "steps": FAST}).json()
+    assert compose["seconds"] == pytest.approx(6, abs=0.06) and len(compose["settings"]["job"]["keyframes"]) == 2
+
+
+def test_remix_extend_inpaint_take_uploads(client, clip):
+    files = {"file": ("riff.wav", clip.read_bytes(), "audio/wav")}
+    remix = client.post("/api/remix", files=files, data={"prompt": "church organ", "steps": FAST}).json()
+    assert remix["seconds"] == pytest.approx(3.0, abs=0.01)
+    assert remix["settings"]["job"]["audio"] == "riff.wav"  # the upload's name, never the server's path
+    extend = client.post("/api/extend", files=files, data={"prompt": "drums", "seconds": 2, "steps": FAST}).json()
+    assert extend["seconds"] == pytest.approx(5.0, abs=0.01)
+    inpaint = client.post("/api/inpaint", files=files,
+                          data={"prompt": "drum fill", "start": 1, "end": 2, "steps": FAST}).json()
+    original, _ = soundfile.read(clip)
+    result, _ = soundfile.read(io.BytesIO(client.get(inpaint["audio_url"]).content))
+    head = slice(0, 44100 - 2000)  # before the span and its crossfade
+    assert np.abs(result[head] - original[head]).max() < 2e-4 and np.abs(result - original).max() > 0.01
+
+
+def test_spectrogram_tools_round_trip(client, clip):
+    png = client.post("/api/audio-to-image", files={"file": ("riff.wav", clip.read_bytes())})
+    assert png.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(png.content))
+    assert image.height == 128 and image.width == 301
+    wav = client.post("/api/image-to-audio", files={"file": ("riff.png", png.content)})
+    audio, rate = soundfile.read(io.BytesIO(wav.content))
+    assert rate == 44100 and len(audio) == 300 * 441
+
+
+@pytest.mark.parametrize("path, request_json, status, message", [
+    ("/api/generate", {"prompt": ""}, 422, "prompt"),
+    ("/api/generate", {"prompt": "x" * 501}, 422, "at most 500"),
+    ("/api/generate", {"prompt": "ok", "steps": 1000}, 422, "steps"),
+    ("/api/generate", {"prompt": "ok", "seconds": 600}, 422, "seconds"),
+    ("/api/generate", {"prompt": "ok", "seed": -1}, 422, "seed"),
+    ("/api/morph", {"keyframes": [{"prompt": "only one"}]}, 422, "keyframes"),
+    ("/api/compose", {"keyframes": [{"prompt": "no seconds"}]}, 400, "needs seconds"),
+    ("/run_inference/", riffusion_request(alpha=1.5), 422, "alpha"),
+    ("/run_inference/", riffusion_request(seed_image_id="../../etc/passwd"), 422, "seed_image_id"),
+    ("/run_inference/", riffusion_request(seed_image_id="nope"), 400, "unknown seed image"),
+    ("/run_inference/", {"alpha": 0.5}, 422, "start"),
+])
+def test_bad_requests_get_clear_4xx_messages(client, path, request_json, status, message):
+    response = client.post(path, json=request_json)
+    assert response.status_code == status
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and message in detail and "\n" not in detail
+
+
+def test_bad_uploads_are_refused_without_server_paths(client, server, tmp_path):
+    long_clip = io.BytesIO()
+    soundfile.write(long_clip, np.zeros(61 * 8000, np.float32), 8000, format="WAV")
+    cases = [(("song.exe", b"MZ"), 400, "file type .exe"),
+             (("broken.wav", b"RIFF garbage"), 400, "broken.wav is not a readable audio file"),
+             (("empty.wav", b""), 400, "empty"),
+             (("long.wav", long_clip.getvalue()), 400, "at most 60 s"),
+             (("huge.wav", b"\0" * (MAX_UPLOAD_BYTES + 1)), 413, "at most 25 MiB"),
+             (("enormous.wav", b"\0" * (MAX_UPLOAD_BYTES + 2**21)), 413, "at most 25 MiB")]
+    for upload, status, message in cases:
+        response = client.post("/api/remix", files={"file": upload}, data={"prompt": "x"})
+        detail = response.json()["detail"]
+        assert (response.status_code, message in detail) == (status, True), detail
+        assert str(server.studio.root) not in detail
+    missing = client.post("/api/inpaint", files={"file": ("a.wav", b"")}, data={"prompt": "x", "start": 0})
+    assert missing.status_code == 422 and "end" in missing.json()["detail"]
+
+
+def test_unknown_results_are_404_and_ids_are_not_paths(client):
+    assert client.get(f"/api/results/{'0' * 32}/audio").status_code == 404
+    assert client.get("/api/results/..%2F..%2Fetc/audio").status_code in (404, 422)
+    assert client.get(f"/api/results/{'0' * 32}/passwd").status_code == 422
+
+
+def test_concurrent_requests_wait_their_turn(client):
+    request = {"prompt": "drum beat", "steps": 2, "seconds": 1}
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda s: client.post("/api/generate", json=request | {"seed": s}), range(6)))
+    assert [r.status_code for r in responses] == [200] * 6
+    assert len({r.json()["id"] for r in responses}) == 6
+
+
+def test_uploads_and_results_are_removed_when_the_server_stops(mini, clip):
+    with RunningServer(Studio(mini)) as running, httpx.Client(base_url=running.url, timeout=120) as http:
+        http.post("/api/remix", files={"file": ("riff.wav", clip.read_bytes())}, data={"prompt": "x", "steps": 1})
+        root = running.studio.root
+        assert any((root / "results").iterdir()) and any((root / "uploads").iterdir())
+    assert not root.exists()
+
+
+def test_serve_refuses_what_it_cannot_serve(tmp_path):
+    from typer.testing import CliRunner
+
+    from spectrodiff.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--seed-images", str(tmp_path / "missing")])
+    assert result.exit_code != 0 and "not a folder" in result.output
+    result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+# ---- the page in a browser -----------------------------------------------------------------------------------------
+
+def test_the_studio_page_generates_in_a_real_browser(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(server.url, wait_until="networkidle")
+            page.locator(".prompt textarea").first.fill("smooth sax solo")
+            page.locator("#generate-button").click()
+            # A playable audio element: a source the browser has loaded, 5.12 s long.
+            page.wait_for_function("""() => { const a = document.querySelector('.result-audio audio');
+                                     return a && a.src && a.readyState >= 1 && a.duration > 5; }""", timeout=120_000)
+            source = page.locator(".result-audio audio").first.evaluate("a => a.src")
+            spectrogram = page.locator(".result-image img").first
+            spectrogram.wait_for(timeout=30_000)
+            assert spectrogram.evaluate("img => img.complete && img.naturalWidth") == 512
+            settings = page.locator(".result-settings").first.inner_text()
+            page.screenshot(path=ARTIFACTS / "studio-generate.png", full_page=True)
+        finally:
+            browser.close()
+    audio = httpx.get(source, timeout=30)
+    assert audio.status_code == 200 and len(soundfile.read(io.BytesIO(audio.content))[0]) == 512 * 441
+    assert "smooth sax solo" in settings
+    assert (ARTIFACTS / "studio-generate.png").stat().st_size > 10_000
+
+
+def test_the_studio_inpaints_a_span_picked_on_the_waveform(server, clip):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(server.url, wait_until="networkidle")
+            page.get_by_role("tab", name="Remix / Extend / Inpaint").click()
+            page.locator("input[type=file]").first.set_input_files(str(clip))
+            waveform = page.locator(".span-picture img")
+            waveform.wait_for(timeout=30_000)
+            box = waveform.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)  # 1.5 s of 3 s
+            end = page.locator(".span-end input").first
+            page.wait_for_function("e => Math.abs(parseFloat(e.value) - 1.5) < 0.05", arg=end.element_handle())
+            page.get_by_role("radio", name="Inpaint").check()
+            page.get_by_role("button", name="Run").click()
+            page.wait_for_function("""() => { const a = [...document.querySelectorAll('.result-audio audio')]
+                                     .find(a => a.src && a.readyState >= 1); return a && a.duration > 2.9; }""",
+                                   timeout=120_000)
+            # The JSON viewer puts every token on a line of its own.
+            settings = ["".join(text.split()) for text in page.locator(".result-settings").all_inner_texts()]
+            settings = [text for text in settings if '"mode":"inpaint"' in text]
+            page.screenshot(path=ARTIFACTS / "studio-inpaint.png", full_page=True)
+        finally:
+            browser.close()
+    assert settings and '"end":1.5' in settings[0] and '"start":0' in settings[0]
+
+
+def test_load_test_script_reports_percentiles(tmp_path):
+    """The bounded load test (benchmarks/load.py) runs against a live server and writes its report."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "load.json"
+    done = subprocess.run([sys.executable, "benchmarks/load.py", "--requests", "6", "--clients", "3", "--steps", "2",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["requests"] == 6 and report["errors_5xx"] == 0 and report["status"] == {"200": 6}
+    assert 0 < report["latency_s"]["p50"] <= report["latency_s"]["p95"] <= report["latency_s"]["max"]
+    assert report["peak_rss_mb"] > 100
