@@ -76,3 +76,30 @@ def test_the_bundled_vocoder_serves_mini_on_request(mini):
     neural = choose_vocoder("neural", mini.spectrogram, None)
     assert neural.params == mini.spectrogram and neural.source == str(folder)
     assert resolve_vocoder("mini").source == str(folder)
+
+
+@pytest.mark.parametrize("name, bins", [("mini", 128), ("riffusion", 512)])
+def test_the_bundled_vocoders_keep_level_and_beat_griffin_lim_on_a_mix(name, bins):
+    """Each bundled vocoder: safetensors within 30 MB, found by its parameters, the input's loudness kept, and a
+    lower multi-resolution STFT distance than Griffin-Lim on a mix of chords and drums it never heard (the real
+    benchmark, on recordings, is benchmarks/vocoder.py)."""
+    import torch
+
+    from spectrodiff import SpectrogramParams
+    from spectrodiff.mel import waveform_to_mel
+    from spectrodiff.metrics import multi_resolution_stft_distance
+    from spectrodiff.reconstruct import mel_to_waveform
+    from spectrodiff.signals import mix
+    from spectrodiff.vocoder import BUNDLED_VOCODERS_DIR, choose_vocoder
+    from training.bundle import VOCODER_LIMIT_MB
+
+    folder = BUNDLED_VOCODERS_DIR / name
+    assert folder_megabytes(folder) <= VOCODER_LIMIT_MB
+    params = SpectrogramParams(num_frequencies=bins, stereo=False)
+    vocoder = choose_vocoder("neural", params, None)
+    assert vocoder.source == str(folder)
+    audio = torch.from_numpy(mix(3.0, seed=5))
+    mel = waveform_to_mel(audio[None], params)
+    neural, griffin_lim = vocoder.vocode(mel)[0], mel_to_waveform(mel, params)[0]
+    assert 0.7 < float(neural.std() / audio[: len(neural)].std()) < 1.4
+    assert multi_resolution_stft_distance(audio, neural) < 0.75 * multi_resolution_stft_distance(audio, griffin_lim)
