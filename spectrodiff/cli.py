@@ -622,12 +622,13 @@ def serve_command(
     Example: spectrodiff serve --port 7860   (then open http://127.0.0.1:7860/)
     """
     try:
-        from .web import Studio, serve
+        from .web import Studio, check_address, serve
     except ImportError as exc:
         raise SpectrodiffError(f"serve needs the web extra ({exc.name} is missing): pip install "
                                "'spectrodiff[serve]'") from None
     if seed_images is not None and not seed_images.is_dir():
         raise SpectrodiffError(f"--seed-images {seed_images}: not a folder")
+    check_address(host, port)
     warnings.filterwarnings("ignore", category=ResourceWarning)  # event loops the web libraries leave to the GC
     studio = Studio(_load(model, allow_pickle, device, dtype), vocoder=vocoder, seed_images=seed_images)
     serve(studio, host, port, tuple(allow_origin or ()))

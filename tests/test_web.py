@@ -6,6 +6,7 @@ import concurrent.futures
 import io
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -272,6 +273,12 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     assert result.exit_code != 0 and "not a folder" in result.output
     result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path)])
     assert result.exit_code != 0 and "Traceback" not in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--port", str(port)])
+    assert result.exit_code != 0 and f"cannot listen on 127.0.0.1:{port}" in result.output
 
 
 # ---- the page in a browser -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import tempfile
 # folder for this process (removed when `serve` stops) rather than a shared /tmp/gradio that outlives it.
 GRADIO_CACHE = os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="spectrodiff-gradio-"))
 
-from .server import create_app, serve  # noqa: E402  (gradio must see GRADIO_TEMP_DIR)
+from .server import check_address, create_app, serve  # noqa: E402  (gradio must see GRADIO_TEMP_DIR)
 from .service import Studio  # noqa: E402
 
-__all__ = ["GRADIO_CACHE", "Studio", "create_app", "serve"]
+__all__ = ["GRADIO_CACHE", "Studio", "check_address", "create_app", "serve"]

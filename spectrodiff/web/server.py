@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
+from ..errors import SpectrodiffError
 from .api import api_router, install_error_handlers
 from .service import MAX_UPLOAD_BYTES, MAX_WAITING, Studio
 from .studio import THEME, build_studio
@@ -60,6 +62,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def check_address(host: str, port: int) -> None:
+    """SpectrodiffError, before any model is loaded, when (host, port) cannot be listened on (in use, not ours)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise SpectrodiffError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or "
+                               "--host") from None
 
 
 def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, allow_origins: tuple[str, ...] = (),
