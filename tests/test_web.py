@@ -3,6 +3,7 @@
 
 import base64
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
@@ -283,7 +284,9 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
 
 # ---- the page in a browser -----------------------------------------------------------------------------------------
 
-def test_the_studio_page_generates_in_a_real_browser(server):
+@contextlib.contextmanager
+def studio_page(server: RunningServer):
+    """The studio page, loaded in Debian's Chromium driven by Playwright."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -292,19 +295,24 @@ def test_the_studio_page_generates_in_a_real_browser(server):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(server.url, wait_until="networkidle")
-            page.locator(".prompt textarea").first.fill("smooth sax solo")
-            page.locator("#generate-button").click()
-            # A playable audio element: a source the browser has loaded, 5.12 s long.
-            page.wait_for_function("""() => { const a = document.querySelector('.result-audio audio');
-                                     return a && a.src && a.readyState >= 1 && a.duration > 5; }""", timeout=120_000)
-            source = page.locator(".result-audio audio").first.evaluate("a => a.src")
-            spectrogram = page.locator(".result-image img").first
-            spectrogram.wait_for(timeout=30_000)
-            assert spectrogram.evaluate("img => img.complete && img.naturalWidth") == 512
-            settings = page.locator(".result-settings").first.inner_text()
-            page.screenshot(path=ARTIFACTS / "studio-generate.png", full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+def test_the_studio_page_generates_in_a_real_browser(server):
+    with studio_page(server) as page:
+        page.locator(".prompt textarea").first.fill("smooth sax solo")
+        page.locator("#generate-button").click()
+        # A playable audio element: a source the browser has loaded, 5.12 s long.
+        page.wait_for_function("""() => { const a = document.querySelector('.result-audio audio');
+                                 return a && a.src && a.readyState >= 1 && a.duration > 5; }""", timeout=120_000)
+        source = page.locator(".result-audio audio").first.evaluate("a => a.src")
+        spectrogram = page.locator(".result-image img").first
+        spectrogram.wait_for(timeout=30_000)
+        assert spectrogram.evaluate("img => img.complete && img.naturalWidth") == 512
+        settings = page.locator(".result-settings").first.inner_text()
+        page.screenshot(path=ARTIFACTS / "studio-generate.png", full_page=True)
     audio = httpx.get(source, timeout=30)
     assert audio.status_code == 200 and len(soundfile.read(io.BytesIO(audio.content))[0]) == 512 * 441
     assert "smooth sax solo" in settings
@@ -312,33 +320,47 @@ def test_the_studio_page_generates_in_a_real_browser(server):
 
 
 def test_the_studio_inpaints_a_span_picked_on_the_waveform(server, clip):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(server.url, wait_until="networkidle")
-            page.get_by_role("tab", name="Remix / Extend / Inpaint").click()
-            page.locator("input[type=file]").first.set_input_files(str(clip))
-            waveform = page.locator(".span-picture img")
-            waveform.wait_for(timeout=30_000)
-            box = waveform.bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)  # 1.5 s of 3 s
-            end = page.locator(".span-end input").first
-            page.wait_for_function("e => Math.abs(parseFloat(e.value) - 1.5) < 0.05", arg=end.element_handle())
-            page.get_by_role("radio", name="Inpaint").check()
-            page.get_by_role("button", name="Run").click()
-            page.wait_for_function("""() => { const a = [...document.querySelectorAll('.result-audio audio')]
-                                     .find(a => a.src && a.readyState >= 1); return a && a.duration > 2.9; }""",
-                                   timeout=120_000)
-            # The JSON viewer puts every token on a line of its own.
-            settings = ["".join(text.split()) for text in page.locator(".result-settings").all_inner_texts()]
-            settings = [text for text in settings if '"mode":"inpaint"' in text]
-            page.screenshot(path=ARTIFACTS / "studio-inpaint.png", full_page=True)
-        finally:
-            browser.close()
+    with studio_page(server) as page:
+        page.get_by_role("tab", name="Remix / Extend / Inpaint").click()
+        page.locator("input[type=file]").first.set_input_files(str(clip))
+        waveform = page.locator(".span-picture img")
+        waveform.wait_for(timeout=30_000)
+        box = waveform.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)  # 1.5 s of 3 s
+        end = page.locator(".span-end input").first
+        page.wait_for_function("e => Math.abs(parseFloat(e.value) - 1.5) < 0.05", arg=end.element_handle())
+        page.get_by_role("radio", name="Inpaint").check()
+        page.get_by_role("button", name="Run").click()
+        page.wait_for_function("""() => { const a = [...document.querySelectorAll('.result-audio audio')]
+                                 .find(a => a.src && a.readyState >= 1); return a && a.duration > 2.9; }""",
+                               timeout=120_000)
+        # The JSON viewer puts every token on a line of its own.
+        settings = ["".join(text.split()) for text in page.locator(".result-settings").all_inner_texts()]
+        settings = [text for text in settings if '"mode":"inpaint"' in text]
+        page.screenshot(path=ARTIFACTS / "studio-inpaint.png", full_page=True)
     assert settings and '"end":1.5' in settings[0] and '"start":0' in settings[0]
+
+
+def test_the_studio_composes_its_timeline_and_converts_audio_to_a_spectrogram(server, clip):
+    with studio_page(server) as page:
+        page.get_by_role("tab", name="Compose").click()
+        page.get_by_role("button", name="Compose", exact=True).click()
+        # The default timeline: two keyframes of 8 s each.
+        page.wait_for_function("""() => [...document.querySelectorAll('.result-audio audio')]
+                                 .some(a => a.src && a.readyState >= 1 && Math.abs(a.duration - 16) < 0.1)""",
+                               timeout=120_000)
+        page.get_by_role("tab", name="Spectrogram tools").click()
+        button = page.get_by_role("button", name="Audio to image")
+        button.wait_for()
+        page.locator(".tool-audio input[type=file]").set_input_files(str(clip))
+        page.locator(".tool-audio audio").first.wait_for(state="attached")  # the upload has landed
+        button.click()
+        page.wait_for_function("""() => [...document.querySelectorAll('img')]
+                                 .some(i => i.src.includes('riff.png') && i.complete && i.naturalWidth > 0)""",
+                               timeout=60_000)
+        width = page.evaluate("""() => [...document.querySelectorAll('img')]
+                                .find(i => i.src.includes('riff.png')).naturalWidth""")
+    assert width == 301  # 3 s at 10 ms a column
 
 
 def test_load_test_script_reports_percentiles(tmp_path):

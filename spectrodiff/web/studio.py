@@ -229,7 +229,8 @@ def build_studio(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     gr.Markdown("**Audio to spectrogram** (the model's parameters, written into the PNG's EXIF)")
-                    audio_in = gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None)
+                    audio_in = gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None,
+                                        elem_classes="tool-audio")
                     to_image = gr.Button("Audio to image")
                     image_out, image_file = gr.Image(label="Spectrogram", type="filepath"), gr.File(label="PNG")
                 with gr.Column():
