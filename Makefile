@@ -94,7 +94,7 @@ vocoders: catalogue recordings
 	$(foreach name,mini riffusion,$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train \
 		-o runs/vocoder-$(name) --config training/configs/vocoder-$(name).yaml \
 		$(if $(wildcard runs/vocoder-$(name)/run.json),--resume latest) && \
-	$(BIN)/python -m training.bundle runs/vocoder-$(name) spectrodiff/vocoders/$(name) --vocoder-only &&) true
+	$(BIN)/python -m training.bundle runs/vocoder-$(name) spectrodiff/models/vocoders/$(name) --vocoder-only &&) true
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/reconstruction.py

@@ -442,9 +442,9 @@ def resolve_model(model: str) -> Path:
     """A bundled short name, an existing folder, or a hub id (returned as a path that does not exist)."""
     bundled = BUNDLED_MODELS_DIR / model
     if "/" not in model and "\\" not in model and not Path(model).exists():
-        if bundled.is_dir():
+        if (bundled / "model_index.json").is_file():
             return bundled
-        names = sorted(p.name for p in BUNDLED_MODELS_DIR.iterdir() if p.is_dir())
+        names = sorted(p.parent.name for p in BUNDLED_MODELS_DIR.glob("*/model_index.json"))
         raise SpectrodiffError(f"unknown model {model!r}: not a folder, not a bundled model "
                                f"({', '.join(names)}), not a hub id (owner/name)")
     path = Path(model).expanduser()

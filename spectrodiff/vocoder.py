@@ -215,11 +215,12 @@ def load_vocoder(path: str | Path) -> NeuralVocoder:
     return vocoder.eval()
 
 
-BUNDLED_VOCODERS_DIR = Path(__file__).parent / "vocoders"
+# Beside the bundled models (spectrodiff/models/), where the package keeps its large weight files.
+BUNDLED_VOCODERS_DIR = Path(__file__).parent / "models" / "vocoders"
 
 
 def _bundled() -> dict[str, Path]:
-    """Bundled vocoders by name: the standalone ones in `vocoders/`, and each bundled model's `vocoder/`."""
+    """Bundled vocoders by name: the standalone ones in `models/vocoders/`, and each bundled model's `vocoder/`."""
     from .pipeline import BUNDLED_MODELS_DIR
 
     found = {p.name: p for p in sorted(BUNDLED_VOCODERS_DIR.glob("*")) if (p / NeuralVocoder.config_name).is_file()}

@@ -64,8 +64,8 @@ def test_cli_generates_with_the_bundled_model_by_default(tmp_path):
 
 
 def test_the_bundled_vocoder_serves_mini_on_request(mini):
-    """mini's vocoder ships beside it (spectrodiff/vocoders/mini): `--vocoder neural` finds it by parameters, while
-    the default stays Griffin-Lim (the vocoder loses to it on mel spectral convergence; see the README)."""
+    """mini's vocoder ships beside it (spectrodiff/models/vocoders/mini): `--vocoder neural` finds it by parameters,
+    while the default stays Griffin-Lim (the vocoder loses to it on mel spectral convergence; see the README)."""
     from spectrodiff.vocoder import BUNDLED_VOCODERS_DIR, choose_vocoder, resolve_vocoder
     from training.bundle import VOCODER_LIMIT_MB
 
@@ -103,3 +103,12 @@ def test_the_bundled_vocoders_keep_level_and_beat_griffin_lim_on_a_mix(name, bin
     neural, griffin_lim = vocoder.vocode(mel)[0], mel_to_waveform(mel, params)[0]
     assert 0.7 < float(neural.std() / audio[: len(neural)].std()) < 1.4
     assert multi_resolution_stft_distance(audio, neural) < 0.75 * multi_resolution_stft_distance(audio, griffin_lim)
+
+
+def test_the_vocoders_folder_is_not_a_model():
+    """Bundled vocoders live in spectrodiff/models/vocoders/; only folders with a model_index.json are models."""
+    from spectrodiff import SpectrodiffError
+    from spectrodiff.pipeline import resolve_model
+
+    with pytest.raises(SpectrodiffError, match=r"not a bundled model \(mini\)"):
+        resolve_model("vocoders")

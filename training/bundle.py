@@ -1,7 +1,7 @@
 """Copy a trained model (or vocoder) into the package as a bundled one: float16 safetensors, the model card kept.
 
     python -m training.bundle runs/mini-decoder spectrodiff/models/mini --vocoder runs/vocoder-mini
-    python -m training.bundle runs/vocoder-riffusion spectrodiff/vocoders/riffusion --vocoder-only
+    python -m training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
 
 float16 halves the size in the repository (the loader casts to float32 on CPU); the weights replace the target's
 components, and files that are not components (the model card README.md) stay. `--vocoder` makes a trained vocoder
