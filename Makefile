@@ -70,7 +70,7 @@ $(HELDOUT)/catalogue.json: | $(STAMP) system-deps
 
 # Rebuilds the bundled model from nothing with the project's own commands (training/README.md has the wall times).
 # Interrupted? Run it again: prepare skips finished files and each training stage resumes from its last checkpoint.
-mini: catalogue
+mini: catalogue recordings
 	$(BIN)/spectrodiff prepare $(CATALOGUE) -o $(MINI_DATASET) --n-mels 128 --hop 1.28 --workers 2
 	$(BIN)/spectrodiff train $(MINI_DATASET) -o runs/mini-vae --config training/configs/mini-vae.yaml \
 		$(if $(wildcard runs/mini-vae/run.json),--resume latest)
@@ -78,7 +78,9 @@ mini: catalogue
 		$(if $(wildcard runs/mini/run.json),--resume latest)
 	$(BIN)/python -m training.decoder runs/mini $(MINI_DATASET) -o runs/mini-decoder --max-steps 1500 \
 		$(if $(wildcard runs/mini-decoder/checkpoints),--resume latest)
-	$(BIN)/python -m training.bundle runs/mini-decoder $(MINI)
+	$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train -o runs/vocoder-mini \
+		--config training/configs/vocoder-mini.yaml $(if $(wildcard runs/vocoder-mini/run.json),--resume latest)
+	$(BIN)/python -m training.bundle runs/mini-decoder $(MINI) --vocoder runs/vocoder-mini
 
 recording-deps:
 	$(call apt_install,$(RECORDING_PACKAGES),[ -d /usr/share/sonic-pi/samples ] && [ -d /usr/share/lmms/samples ] \
@@ -89,12 +91,11 @@ recordings: $(RECORDINGS)/train
 $(RECORDINGS)/train: | $(STAMP) recording-deps
 	$(BIN)/python -m training.recordings $(RECORDINGS)
 
-# The bundled vocoders: for mini's parameters (128 bins) and for Riffusion's (512 bins).
+# The bundled vocoder for Riffusion's parameters (512 bins); mini's (128 bins) is part of `make mini`.
 vocoders: catalogue recordings
-	$(foreach name,mini riffusion,$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train \
-		-o runs/vocoder-$(name) --config training/configs/vocoder-$(name).yaml \
-		$(if $(wildcard runs/vocoder-$(name)/run.json),--resume latest) && \
-	$(BIN)/python -m training.bundle runs/vocoder-$(name) spectrodiff/models/vocoders/$(name) --vocoder-only &&) true
+	$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train -o runs/vocoder-riffusion \
+		--config training/configs/vocoder-riffusion.yaml $(if $(wildcard runs/vocoder-riffusion/run.json),--resume latest)
+	$(BIN)/python -m training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/reconstruction.py

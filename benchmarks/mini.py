@@ -1,6 +1,6 @@
 """Quality bars of the bundled `mini` model: prompt adherence, loops, long clips, speed and VAE reconstruction.
 
-    python benchmarks/mini.py [--model mini] [--seeds 10] [--heldout data/heldout] [--catalogue data/catalogue]
+    python benchmarks/mini.py [--model mini] [--vocoder griffin-lim|neural] [--seeds 10] [--heldout data/heldout]
 
 Needs the reference catalogue and its held-out twin (`make catalogue`). Adherence is judged by a style classifier
 (standardised log-mel statistics -> logistic regression, scikit-learn) fitted on the held-out timidity/freepats
@@ -168,10 +168,11 @@ def one_piece_audio(image_path: Path, params: SpectrogramParams) -> torch.Tensor
         return mel_to_waveform(image_to_mel(image, params), params)
 
 
-def cold_generate(model: str, out: Path) -> dict:
+def cold_generate(model: str, vocoder: str | None, out: Path) -> dict:
     """`spectrodiff generate "jazzy saxophone"` in a fresh process: wall time and the child's peak RSS."""
     command = [str(Path(sys.executable).parent / "spectrodiff"), "generate", "jazzy saxophone", "-o",
-               str(out / "cold.wav")] + (["--model", model] if model != "mini" else [])
+               str(out / "cold.wav")] + (["--model", model] if model != "mini" else []) + \
+        (["--vocoder", vocoder] if vocoder else [])
     began = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     wall = time.perf_counter() - began
@@ -204,6 +205,8 @@ def line(name: str, value: str, bar: str, ok: bool | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mini")
+    parser.add_argument("--vocoder", default=None,
+                        help="griffin-lim, neural or a vocoder folder (default: the model's)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--heldout", type=Path, default=Path("data/heldout"))
     parser.add_argument("--catalogue", type=Path, default=Path("data/catalogue"))
@@ -220,10 +223,10 @@ def main() -> None:
     styles = sorted(UNSEEN)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cold = cold_generate(args.model, tmp)
+        cold = cold_generate(args.model, args.vocoder, tmp)
         pipe = SpectrodiffPipeline.load(args.model)
         pipe.set_progress_bar_config(disable=True)
-        settings = Settings()
+        settings = Settings(vocoder=args.vocoder)
         named = adherence(pipe, classifier, {s: s.replace("_", " ") for s in styles}, args.seeds, tmp / "named",
                           settings)
         unseen = adherence(pipe, classifier, UNSEEN, args.seeds, tmp / "unseen", settings)
@@ -232,8 +235,9 @@ def main() -> None:
     wraps = named["wraps"] + unseen["wraps"]
     loops_ok = float(np.mean(np.array(wraps) <= 1.0))
 
-    print(f"model: {args.model}, {settings.steps} steps, guidance {Keyframe('x').guidance}, "
-          f"{settings.griffin_lim_iters} Griffin-Lim iterations, {args.seeds} seeds per prompt")
+    vocoder = args.vocoder or "the model's default"
+    print(f"model: {args.model}, {settings.steps} steps, guidance {Keyframe('x').guidance}, vocoder: {vocoder} "
+          f"(Griffin-Lim: {settings.griffin_lim_iters} iterations), {args.seeds} seeds per prompt")
     line("classifier on the training render (ceiling)", f"{ceiling:.1%}", "(reference)", None)
     line("adherence, 8 style names", f"{named['accuracy']:.1%}", ">= 80 %", named["accuracy"] >= 0.8)
     line("adherence, 8 unseen phrasings", f"{unseen['accuracy']:.1%}", "(reported)", None)

@@ -14,7 +14,7 @@ from .mel import hann_window
 INIT_PHASE_FLOOR = 1e-4
 
 
-class _FrameTransform:
+class FrameTransform:
     """Centred STFT / ISTFT pair (as torch.stft / torch.istft), time-major and band-limited, linear or circular.
 
     Linear: reflect padding as torch.stft, T frames span `(T - 1) * hop` samples. Circular: the signal is one period
@@ -123,7 +123,7 @@ def griffin_lim(
             silent span to fill, start from random phase. None starts from random phase everywhere.
         generator: seeds the random initial phase; None draws from torch's global generator.
         on_iter: called with the iteration number after each one (for progress).
-        circular: treat the time axis as one period of a loop (see `_FrameTransform`): T frames give `T * hop`
+        circular: treat the time axis as one period of a loop (see `FrameTransform`): T frames give `T * hop`
             samples that repeat without a seam.
     Returns:
         `(B, L)` with `L = (T - 1) * hop_length`, or `T * hop_length` when circular.
@@ -133,7 +133,7 @@ def griffin_lim(
         return magnitude.new_zeros(batch, 0)
     nonzero = torch.nonzero(magnitude.amax(dim=(0, 2)))
     bins = int(nonzero[-1]) + 1 if len(nonzero) else 1
-    transform = _FrameTransform(n_fft, hop_length, win_length, frames, bins, magnitude.device, circular)
+    transform = FrameTransform(n_fft, hop_length, win_length, frames, bins, magnitude.device, circular)
     target = magnitude[:, :bins].transpose(1, 2).contiguous()  # (B, T, bins)
 
     angles = transform.initial_angles(target.shape, init, generator)

@@ -7,9 +7,12 @@ that had to carry the level through them returned every input at about the same 
 out at 3 % of its level, measured on the first trained mini vocoder).
 
 It takes the same Riffusion-scale mel that Griffin-Lim takes (`spectrodiff.mel.waveform_to_mel`) and returns audio
-on the same [-1, 1] scale, so the two are interchangeable. A vocoder is a diffusers-style folder (`config.json` +
-`diffusion_pytorch_model.safetensors`) whose config carries the SpectrogramParams it was trained for; it is either a
-model's `vocoder/` component or a folder of its own.
+on the same [-1, 1] scale, so the two are interchangeable. `vocode` then runs `refine_iterations` mel-consistency
+projections (`spectrodiff.mel_refine`): the network's overlap-added frames drift from the mel it was given, and a few
+projections bring the mel back near Griffin-Lim's while keeping the network's phase and detail.
+
+A vocoder is a diffusers-style folder (`config.json` + `diffusion_pytorch_model.safetensors`) whose config carries
+the SpectrogramParams it was trained for; it is either a model's `vocoder/` component or a folder of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 
 from .errors import SpectrodiffError
 from .mel import INT16_SCALE
+from .mel_refine import refine_to_mel, refinement_reach
 from .params import SpectrogramParams
 from .reconstruct import inverse_filterbank
 
@@ -32,6 +36,7 @@ VOCODER_CHOICES = ("griffin-lim", "neural")
 MEL_FLOOR = 1.0
 # Predicted STFT magnitudes are capped (as Vocos does) so that an early, untrained network cannot blow up.
 MAX_MAGNITUDE = 1e3
+MAX_REFINE_ITERATIONS = 100
 
 
 class ConvNeXtBlock(nn.Module):
@@ -108,6 +113,7 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
         dim: channels of the backbone.
         intermediate_dim: channels inside each block's MLP.
         num_layers: ConvNeXt blocks; the receptive field is `6 * num_layers + 7` frames.
+        refine_iterations: mel-consistency projections `vocode` runs after the network (`forward` never does).
 
     The inverse STFT head's FFT size is 4 hops.
     """
@@ -116,8 +122,11 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, spectrogram: dict | None = None, dim: int = 384, intermediate_dim: int = 1152,
-                 num_layers: int = 8):
+                 num_layers: int = 8, refine_iterations: int = 0):
         super().__init__()
+        if not (isinstance(refine_iterations, int) and 0 <= refine_iterations <= MAX_REFINE_ITERATIONS):
+            raise SpectrodiffError(f"refine_iterations must be an integer in [0, {MAX_REFINE_ITERATIONS}], "
+                                   f"got {refine_iterations!r}")
         params = SpectrogramParams(**{k: v for k, v in (spectrogram or {}).items() if not k.startswith("_")})
         if params.stereo:
             raise SpectrodiffError("a vocoder takes one channel's mel: stereo parameters are vocoded per channel, "
@@ -134,8 +143,13 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
 
     @property
     def context_frames(self) -> int:
-        """Frames either side that change a frame's output (embedding, blocks, and the head's overlap-add)."""
-        return 3 + 3 * len(self.blocks) + self.head.n_fft // (2 * self.head.hop_length) + 1
+        """Frames either side that change a frame's output from `vocode` (embedding, blocks, the head's overlap-add,
+        and the refinement's STFTs)."""
+        return self._context(self.config.refine_iterations)
+
+    def _context(self, refine_iterations: int) -> int:
+        network = 3 + 3 * len(self.blocks) + self.head.n_fft // (2 * self.head.hop_length) + 1
+        return network + refinement_reach(self.params, refine_iterations)
 
     def forward(self, mel: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
         """`(B, n_mels, T)` -> `(B, (T - 1) * hop)`; `first_frame` is the absolute index of the mel's first frame
@@ -156,19 +170,23 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
                                    "--vocoder griffin-lim")
 
     @torch.no_grad()
-    def vocode(self, mel: torch.Tensor, circular: bool = False, chunk_frames: int = 2048) -> torch.Tensor:
-        """Waveform of a mel of any length, in chunks that share `context_frames` so that no join can be heard.
+    def vocode(self, mel: torch.Tensor, circular: bool = False, chunk_frames: int = 2048,
+               refine_iterations: int | None = None) -> torch.Tensor:
+        """Waveform of a mel of any length: the network, then the mel-consistency refinement, in chunks that share
+        `context_frames` so that no join can be heard.
 
         Args:
             mel: `(..., num_frequencies, T)` Riffusion-scale mel (e.g. `(C, n_mels, T)` for C channels).
             circular: the mel is one period of a loop: `T * hop` samples that repeat without a seam (exactly when
                 T is a multiple of 4, as the phase advance then wraps too; generated loops are multiples of 8).
+            refine_iterations: overrides the config's (0: the network's output alone).
         Returns:
             `(..., L)` float32 audio, `L = (T - 1) * hop` (`T * hop` when circular), as `mel_to_waveform` gives.
         """
         *lead, n_mels, width = mel.shape
         flat = mel.reshape(-1, n_mels, width).to(self.device, self.dtype)
-        ctx, hop = self.context_frames, self.head.hop_length
+        iterations = self.config.refine_iterations if refine_iterations is None else refine_iterations
+        ctx, hop = self._context(iterations), self.head.hop_length
         if circular:
             reps = -(-(ctx + 1) // width)  # short loops need their period repeated to fill the context
             ring = flat.repeat(1, 1, 2 * reps + 1)
@@ -184,6 +202,7 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
             last = min(first + chunk_frames, end)
             lo, hi = max(first - ctx, 0), min(last + ctx + 1, flat.shape[-1])
             audio = self(flat[..., lo:hi], first_frame=lo - start).float()
+            audio = refine_to_mel(audio, flat[..., lo:hi].float(), self.params, iterations)
             pieces.append(audio[..., (first - lo) * hop: (last - lo) * hop])
         audio = torch.cat(pieces, dim=-1)
         return audio.reshape(*lead, -1).cpu()

@@ -13,7 +13,7 @@ from spectrodiff import (
     mel_to_waveform,
     waveform_to_mel,
 )
-from spectrodiff.griffin_lim import _FrameTransform
+from spectrodiff.griffin_lim import FrameTransform
 from spectrodiff.image import image_params, image_to_mel
 from spectrodiff.mel import hann_window, mel_filterbank
 from spectrodiff.reconstruct import inverse_filterbank, phase_fft_sizes
@@ -62,7 +62,7 @@ def test_frame_transform_matches_torch_stft(params):
     audio = torch.from_numpy(signal("mix", (frames - 1) * hop / 44100 + 1e-6)[:, : (frames - 1) * hop])
     window = hann_window(win)
     expected = torch.stft(audio, n_fft, hop, win, window, center=True, pad_mode="reflect", return_complex=True)
-    transform = _FrameTransform(n_fft, hop, win, frames, bins=n_fft // 2 + 1, device=audio.device)
+    transform = FrameTransform(n_fft, hop, win, frames, bins=n_fft // 2 + 1, device=audio.device)
     spec = transform.forward(audio)
     torch.testing.assert_close(spec.transpose(1, 2), expected, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(transform.inverse(spec), torch.istft(expected, n_fft, hop, win, window,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spectrodiff import mel_to_waveform, waveform_to_mel
-from spectrodiff.griffin_lim import _FrameTransform
+from spectrodiff.griffin_lim import FrameTransform
 from spectrodiff.mel import hann_window
 from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence, seam_ratio
 from spectrodiff.reconstruct import stream_mel_to_waveform
@@ -27,7 +27,7 @@ def test_circular_transform_is_the_stft_of_the_wrapped_signal(params, frames):
     audio = torch.from_numpy(np.random.default_rng(0).standard_normal((2, frames * hop)).astype(np.float32))
     wrapped = torch.from_numpy(np.pad(audio.numpy(), ((0, 0), (n_fft // 2, n_fft // 2)), mode="wrap"))
     expected = torch.stft(wrapped, n_fft, hop, win, hann_window(win), center=False, return_complex=True)
-    transform = _FrameTransform(n_fft, hop, win, frames, bins=n_fft // 2 + 1, device=audio.device, circular=True)
+    transform = FrameTransform(n_fft, hop, win, frames, bins=n_fft // 2 + 1, device=audio.device, circular=True)
     spec = transform.forward(audio)
     torch.testing.assert_close(spec.transpose(1, 2), expected[..., :frames], rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(transform.inverse(spec), audio, rtol=1e-4, atol=1e-4 * float(audio.abs().max()))

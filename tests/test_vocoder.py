@@ -17,7 +17,8 @@ from spectrodiff import SpectrodiffError, SpectrogramParams, audio_to_image, ima
 from spectrodiff.cli import app
 from spectrodiff.generate import Settings, extend, generate, inpaint
 from spectrodiff.mel import waveform_to_mel
-from spectrodiff.metrics import loop_wrap_ratio
+from spectrodiff.mel_refine import refine_to_mel
+from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence
 from spectrodiff.pipeline import SpectrodiffPipeline
 from spectrodiff.signals import SIGNALS
 from spectrodiff.timeline import Keyframe
@@ -57,12 +58,13 @@ def test_shapes_follow_the_mel(mel64):
     assert vocoder.vocode(mel[..., :1]).shape == (1, 0)
 
 
-def test_chunks_and_loops_are_exact(mel64):
+@pytest.mark.parametrize("refine_iterations", [0, 2])
+def test_chunks_and_loops_are_exact(mel64, refine_iterations):
     params, _, mel = mel64
-    vocoder = tiny_vocoder(params, num_layers=3)
+    vocoder = tiny_vocoder(params, num_layers=3, refine_iterations=refine_iterations)
     with torch.no_grad():
-        whole = vocoder(mel)
-    # Chunks share enough context frames that their joins are bit-for-bit the unchunked output.
+        whole = refine_to_mel(vocoder(mel), mel, params, refine_iterations)
+    # Chunks share enough context frames (network and refinement) that their joins are the unchunked output.
     torch.testing.assert_close(vocoder.vocode(mel, chunk_frames=37), whole, rtol=0, atol=1e-6)
     # A loop is the middle period of the loop played three times: nothing marks its wrap point (for loops of a
     # multiple of 4 frames, where the phase advance wraps too).
@@ -93,6 +95,23 @@ def test_steady_tones_survive_at_every_bin():
         assert 0.4 < level < 2.5, (hz, level)
 
 
+def test_refinement_pulls_the_mel_back_and_keeps_the_rest(mel64):
+    """The mel-consistency projections bring an untrained vocoder's mel close to its input's, converge as they go,
+    and leave the band above the mel's highest filter as the network made it."""
+    params, audio, mel = mel64
+    vocoder = tiny_vocoder(params)
+    raw = vocoder.vocode(mel, refine_iterations=0)[0]
+    convergence = [mel_spectral_convergence(audio, vocoder.vocode(mel, refine_iterations=k)[0], params)
+                   for k in (0, 4, 16)]
+    assert convergence[0] > 0.5 and convergence[1] < 0.6 * convergence[0] and convergence[2] < 0.6 * convergence[1]
+    refined = vocoder.vocode(mel, refine_iterations=16)[0]
+    spectra = [torch.fft.rfft(x) for x in (raw, refined)]
+    above = int(len(spectra[0]) * 12000 / 22050)  # the filters end at 10 kHz; their bins' window leaks a little
+    tolerance = 1e-3 * float(spectra[0].abs().max())
+    torch.testing.assert_close(spectra[1][above:], spectra[0][above:], rtol=0, atol=tolerance)
+    assert vocoder.config.refine_iterations == 0 and vocoder.vocode(mel).equal(raw[None])
+
+
 def test_same_seed_same_weights_and_round_trip(tmp_path, mel64):
     params, _, mel = mel64
     a, b, c = tiny_vocoder(params, 0), tiny_vocoder(params, 0), tiny_vocoder(params, 1)
@@ -117,6 +136,10 @@ def test_bad_vocoders_give_clear_errors(tmp_path, mel64):
         load_vocoder(tmp_path / "v")
     with pytest.raises(SpectrodiffError, match="not a vocoder folder"):
         load_vocoder(tmp_path)
+    config = json.loads((tmp_path / "v" / "config.json").read_text())
+    (tmp_path / "v" / "config.json").write_text(json.dumps(config | {"refine_iterations": -2}))
+    with pytest.raises(SpectrodiffError, match=r"refine_iterations must be an integer in \[0, 100\], got -2"):
+        load_vocoder(tmp_path / "v")
     with pytest.raises(SpectrodiffError, match="unknown vocoder 'nope'"):
         resolve_vocoder("nope")
     with pytest.raises(SpectrodiffError, match="no neural vocoder for 64 mel bins"):
