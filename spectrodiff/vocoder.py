@@ -36,6 +36,7 @@ VOCODER_CHOICES = ("griffin-lim", "neural")
 MEL_FLOOR = 1.0
 # Predicted STFT magnitudes are capped (as Vocos does) so that an early, untrained network cannot blow up.
 MAX_MAGNITUDE = 1e3
+# More mel-consistency projections than this take longer than Griffin-Lim itself and gain nothing measurable.
 MAX_REFINE_ITERATIONS = 100
 
 
@@ -124,9 +125,7 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
     def __init__(self, spectrogram: dict | None = None, dim: int = 384, intermediate_dim: int = 1152,
                  num_layers: int = 8, refine_iterations: int = 0):
         super().__init__()
-        if not (isinstance(refine_iterations, int) and 0 <= refine_iterations <= MAX_REFINE_ITERATIONS):
-            raise SpectrodiffError(f"refine_iterations must be an integer in [0, {MAX_REFINE_ITERATIONS}], "
-                                   f"got {refine_iterations!r}")
+        check_refine_iterations(refine_iterations)
         params = SpectrogramParams(**{k: v for k, v in (spectrogram or {}).items() if not k.startswith("_")})
         if params.stereo:
             raise SpectrodiffError("a vocoder takes one channel's mel: stereo parameters are vocoded per channel, "
@@ -186,6 +185,7 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
         *lead, n_mels, width = mel.shape
         flat = mel.reshape(-1, n_mels, width).to(self.device, self.dtype)
         iterations = self.config.refine_iterations if refine_iterations is None else refine_iterations
+        check_refine_iterations(iterations)
         ctx, hop = self._context(iterations), self.head.hop_length
         if circular:
             reps = -(-(ctx + 1) // width)  # short loops need their period repeated to fill the context
@@ -206,6 +206,12 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
             pieces.append(audio[..., (first - lo) * hop: (last - lo) * hop])
         audio = torch.cat(pieces, dim=-1)
         return audio.reshape(*lead, -1).cpu()
+
+
+def check_refine_iterations(iterations: object) -> None:
+    if isinstance(iterations, bool) or not (isinstance(iterations, int) and 0 <= iterations <= MAX_REFINE_ITERATIONS):
+        raise SpectrodiffError(f"refine_iterations must be an integer in [0, {MAX_REFINE_ITERATIONS}], "
+                               f"got {iterations!r}")
 
 
 def mono_params(config: dict) -> SpectrogramParams:

@@ -140,6 +140,8 @@ def test_bad_vocoders_give_clear_errors(tmp_path, mel64):
     (tmp_path / "v" / "config.json").write_text(json.dumps(config | {"refine_iterations": -2}))
     with pytest.raises(SpectrodiffError, match=r"refine_iterations must be an integer in \[0, 100\], got -2"):
         load_vocoder(tmp_path / "v")
+    with pytest.raises(SpectrodiffError, match="refine_iterations must be an integer"):
+        vocoder.vocode(mel64[2], refine_iterations=-1)
     with pytest.raises(SpectrodiffError, match="unknown vocoder 'nope'"):
         resolve_vocoder("nope")
     with pytest.raises(SpectrodiffError, match="no neural vocoder for 64 mel bins"):
