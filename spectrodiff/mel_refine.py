@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from .errors import SpectrodiffError
 from .griffin_lim import FrameTransform
 from .mel import INT16_SCALE, mel_filterbank
 from .params import SpectrogramParams
@@ -45,6 +46,14 @@ def grid_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
     return coarse[:bins].to(device)
 
 
+def check_refinable(params: SpectrogramParams) -> None:
+    """SpectrodiffError unless the mel's FFT size is a multiple of its window (the projections work on the window's
+    grid, which must be a subset of the mel's)."""
+    if params.n_fft % params.win_length:
+        raise SpectrodiffError("mel refinement needs an FFT size that is a multiple of the window, got "
+                               f"{params.n_fft} and {params.win_length} samples: set refine_iterations to 0")
+
+
 def refinement_reach(params: SpectrogramParams, iterations: int) -> int:
     """Frames either side of a frame whose input can change its refined output: each STFT or inverse STFT reaches
     half a window, and every iteration does both (plus the first analysis and the last synthesis)."""
@@ -66,9 +75,7 @@ def refine_to_mel(audio: torch.Tensor, mel: torch.Tensor, params: SpectrogramPar
     frames = mel.shape[-1]
     if iterations == 0 or frames < 2:
         return audio
-    if params.n_fft % params.win_length:
-        raise ValueError(f"mel refinement needs an FFT size that is a multiple of the window, got {params.n_fft} "
-                         f"and {params.win_length}")
+    check_refinable(params)
     filters = grid_filterbank(params.key(), audio.device)
     weight = filters.sum(dim=1)
     covered = weight > 0

@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import SpectrodiffError
 from .mel import INT16_SCALE
-from .mel_refine import refine_to_mel, refinement_reach
+from .mel_refine import check_refinable, refine_to_mel, refinement_reach
 from .params import SpectrogramParams
 from .reconstruct import inverse_filterbank
 
@@ -130,6 +130,8 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
         if params.stereo:
             raise SpectrodiffError("a vocoder takes one channel's mel: stereo parameters are vocoded per channel, "
                                    "so train it with stereo: false")
+        if refine_iterations:
+            check_refinable(params)
         self.embed = nn.Conv1d(params.num_frequencies, dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1 / num_layers) for _ in range(num_layers))

@@ -142,6 +142,10 @@ def test_bad_vocoders_give_clear_errors(tmp_path, mel64):
         load_vocoder(tmp_path / "v")
     with pytest.raises(SpectrodiffError, match="refine_iterations must be an integer"):
         vocoder.vocode(mel64[2], refine_iterations=-1)
+    odd = dict(SpectrogramParams(num_frequencies=64, padded_duration_ms=250).config)  # FFT 11025, window 4410
+    with pytest.raises(SpectrodiffError, match="FFT size that is a multiple of the window, got 11025 and 4410"):
+        NeuralVocoder(spectrogram=odd, **SMALL, refine_iterations=2)
+    assert NeuralVocoder(spectrogram=odd, **SMALL).config.refine_iterations == 0  # without refinement it is fine
     with pytest.raises(SpectrodiffError, match="unknown vocoder 'nope'"):
         resolve_vocoder("nope")
     with pytest.raises(SpectrodiffError, match="no neural vocoder for 64 mel bins"):
