@@ -74,9 +74,10 @@ def main() -> None:
     print(machine_header())
     vocoder = resolve_vocoder(args.vocoder)
     params = vocoder.params
-    refine = vocoder.config.refine_iterations
+    config = vocoder.config
     print(f"vocoder: {args.vocoder} ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.1f} M parameters, "
-          f"{refine} refinement iterations), {describe(params)}")
+          f"{config.refine_iterations} full-band and {config.bass_refine_iterations} bass refinement iterations), "
+          f"{describe(params)}")
     rows = {}
     for source, root in (("hydrogen-drumkits", args.hydrogen), ("held-out recordings", args.heldout)):
         figures = {f"{key}_{figure}": [] for key in ("gl", "net", "nv") for figure in ("stft", "sc")}
@@ -84,7 +85,7 @@ def main() -> None:
             audio = torch.from_numpy(audio)
             mel = waveform_to_mel(audio[None], params)
             for key, estimate in (("gl", mel_to_waveform(mel, params)[0]), ("nv", vocoder.vocode(mel)[0]),
-                                  ("net", vocoder.vocode(mel, refine_iterations=0)[0])):
+                                  ("net", vocoder.vocode(mel, refine_iterations=0, bass_refine_iterations=0)[0])):
                 figures[f"{key}_stft"].append(multi_resolution_stft_distance(audio, estimate))
                 figures[f"{key}_sc"].append(mel_spectral_convergence(audio, estimate, params))
         rows[source] = {k: float(np.mean(v)) for k, v in figures.items()} | {"clips": len(figures["gl_sc"])}
@@ -92,7 +93,7 @@ def main() -> None:
     tile = waveform_to_mel(torch.from_numpy(pick_clips(args.heldout, 1, params.sample_rate)[0][1])[None], params)
     tile = torch.nn.functional.pad(tile, (0, max(0, 512 - tile.shape[-1])))[..., :512]
     nv_time = timed(lambda: vocoder.vocode(tile), args.runs)
-    net_time = timed(lambda: vocoder.vocode(tile, refine_iterations=0), args.runs)
+    net_time = timed(lambda: vocoder.vocode(tile, refine_iterations=0, bass_refine_iterations=0), args.runs)
     gl_time = timed(lambda: mel_to_waveform(tile, params), max(1, args.runs // 2))
 
     print(f"{'':<40} {'Griffin-Lim':>12} {'network':>9} {'neural':>9}   bar (neural)")

@@ -114,7 +114,10 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
         dim: channels of the backbone.
         intermediate_dim: channels inside each block's MLP.
         num_layers: ConvNeXt blocks; the receptive field is `6 * num_layers + 7` frames.
-        refine_iterations: mel-consistency projections `vocode` runs after the network (`forward` never does).
+        refine_iterations: full-band mel-consistency projections `vocode` runs after the network (`forward` never
+            does).
+        bass_refine_iterations: projections of the bass on the mel's own grid (`spectrodiff.mel_refine`), for
+            parameters whose low filters are narrower than the window's FFT bins (Riffusion's).
 
     The inverse STFT head's FFT size is 4 hops.
     """
@@ -123,14 +126,15 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, spectrogram: dict | None = None, dim: int = 384, intermediate_dim: int = 1152,
-                 num_layers: int = 8, refine_iterations: int = 0):
+                 num_layers: int = 8, refine_iterations: int = 0, bass_refine_iterations: int = 0):
         super().__init__()
         check_refine_iterations(refine_iterations)
+        check_refine_iterations(bass_refine_iterations, "bass_refine_iterations")
         params = SpectrogramParams(**{k: v for k, v in (spectrogram or {}).items() if not k.startswith("_")})
         if params.stereo:
             raise SpectrodiffError("a vocoder takes one channel's mel: stereo parameters are vocoded per channel, "
                                    "so train it with stereo: false")
-        if refine_iterations:
+        if refine_iterations or bass_refine_iterations:
             check_refinable(params)
         self.embed = nn.Conv1d(params.num_frequencies, dim, kernel_size=7, padding=3)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -146,11 +150,11 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
     def context_frames(self) -> int:
         """Frames either side that change a frame's output from `vocode` (embedding, blocks, the head's overlap-add,
         and the refinement's STFTs)."""
-        return self._context(self.config.refine_iterations)
+        return self._context(self.config.refine_iterations, self.config.bass_refine_iterations)
 
-    def _context(self, refine_iterations: int) -> int:
+    def _context(self, refine_iterations: int, bass_refine_iterations: int) -> int:
         network = 3 + 3 * len(self.blocks) + self.head.n_fft // (2 * self.head.hop_length) + 1
-        return network + refinement_reach(self.params, refine_iterations)
+        return network + refinement_reach(self.params, refine_iterations, bass_refine_iterations)
 
     def forward(self, mel: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
         """`(B, n_mels, T)` -> `(B, (T - 1) * hop)`; `first_frame` is the absolute index of the mel's first frame
@@ -172,48 +176,56 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def vocode(self, mel: torch.Tensor, circular: bool = False, chunk_frames: int = 2048,
-               refine_iterations: int | None = None) -> torch.Tensor:
+               refine_iterations: int | None = None, bass_refine_iterations: int | None = None) -> torch.Tensor:
         """Waveform of a mel of any length: the network, then the mel-consistency refinement, in chunks that share
         `context_frames` so that no join can be heard.
 
         Args:
             mel: `(..., num_frequencies, T)` Riffusion-scale mel (e.g. `(C, n_mels, T)` for C channels).
             circular: the mel is one period of a loop: `T * hop` samples that repeat without a seam (exactly when
-                T is a multiple of 4, as the phase advance then wraps too; generated loops are multiples of 8).
-            refine_iterations: overrides the config's (0: the network's output alone).
+                T is a multiple of 4, as the phase advance then wraps too; generated loops are multiples of 8). The
+                refinement then runs on the whole period at once, wrapping round, so it needs no context.
+            refine_iterations, bass_refine_iterations: override the config's (both 0: the network's output alone).
         Returns:
             `(..., L)` float32 audio, `L = (T - 1) * hop` (`T * hop` when circular), as `mel_to_waveform` gives.
         """
         *lead, n_mels, width = mel.shape
         flat = mel.reshape(-1, n_mels, width).to(self.device, self.dtype)
-        iterations = self.config.refine_iterations if refine_iterations is None else refine_iterations
+        config = self.config
+        iterations = config.refine_iterations if refine_iterations is None else refine_iterations
+        bass = config.bass_refine_iterations if bass_refine_iterations is None else bass_refine_iterations
         check_refine_iterations(iterations)
-        ctx, hop = self._context(iterations), self.head.hop_length
+        check_refine_iterations(bass, "bass_refine_iterations")
         if circular:
+            ctx = self._context(0, 0)
             reps = -(-(ctx + 1) // width)  # short loops need their period repeated to fill the context
-            ring = flat.repeat(1, 1, 2 * reps + 1)
-            flat = ring[..., reps * width - ctx: (reps + 1) * width + ctx + 1]
-            start, end = ctx, ctx + width
-        else:
-            start, end = 0, width - 1
-        if end <= start:
+            ring = flat.repeat(1, 1, 2 * reps + 1)[..., reps * width - ctx: (reps + 1) * width + ctx + 1]
+            audio = self._chunks(ring, ctx, ctx + width, ctx, chunk_frames, (0, 0))
+            audio = refine_to_mel(audio, flat.float(), self.params, iterations, bass, circular=True)
+        elif width < 2:
             return torch.zeros(*lead, 0)
-        pieces = []
-        for first in range(start, end, chunk_frames):
-            # Output samples of frames [first, last): the chunk holds `ctx` frames of context on either side.
-            last = min(first + chunk_frames, end)
-            lo, hi = max(first - ctx, 0), min(last + ctx + 1, flat.shape[-1])
-            audio = self(flat[..., lo:hi], first_frame=lo - start).float()
-            audio = refine_to_mel(audio, flat[..., lo:hi].float(), self.params, iterations)
-            pieces.append(audio[..., (first - lo) * hop: (last - lo) * hop])
-        audio = torch.cat(pieces, dim=-1)
+        else:
+            audio = self._chunks(flat, 0, width - 1, self._context(iterations, bass), chunk_frames, (iterations, bass))
         return audio.reshape(*lead, -1).cpu()
 
+    def _chunks(self, mel: torch.Tensor, start: int, end: int, ctx: int, chunk_frames: int,
+                refine: tuple[int, int]) -> torch.Tensor:
+        """`(B, n_mels, T)` -> `(B, (end - start) * hop)`: the samples of frames [start, end), made (and refined
+        `refine` = (full-band, bass) projections) in chunks of `chunk_frames` with `ctx` frames of context either
+        side; phases are counted from frame `start`."""
+        pieces, hop = [], self.head.hop_length
+        for first in range(start, end, chunk_frames):
+            last = min(first + chunk_frames, end)
+            lo, hi = max(first - ctx, 0), min(last + ctx + 1, mel.shape[-1])
+            audio = self(mel[..., lo:hi], first_frame=lo - start).float()
+            audio = refine_to_mel(audio, mel[..., lo:hi].float(), self.params, *refine)
+            pieces.append(audio[..., (first - lo) * hop: (last - lo) * hop])
+        return torch.cat(pieces, dim=-1)
 
-def check_refine_iterations(iterations: object) -> None:
+
+def check_refine_iterations(iterations: object, name: str = "refine_iterations") -> None:
     if isinstance(iterations, bool) or not (isinstance(iterations, int) and 0 <= iterations <= MAX_REFINE_ITERATIONS):
-        raise SpectrodiffError(f"refine_iterations must be an integer in [0, {MAX_REFINE_ITERATIONS}], "
-                               f"got {iterations!r}")
+        raise SpectrodiffError(f"{name} must be an integer in [0, {MAX_REFINE_ITERATIONS}], got {iterations!r}")
 
 
 def mono_params(config: dict) -> SpectrogramParams:

@@ -22,6 +22,13 @@ def stereo_params() -> SpectrogramParams:
     return SpectrogramParams(stereo=True)
 
 
+def stft_phase_ramp(n_fft: int, win_length: int) -> torch.Tensor:
+    """`(n_fft // 2 + 1,)` factor from FrameTransform's spectra to torch.stft's: torch counts phase from the FFT
+    frame's start, FrameTransform from the window's, `(n_fft - win_length) // 2` samples later."""
+    turns = torch.arange(n_fft // 2 + 1) * ((n_fft - win_length) // 2) % n_fft  # exact, then a small angle
+    return torch.polar(torch.ones(len(turns)), -2 * torch.pi * turns / n_fft)
+
+
 def signal(kind: str, seconds: float, seed: int = 0) -> np.ndarray:
     """`(1, N)` float32 mono signal."""
     return SIGNALS[kind](seconds, seed=seed)[None]
