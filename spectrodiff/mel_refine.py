@@ -134,12 +134,8 @@ def _decimate(audio: torch.Tensor, decimation: int, circular: bool) -> torch.Ten
     """`(B, N)` -> `(B, N // D)`, lowpassed; sample k is centred on sample k * D."""
     fir = _lowpass(decimation, audio.device)
     half = fir.shape[-1] // 2
-    if circular:
-        padded = torch.cat([audio[:, -half:], audio, audio[:, :half]], dim=-1) if half <= audio.shape[-1] else None
-        if padded is None:  # a loop shorter than the filter: repeat it first
-            reps = -(-half // audio.shape[-1])
-            ring = audio.repeat(1, 2 * reps + 1)
-            padded = ring[:, reps * audio.shape[-1] - half: (reps + 1) * audio.shape[-1] + half]
+    if circular:  # wrap round, however short the loop
+        padded = audio[:, torch.arange(-half, audio.shape[-1] + half, device=audio.device) % audio.shape[-1]]
     else:
         mode = "reflect" if audio.shape[-1] > half else "constant"
         padded = F.pad(audio[:, None], (half, half), mode=mode)[:, 0]
