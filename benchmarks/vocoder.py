@@ -1,6 +1,6 @@
 """Neural vocoder vs Griffin-Lim on real recordings no training saw: quality and speed, next to their bars.
 
-    python benchmarks/vocoder.py [--vocoder mini] [--clips 24]
+    python benchmarks/vocoder.py [--vocoder mini] [--clips 24] [--refine FULL BASS]
 
 Clips: `hydrogen-drumkits` (never used in training) and the held-out fifth of the Debian recordings
 (`python -m training.recordings data/recordings`), up to 5.12 s each, chosen by a hash of their paths. Each clip's
@@ -26,7 +26,7 @@ from spectrodiff.errors import SpectrodiffError
 from spectrodiff.mel import waveform_to_mel
 from spectrodiff.metrics import mel_spectral_convergence, multi_resolution_stft_distance
 from spectrodiff.reconstruct import mel_to_waveform
-from spectrodiff.vocoder import describe, resolve_vocoder
+from spectrodiff.vocoder import check_refine_iterations, describe, resolve_vocoder
 
 CLIP_SECONDS = 5.12
 MIN_SECONDS = 0.25
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--heldout", type=Path, default=Path("data/recordings/heldout"))
     parser.add_argument("--hydrogen", type=Path, default=Path("/usr/share/hydrogen/data/drumkits"))
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--refine", type=int, nargs=2, metavar=("FULL", "BASS"),
+                        help="full-band and bass refinement iterations instead of the vocoder's config")
     args = parser.parse_args()
     for root in (args.heldout, args.hydrogen):
         if not root.is_dir():
@@ -74,6 +76,13 @@ def main() -> None:
     print(machine_header())
     vocoder = resolve_vocoder(args.vocoder)
     params = vocoder.params
+    if args.refine:
+        try:
+            for value, name in zip(args.refine, ("refine_iterations", "bass_refine_iterations"), strict=True):
+                check_refine_iterations(value, name)
+        except SpectrodiffError as exc:
+            sys.exit(str(exc))
+        vocoder.register_to_config(refine_iterations=args.refine[0], bass_refine_iterations=args.refine[1])
     config = vocoder.config
     print(f"vocoder: {args.vocoder} ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.1f} M parameters, "
           f"{config.refine_iterations} full-band and {config.bass_refine_iterations} bass refinement iterations), "
