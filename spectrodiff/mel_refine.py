@@ -16,8 +16,10 @@ Two stages share that projection:
   filters are 4-20 Hz apart below 3 kHz, and on the 10 Hz grid its mel spectral convergence stalled at 0.12 after
   30 projections (Griffin-Lim: 0.10). The band below `BASS_BAND_HZ` is decimated by `bass_decimation` so that this
   grid costs a fraction of the full one; the change made there is interpolated back and added.
-With a bass stage the full-band projections are split around it: half before, the rest after (they mend the band
-where the two meet).
+With a bass stage the full-band projections are split around it: half before on every filter, the rest after on the
+filters the bass stage leaves out (on the coarse grid they would pull its own filters off their targets: measured on
+Riffusion's vocoder, 6 held-out recordings, 0.088 -> 0.082 for 8 + 32 projections).
+Every stage projects every `FRAME_STEP`-th frame only, which halves its cost.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ BASS_BAND_HZ = 2000.0
 BASS_PASS = 0.75
 BASS_FIR_SIDE = 20
 BASS_FIR_BETA = 8.0
+# Every stage projects every other frame only: Riffusion's frames (100 ms windows 10 ms apart) then still overlap
+# five times, and the mel of the frames between follows (6 recordings a source, Riffusion's vocoder: the same or
+# better mel spectral convergence than with every frame, for half the time; every third frame lost 25 %).
+FRAME_STEP = 2
 
 
 class BandedFilterbank:
@@ -82,18 +88,33 @@ class BandedFilterbank:
         return out
 
 
-@functools.lru_cache(maxsize=8)
-def grid_filterbank(key: tuple, device: torch.device) -> BandedFilterbank:
+def _window_grid(params: SpectrogramParams) -> torch.Tensor:
     """`(bins, n_mels)` mel filterbank on the window-sized FFT grid (`win_length // 2 + 1` bins, cut above the
     highest filter): each bin of the mel's zero-padded `n_fft` grid adds its weight to the nearest coarse bin, so
     every filter keeps its total weight even when it is narrower than a coarse bin (Riffusion's lowest are)."""
-    params = SpectrogramParams(**dict(key))
     step = params.n_fft // params.win_length
     fine = mel_filterbank(params)
     nearest = torch.div(torch.arange(fine.shape[0]) + step // 2, step, rounding_mode="floor")
     coarse = torch.zeros(params.win_length // 2 + 1, fine.shape[1]).index_add_(0, nearest, fine)
-    bins = int(coarse.sum(dim=1).nonzero().max()) + 1
-    return BandedFilterbank(coarse[:bins].to(device))
+    return coarse[: int(coarse.sum(dim=1).nonzero().max()) + 1]
+
+
+@functools.lru_cache(maxsize=8)
+def grid_filterbank(key: tuple, device: torch.device) -> BandedFilterbank:
+    """All the mel's filters on the window's grid (`_window_grid`)."""
+    return BandedFilterbank(_window_grid(SpectrogramParams(**dict(key))).to(device))
+
+
+@functools.lru_cache(maxsize=8)
+def upper_filterbank(key: tuple, device: torch.device) -> tuple[BandedFilterbank | None, torch.Tensor]:
+    """The filters the bass stage leaves out, on the window's grid, and their `(k,)` indices (None and no indices
+    when it covers them all)."""
+    params = SpectrogramParams(**dict(key))
+    coarse = _window_grid(params)
+    outside = torch.ones(coarse.shape[1], dtype=torch.bool)
+    outside[bass_filterbank(key, torch.device("cpu"))[1]] = False
+    indices = torch.nonzero(outside).flatten()
+    return (BandedFilterbank(coarse[:, indices].to(device)) if len(indices) else None), indices.to(device)
 
 
 def bass_decimation(params: SpectrogramParams) -> int:
@@ -172,34 +193,83 @@ def _full_band_stages(iterations: int, bass_iterations: int) -> tuple[int, int]:
 
 def refinement_reach(params: SpectrogramParams, iterations: int, bass_iterations: int = 0) -> int:
     """Frames either side of a frame whose input can change its refined output: in each stage every STFT or inverse
-    STFT reaches half a window (k projections: 2k + 2 of them), and the bass stage's lowpass twice its half-length."""
+    STFT reaches half a window (k projections: 2k + 2 of them) and its picked frames may lie a step from the edges;
+    the bass stage's lowpass adds twice its half-length."""
     half_window = math.ceil(params.win_length / (2 * params.hop_length))
-    reach = sum(half_window * (2 * k + 2) for k in _full_band_stages(iterations, bass_iterations) if k)
+    stages = [k for k in (*_full_band_stages(iterations, bass_iterations), bass_iterations) if k]
+    reach = sum(half_window * (2 * k + 2) + FRAME_STEP - 1 for k in stages)
     if bass_iterations:
-        fir_samples = 2 * BASS_FIR_SIDE * bass_decimation(params)
-        reach += half_window * (2 * bass_iterations + 2) + math.ceil(fir_samples / params.hop_length)
+        reach += math.ceil(2 * BASS_FIR_SIDE * bass_decimation(params) / params.hop_length)
     return reach
+
+
+def _magnitude(spectrum: torch.Tensor) -> torch.Tensor:
+    """|spectrum| of a complex tensor, a third of the time `abs` takes (no overflow guard needed at these scales)."""
+    parts = torch.view_as_real(spectrum)
+    real, imag = parts[..., 0], parts[..., 1]
+    return torch.addcmul(real * real, imag, imag).sqrt_()
 
 
 def _project(audio: torch.Tensor, target: torch.Tensor, filters: BandedFilterbank, transform: FrameTransform,
              iterations: int) -> torch.Tensor:
-    """`iterations` projections of `(B, L)` audio (int16 scale) towards `target` `(B, T, k)` as measured by
-    `filters` on `transform`'s grid; bins outside every filter are left as they were."""
-    covered = filters.weight > 0
-    spectrum = transform.forward(audio)  # (B, T, bins)
-    rest = audio - transform.inverse(spectrum)  # what lies above the transform's bins is kept as is
+    """The change `iterations` projections make to `(B, L)` audio (int16 scale), pulling it towards `target`
+    `(B, T, k)` as measured by `filters` on `transform`'s grid: `(B, L)`, nothing outside every filter's bins."""
+    uncovered = (filters.weight == 0).float()
+    inverse_weight = torch.where(filters.weight > 0, 1 / filters.weight.clamp(min=1e-12), 0.0)
+    initial = spectrum = transform.forward(audio)  # (B, T, bins)
     previous = None
     for _ in range(iterations):
-        ratio = (target / (filters.measure(spectrum.abs()) + MEL_EPSILON)).clamp(1 / MAX_RATIO, MAX_RATIO)
-        gain = torch.where(covered, filters.spread(ratio**RATIO_POWER) / filters.weight.clamp(min=1e-12), 1.0)
+        ratio = torch.div(target, filters.measure(_magnitude(spectrum)).add_(MEL_EPSILON))
+        ratio = ratio.clamp_(1 / MAX_RATIO, MAX_RATIO).pow_(RATIO_POWER)
+        gain = torch.addcmul(uncovered, filters.spread(ratio), inverse_weight)
         rebuilt = transform.forward(transform.inverse(spectrum * gain))
-        spectrum = rebuilt if previous is None else torch.add(rebuilt * (1 + MOMENTUM), previous, alpha=-MOMENTUM)
+        spectrum = rebuilt if previous is None else torch.view_as_complex(  # momentum: (1 + m) rebuilt - m previous
+            torch.lerp(torch.view_as_real(previous), torch.view_as_real(rebuilt), 1 + MOMENTUM))
         previous = rebuilt
-    return transform.inverse(spectrum) + rest
+    # The inverse is linear: one inverse of the difference instead of inverse(spectrum) + audio - inverse(initial).
+    return transform.inverse(spectrum - initial)
+
+
+def _strided_change(audio: torch.Tensor, target: torch.Tensor, filters: BandedFilterbank, n_fft: int, hop: int,
+                    win_length: int, iterations: int, circular: bool, first_frame: int) -> torch.Tensor:
+    """`_project`'s change to `(B, L)` audio (frames `hop` samples apart) made on every `FRAME_STEP`-th of the
+    `(B, T, k)` target's frames only.
+
+    Frames are counted from absolute frame 0, so that chunks pick the same ones (`first_frame` is the absolute index
+    of frame 0 here); a linear clip's last picked frame may lie up to a step past its end, where the audio is
+    reflected and the target is the last frame's. Loops whose frame count the step does not divide, and clips too
+    short to pick two frames, use every frame.
+    """
+    frames, step = target.shape[1], FRAME_STEP
+    offset = -first_frame % step
+    if not (frames % step == 0 if circular else frames - offset > step):
+        step, offset = 1, 0
+    picked = frames // step if circular else -(-(frames - 1 - offset) // step) + 1
+    transform = FrameTransform(n_fft, step * hop, win_length, picked, filters.bins, audio.device, circular)
+    if circular:  # frame `offset` becomes frame 0
+        return _project(audio.roll(-offset * hop, -1), target[:, offset::step], filters, transform,
+                        iterations).roll(offset * hop, -1)
+    piece = audio[:, offset * hop:]
+    extra = (picked - 1) * step * hop - piece.shape[-1]
+    padded = F.pad(piece[:, None], (0, extra), mode="reflect" if extra < piece.shape[-1] else "constant")[:, 0]
+    chosen = (offset + torch.arange(picked, device=audio.device) * step).clamp(max=frames - 1)
+    change = _project(padded, target[:, chosen], filters, transform, iterations)
+    return F.pad(change[:, : piece.shape[-1]], (offset * hop, 0))
+
+
+def _bass_change(audio: torch.Tensor, target: torch.Tensor, params: SpectrogramParams, iterations: int,
+                 circular: bool, first_frame: int) -> torch.Tensor:
+    """The bass stage's change to `(B, L)` full-rate audio (int16 scale), given the `(B, T, n_mels)` target."""
+    decimation = bass_decimation(params)
+    filters, inside = bass_filterbank(params.key(), audio.device)
+    change = _strided_change(_decimate(audio, decimation, circular), target[..., inside], filters,
+                             params.n_fft // decimation, params.hop_length // decimation,
+                             params.win_length // decimation, iterations, circular, first_frame)
+    return _interpolate(change, audio.shape[-1], decimation, circular)
 
 
 def refine_to_mel(audio: torch.Tensor, mel: torch.Tensor, params: SpectrogramParams, iterations: int,
-                  bass_iterations: int = 0, circular: bool = False) -> torch.Tensor:
+                  bass_iterations: int = 0, circular: bool = False, first_frame: int = 0) -> torch.Tensor:
     """Pull `audio`'s mel towards `mel`.
 
     Args:
@@ -209,6 +279,7 @@ def refine_to_mel(audio: torch.Tensor, mel: torch.Tensor, params: SpectrogramPar
         iterations: full-band projections.
         bass_iterations: projections of the band below `BASS_BAND_HZ` on the mel's own grid (0: no bass stage).
         circular: the audio is one period of a loop (frame t centred at sample t * hop, wrapping round).
+        first_frame: the absolute index of the mel's first frame, when it is a piece of a longer one (chunks).
     Returns:
         audio shaped as `audio`; the part of it above the highest mel filter is left as it was.
     """
@@ -217,21 +288,16 @@ def refine_to_mel(audio: torch.Tensor, mel: torch.Tensor, params: SpectrogramPar
         return audio
     check_refinable(params)
     target = mel.float().transpose(1, 2) + MEL_EPSILON  # (B, T, n_mels)
-    filters = grid_filterbank(params.key(), audio.device)
-    full_band = FrameTransform(params.win_length, params.hop_length, params.win_length, frames, filters.bins,
-                               audio.device, circular)
+    stage = functools.partial(_strided_change, n_fft=params.win_length, hop=params.hop_length,
+                              win_length=params.win_length, circular=circular, first_frame=first_frame)
     before, after = _full_band_stages(iterations, bass_iterations)
     scaled = audio.float() * INT16_SCALE
     if before:
-        scaled = _project(scaled, target, filters, full_band, before)
+        scaled = scaled + stage(scaled, target, grid_filterbank(params.key(), audio.device), iterations=before)
     if bass_iterations:
-        decimation = bass_decimation(params)
-        bass_filters, inside = bass_filterbank(params.key(), audio.device)
-        bass = FrameTransform(params.n_fft // decimation, params.hop_length // decimation,
-                              params.win_length // decimation, frames, bass_filters.bins, audio.device, circular)
-        low = _decimate(scaled, decimation, circular)
-        refined = _project(low, target[..., inside], bass_filters, bass, bass_iterations)
-        scaled = scaled + _interpolate(refined - low, scaled.shape[-1], decimation, circular)
-    if after:
-        scaled = _project(scaled, target, filters, full_band, after)
+        scaled = scaled + _bass_change(scaled, target, params, bass_iterations, circular, first_frame)
+    if after:  # only the filters the bass stage leaves out: the window's grid is too coarse for its own
+        filters, outside = upper_filterbank(params.key(), audio.device)
+        if filters is not None:
+            scaled = scaled + stage(scaled, target[..., outside], filters, iterations=after)
     return scaled / INT16_SCALE

@@ -218,7 +218,7 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
             last = min(first + chunk_frames, end)
             lo, hi = max(first - ctx, 0), min(last + ctx + 1, mel.shape[-1])
             audio = self(mel[..., lo:hi], first_frame=lo - start).float()
-            audio = refine_to_mel(audio, mel[..., lo:hi].float(), self.params, *refine)
+            audio = refine_to_mel(audio, mel[..., lo:hi].float(), self.params, *refine, first_frame=lo - start)
             pieces.append(audio[..., (first - lo) * hop: (last - lo) * hop])
         return torch.cat(pieces, dim=-1)
 

@@ -138,6 +138,35 @@ def test_bass_refinement_resolves_narrow_filters():
     assert float((spectra[1][:above] - spectra[0][:above]).abs().max()) > 0.1 * float(spectra[0].abs().max())
 
 
+def test_refinement_picks_frames_by_absolute_index(mel64):
+    """Each stage projects every other frame, counted from absolute frame 0 (`first_frame`): a loop started one
+    frame later refines to the same loop turned by a frame, which the other half of the frames would not give.
+    Clips too short for the stride and loops of an odd number of frames (every frame then) still come closer to
+    their mel."""
+    params, _, mel = mel64
+    vocoder = tiny_vocoder(params)
+    loop = mel[..., :64]
+    sound = vocoder.vocode(loop, circular=True, refine_iterations=0)
+    refined = refine_to_mel(sound, loop, params, 2, 3, circular=True).roll(-HOP, -1)
+    turned = [refine_to_mel(sound.roll(-HOP, -1), loop.roll(-1, -1), params, 2, 3, circular=True, first_frame=first)
+              for first in (1, 0)]
+    torch.testing.assert_close(turned[0], refined, rtol=0, atol=1e-6)
+    assert float((turned[1] - refined).abs().max()) > 1e-2
+
+    def distance(audio, target, circular):
+        repeats = 3 if circular else 1  # a loop's mel measured on its middle period
+        measured = waveform_to_mel(audio.repeat(1, repeats), params)
+        start = target.shape[-1] if circular else 0
+        return float((measured[..., start: start + target.shape[-1]] - target).norm() / target.norm())
+
+    for frames, first, circular in ((2, 0, False), (3, 1, False), (4, 1, False), (3, 0, True), (5, 0, True)):
+        piece = mel[..., 100: 100 + frames]
+        raw = vocoder.vocode(piece, circular=circular, refine_iterations=0)
+        out = refine_to_mel(raw, piece, params, 4, 8, circular=circular, first_frame=first)
+        assert out.shape == raw.shape
+        assert distance(out, piece, circular) < 0.6 * distance(raw, piece, circular), (frames, first, circular)
+
+
 def test_same_seed_same_weights_and_round_trip(tmp_path, mel64):
     params, _, mel = mel64
     a, b, c = tiny_vocoder(params, 0), tiny_vocoder(params, 0), tiny_vocoder(params, 1)
