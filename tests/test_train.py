@@ -276,3 +276,23 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
         finetune_decoder(opts, log=lambda _: None)
     opts.resume, opts.max_steps = "latest", 31
     assert finetune_decoder(opts, log=lambda _: None)["steps"] == 31
+
+
+def test_decoder_fine_tune_takes_more_datasets(tmp_path, dataset):
+    """Datasets after the first add their training tiles (validation stays the first's); one prepared with other
+    mel bins is a one-line error naming it."""
+    from spectrodiff import SpectrogramParams
+    from training.decoder import DecoderOptions, finetune_decoder
+
+    build_tiny_pipeline(SpectrogramParams()).save_pretrained(tmp_path / "base")
+    lines = []
+    opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out", extra=(dataset,), max_steps=1,
+                          batch_size=2, crop_width=64, validate_every=1)
+    finetune_decoder(opts, log=lines.append)
+    train, validation = (len(list((dataset / split).glob("**/*.png"))) for split in ("train", "validation"))
+    assert f"encoding {2 * train + validation} tiles once (the encoder is frozen)" in lines
+    other = tmp_path / "other"
+    prepare_dataset(dataset.parent / "catalogue", other, seconds=1.28, n_mels=64)
+    opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out2", extra=(other,), max_steps=1)
+    with pytest.raises(SpectrodiffError, match=f"the dataset {other} has 64 mel bins, the model 512"):
+        finetune_decoder(opts, log=lambda _: None)

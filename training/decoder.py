@@ -1,12 +1,14 @@
 """Fine-tune a model's VAE decoder alone, so that the UNet's latent space stays exactly as it was trained.
 
-    python -m training.decoder runs/mini data/mini-dataset -o runs/mini-decoder [--resume latest]
+    python -m training.decoder runs/mini data/mini-dataset [MORE_DATASETS...] -o runs/mini-decoder [--resume latest]
 
 Stability did the same for Stable Diffusion (the `ft-MSE` VAE: encoder frozen, decoder trained further): the
 encoder, and so every latent the UNet learned from, is untouched, while the decoder learns to render those latents
-more faithfully. The loss is the pixel MSE plus the magnitudes' spectral convergence (as the VAE stage's). OUT gets
-the whole model with the new decoder (a diffusers folder), its checkpoints (`--resume latest`), `train_log.csv`
-(loss = training objective, val_loss = mean mel spectral convergence of the validation tiles) and TensorBoard logs.
+more faithfully. Datasets after the first add their training tiles (e.g. real recordings, for timbres the
+catalogue lacks); validation is the first one's. The loss is the pixel MSE plus the magnitudes' spectral
+convergence (as the VAE stage's). OUT gets the whole model with the new decoder (a diffusers folder), its
+checkpoints (`--resume latest`), `train_log.csv` (loss = training objective, val_loss = mean mel spectral
+convergence of the validation tiles) and TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class DecoderOptions:
     model: str
     dataset: Path
     out: Path
+    extra: tuple[Path, ...] = ()  # datasets whose training tiles are added
     max_steps: int = 2000
     batch_size: int = 8
     crop_width: int = 256  # pixels, a multiple of 8
@@ -85,13 +88,16 @@ def validation_convergence(vae, pixels: torch.Tensor, latents: torch.Tensor, pow
 
 
 def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
-    """Train the decoder of `opts.model` on `opts.dataset`; returns steps, last loss and the validation SCs."""
+    """Train the decoder of `opts.model` on `opts.dataset` (and `opts.extra`'s training tiles); returns steps, last
+    loss and the validation SCs."""
     check_options(opts)
-    dataset = load_dataset(opts.dataset)
+    dataset, extras = load_dataset(opts.dataset), [load_dataset(path) for path in opts.extra]
     pipe = SpectrodiffPipeline.load(opts.model)
-    if dataset.params.num_frequencies != pipe.spectrogram.num_frequencies:
-        raise SpectrodiffError(f"the dataset has {dataset.params.num_frequencies} mel bins, the model "
-                               f"{pipe.spectrogram.num_frequencies}: prepare the dataset with the model's parameters")
+    for data in (dataset, *extras):
+        if data.params.num_frequencies != pipe.spectrogram.num_frequencies:
+            raise SpectrodiffError(f"the dataset {data.root} has {data.params.num_frequencies} mel bins, the model "
+                                   f"{pipe.spectrogram.num_frequencies}: prepare it with the model's parameters")
+    train = dataset.train + [tile for extra in extras for tile in extra.train]
     out = Path(opts.out)
     resume = checkpoint_dirs(out)[-1] if opts.resume and checkpoint_dirs(out) else None
     if not opts.resume and checkpoint_dirs(out):
@@ -102,13 +108,13 @@ def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
     trainable = [vae.decoder, vae.post_quant_conv]
     for module in trainable:
         module.requires_grad_(True)
-    log(f"encoding {len(dataset.train) + len(dataset.validation)} tiles once (the encoder is frozen)")
+    log(f"encoding {len(train) + len(dataset.validation)} tiles once (the encoder is frozen)")
     validation = dataset.validation or dataset.train[:16]
     generator = torch.Generator()
-    pixels = torch.cat([tile_pixels(dataset.train[i: i + 64], None, generator).add(1).mul(127.5).round()
-                        .to(torch.uint8) for i in range(0, len(dataset.train), 64)])
+    pixels = torch.cat([tile_pixels(train[i: i + 64], None, generator).add(1).mul(127.5).round()
+                        .to(torch.uint8) for i in range(0, len(train), 64)])
     val_pixels = tile_pixels(validation, None, generator).add(1).mul(127.5).round().to(torch.uint8)
-    latents = encode_dataset(vae, dataset.train, "cpu", torch.float32)
+    latents = encode_dataset(vae, train, "cpu", torch.float32)
     val_latents = encode_dataset(vae, validation, "cpu", torch.float32)
     columns = min(opts.crop_width // factor, latents.shape[-1])
 
@@ -159,13 +165,16 @@ def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a model folder (or bundled name) whose decoder is fine-tuned")
-    parser.add_argument("dataset", type=Path, help="a dataset made by `spectrodiff prepare` with the model's params")
+    parser.add_argument("datasets", type=Path, nargs="+", metavar="DATASET",
+                        help="datasets made by `spectrodiff prepare` with the model's params; the first validates")
     parser.add_argument("-o", "--out", type=Path, required=True)
     for name, default in vars(DecoderOptions("", Path(), Path())).items():
-        if name not in ("model", "dataset", "out"):
+        if name not in ("model", "dataset", "out", "extra"):
             kind = type(default) if default is not None else str
             parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
-    opts = DecoderOptions(**vars(parser.parse_args()))
+    args = vars(parser.parse_args())
+    first, *extra = args.pop("datasets")
+    opts = DecoderOptions(**args, dataset=first, extra=tuple(extra))
     try:
         summary = finetune_decoder(opts)
     except SpectrodiffError as exc:
