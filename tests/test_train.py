@@ -280,7 +280,7 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
 
 def test_decoder_fine_tune_takes_more_datasets(tmp_path, dataset):
     """Datasets after the first add their training tiles (validation stays the first's); one prepared with other
-    mel bins is a one-line error naming it."""
+    mel bins or tile lengths is a one-line error naming it."""
     from spectrodiff import SpectrogramParams
     from training.decoder import DecoderOptions, finetune_decoder
 
@@ -295,4 +295,9 @@ def test_decoder_fine_tune_takes_more_datasets(tmp_path, dataset):
     prepare_dataset(dataset.parent / "catalogue", other, seconds=1.28, n_mels=64)
     opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out2", extra=(other,), max_steps=1)
     with pytest.raises(SpectrodiffError, match=f"the dataset {other} has 64 mel bins, the model 512"):
+        finetune_decoder(opts, log=lambda _: None)
+    shorter = tmp_path / "shorter"
+    prepare_dataset(dataset.parent / "catalogue", shorter, seconds=0.64)
+    opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out3", extra=(shorter,), max_steps=1)
+    with pytest.raises(SpectrodiffError, match=f"the dataset {shorter} has tiles 64 columns wide, {dataset} 128"):
         finetune_decoder(opts, log=lambda _: None)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.pipeline import SpectrodiffPipeline
@@ -87,6 +88,11 @@ def validation_convergence(vae, pixels: torch.Tensor, latents: torch.Tensor, pow
     return sum(values) / len(values)
 
 
+def _tile_width(dataset) -> int:
+    with Image.open(dataset.train[0]["path"]) as image:
+        return image.width
+
+
 def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
     """Train the decoder of `opts.model` on `opts.dataset` (and `opts.extra`'s training tiles); returns steps, last
     loss and the validation SCs."""
@@ -97,6 +103,10 @@ def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
         if data.params.num_frequencies != pipe.spectrogram.num_frequencies:
             raise SpectrodiffError(f"the dataset {data.root} has {data.params.num_frequencies} mel bins, the model "
                                    f"{pipe.spectrogram.num_frequencies}: prepare it with the model's parameters")
+    for extra in extras:  # the tiles are stacked whole
+        if _tile_width(extra) != _tile_width(dataset):
+            raise SpectrodiffError(f"the dataset {extra.root} has tiles {_tile_width(extra)} columns wide, "
+                                   f"{dataset.root} {_tile_width(dataset)}: prepare it with the same --seconds")
     train = dataset.train + [tile for extra in extras for tile in extra.train]
     out = Path(opts.out)
     resume = checkpoint_dirs(out)[-1] if opts.resume and checkpoint_dirs(out) else None
