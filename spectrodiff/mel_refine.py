@@ -62,12 +62,15 @@ class BandedFilterbank:
     mel filters are short runs, so this does a tenth of a dense matmul's work (which took half of each projection).
 
     `measure`: `(..., bins)` magnitudes -> `(..., k)`; `spread`: `(..., k)` per-filter values -> `(..., bins)`, the
-    transposed map. `weight` `(bins,)` is each bin's total weight.
+    transposed map. `weight` `(bins,)` is each bin's total weight, `inverse_weight` its inverse (0 where no filter
+    reaches) and `uncovered` 1 where no filter reaches, else 0.
     """
 
     def __init__(self, filters: torch.Tensor, groups: int = 8):
         self.bins, self.filters = filters.shape
         self.weight = filters.sum(dim=1)
+        self.inverse_weight = torch.where(self.weight > 0, 1 / self.weight.clamp(min=1e-12), 0.0)
+        self.uncovered = (self.weight == 0).to(filters.dtype)
         self.blocks = []
         for columns in torch.arange(self.filters).chunk(groups):
             rows = torch.nonzero(filters[:, columns].sum(dim=1)).flatten()
@@ -214,14 +217,12 @@ def _project(audio: torch.Tensor, target: torch.Tensor, filters: BandedFilterban
              iterations: int) -> torch.Tensor:
     """The change `iterations` projections make to `(B, L)` audio (int16 scale), pulling it towards `target`
     `(B, T, k)` as measured by `filters` on `transform`'s grid: `(B, L)`, nothing outside every filter's bins."""
-    uncovered = (filters.weight == 0).float()
-    inverse_weight = torch.where(filters.weight > 0, 1 / filters.weight.clamp(min=1e-12), 0.0)
     initial = spectrum = transform.forward(audio)  # (B, T, bins)
     previous = None
     for _ in range(iterations):
         ratio = torch.div(target, filters.measure(_magnitude(spectrum)).add_(MEL_EPSILON))
         ratio = ratio.clamp_(1 / MAX_RATIO, MAX_RATIO).pow_(RATIO_POWER)
-        gain = torch.addcmul(uncovered, filters.spread(ratio), inverse_weight)
+        gain = torch.addcmul(filters.uncovered, filters.spread(ratio), filters.inverse_weight)
         rebuilt = transform.forward(transform.inverse(spectrum * gain))
         spectrum = rebuilt if previous is None else torch.view_as_complex(  # momentum: (1 + m) rebuilt - m previous
             torch.lerp(torch.view_as_real(previous), torch.view_as_real(rebuilt), 1 + MOMENTUM))
