@@ -21,7 +21,7 @@ SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 FREEPATS := /etc/timidity/freepats.cfg
 CATALOGUE_MINUTES ?= 30
 
-.PHONY: install demo test serve bench bench-mini bench-vocoder bench-load lint clean system-deps recording-deps catalogue \
+.PHONY: install demo test serve bench bench-mini bench-encode bench-vocoder bench-load lint clean system-deps recording-deps catalogue \
 	recordings mini vocoders
 
 install: $(STAMP)
@@ -103,6 +103,10 @@ bench: $(STAMP)
 # The bundled model's quality bars (prompt adherence, loops, long clips, speed, VAE); needs the catalogue.
 bench-mini: catalogue
 	$(BIN)/python benchmarks/mini.py
+
+# Refined encodings of input audio: closeness against steps, and a step's cost at Stable Diffusion's VAE size.
+bench-encode: catalogue
+	$(BIN)/python benchmarks/encode.py
 
 # The vocoder benchmark on recordings no training heard; VOCODER=riffusion for the other bundled vocoder.
 VOCODER ?= mini

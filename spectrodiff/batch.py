@@ -11,7 +11,8 @@ from .pipeline import SpectrodiffPipeline
 from .plans import keyframe_from_dict
 from .timeline import Keyframe
 
-SETTING_FIELDS = {"steps": int, "scheduler": str, "iters": int, "vocoder": str, "sample_rate": int, "out": str}
+SETTING_FIELDS = {"steps": int, "scheduler": str, "iters": int, "encode_steps": int, "vocoder": str,
+                  "sample_rate": int, "out": str}
 
 
 def _keyframe(job: dict, *names: str) -> Keyframe:
@@ -20,8 +21,8 @@ def _keyframe(job: dict, *names: str) -> Keyframe:
 
 
 def run_job(pipe: SpectrodiffPipeline, job: dict, defaults: Settings | None = None) -> Result:
-    """Run one job. Keys: "mode" and that mode's fields, plus optional settings steps, scheduler, iters, vocoder,
-    sample_rate and out, which override `defaults`."""
+    """Run one job. Keys: "mode" and that mode's fields, plus optional settings steps, scheduler, iters, encode_steps,
+    vocoder, sample_rate and out, which override `defaults`."""
     job = dict(job)
     mode = job.pop("mode")
     settings = dataclasses.replace(defaults) if defaults else Settings()

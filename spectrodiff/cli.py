@@ -279,6 +279,10 @@ SchedulerOption = Annotated[str | None, typer.Option("--scheduler", help="dpm, d
 OutOption = Annotated[Path | None, typer.Option("-o", "--out", help="A .wav/.flac file (PNG and JSON go beside it) "
                                                 "or a folder (default outputs/<date>-<slug>-<seed>/).")]
 ItersOption = Annotated[int, typer.Option("--iters", help="Griffin-Lim iterations.", min=0, max=1000)]
+EncodeStepsOption = Annotated[int | None, typer.Option("--encode-steps", help="Steps refining the encoding of input "
+                                                       "audio (remix, extend, inpaint, riffuse); 0: the VAE "
+                                                       "encoder alone. Default: the model's (mini: 5, others 0).",
+                                                       min=0, max=1000)]
 VocoderOption = Annotated[str | None, typer.Option("--vocoder", help="griffin-lim, neural (the model's own "
                                                    "vocoder, else the bundled one for its parameters), or a vocoder "
                                                    "folder. Default: the model's vocoder if it has one, else "
@@ -333,6 +337,7 @@ class Shared:
     scheduler: str | None
     out: Path | None
     iters: int
+    encode_steps: int | None
     vocoder: str | None
     sample_rate: int | None
     allow_pickle: bool
@@ -350,14 +355,15 @@ class Shared:
         from .generate import Settings
 
         return Settings(steps=self.steps, scheduler=self.scheduler, griffin_lim_iters=self.iters,
-                        vocoder=self.vocoder, sample_rate=self.sample_rate, out=out or self.out, progress=report)
+                        encode_steps=self.encode_steps, vocoder=self.vocoder, sample_rate=self.sample_rate,
+                        out=out or self.out, progress=report)
 
 
 # (name, typer annotation, default) of each field of Shared, in the order --help lists them.
 SHARED_OPTIONS = (
     ("model", ModelOption, DEFAULT_MODEL), ("steps", StepsOption, 25), ("scheduler", SchedulerOption, None),
-    ("out", OutOption, None), ("iters", ItersOption, 32), ("vocoder", VocoderOption, None),
-    ("sample_rate", RateOption, None),
+    ("out", OutOption, None), ("iters", ItersOption, 32), ("encode_steps", EncodeStepsOption, None),
+    ("vocoder", VocoderOption, None), ("sample_rate", RateOption, None),
     ("allow_pickle", PickleOption, False), ("device", DeviceOption, "cpu"), ("dtype", DtypeOption, "float32"),
     ("attention_slicing", SlicingOption, False), ("cpu_offload", OffloadOption, False), ("lora", LoraOption, None),
 )

@@ -34,6 +34,7 @@ MAX_SECONDS = 600.0
 OUTPUT_SUFFIXES = (".wav", ".flac")
 # Seconds of audio crossfaded where inpainted audio meets the original.
 INPAINT_CROSSFADE = 0.02
+ENCODING_MODES = ("remix", "extend", "inpaint", "riffuse")  # the modes that VAE-encode input audio or an image
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Settings:
     steps: int = 25
     scheduler: str | None = None
     griffin_lim_iters: int = 32
+    # Adam steps refining the VAE encoder's latents of input audio (remix, extend, inpaint, riffuse); 0: the
+    # encoder alone; None: the model's `encode_steps`.
+    encode_steps: int | None = None
     # None: the model's default (its own vocoder if it has one, else Griffin-Lim); "griffin-lim", "neural", or a
     # vocoder's name or folder (spectrodiff.vocoder.choose_vocoder).
     vocoder: str | None = None
@@ -268,13 +272,14 @@ def render(
     save_image(image_path, image)
 
     # The job alone redoes the result (with the same model): settings included.
+    encoding = {"encode_steps": encode_steps(pipe, settings)} if record["job"]["mode"] in ENCODING_MODES else {}
     record["job"] = {**record["job"], "steps": settings.steps, "scheduler": pipe.scheduler_name,
-                     "iters": settings.griffin_lim_iters,
+                     "iters": settings.griffin_lim_iters, **encoding,
                      **({"vocoder": settings.vocoder} if settings.vocoder else {}),
                      **({"sample_rate": settings.sample_rate} if settings.sample_rate else {})}
     record = {"spectrodiff": __version__, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               **record, "model": model_record(pipe), "scheduler": pipe.scheduler_name, "steps": settings.steps,
-              "griffin_lim_iters": settings.griffin_lim_iters,
+              "griffin_lim_iters": settings.griffin_lim_iters, **encoding,
               "vocoder": "griffin-lim" if vocoder is None else getattr(vocoder, "source", "neural"), "loop": loop,
               "seconds": round(seconds, 6),
               "sample_rate": settings.sample_rate or params.sample_rate, "spectrogram": dict(params.to_exif()),
@@ -291,11 +296,18 @@ def _check_seconds(seconds: float) -> None:
         raise SpectrodiffError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
 
 
+def encode_steps(pipe: SpectrodiffPipeline, settings: Settings) -> int:
+    """The refinement steps an encoding of input audio takes: the settings', else the model's."""
+    return pipe.config.encode_steps if settings.encode_steps is None else settings.encode_steps
+
+
 def _prepare(pipe: SpectrodiffPipeline, settings: Settings) -> None:
     if not 1 <= settings.steps <= 1000:
         raise SpectrodiffError(f"steps must be between 1 and 1000, got {settings.steps}")
     if settings.scheduler:
         pipe.set_scheduler(settings.scheduler)
+    if settings.encode_steps is not None and not 0 <= settings.encode_steps <= 1000:
+        raise SpectrodiffError(f"--encode-steps must be between 0 and 1000, got {settings.encode_steps}")
     if settings.sample_rate is not None and not 8000 <= settings.sample_rate <= 192000:
         raise SpectrodiffError(f"--sample-rate must be between 8000 and 192000, got {settings.sample_rate}")
 
@@ -369,9 +381,10 @@ def _load_input(pipe: SpectrodiffPipeline, path: Path) -> np.ndarray:
     return audio
 
 
-def _encode_audio(pipe: SpectrodiffPipeline, audio: np.ndarray, width: int) -> tuple[torch.Tensor, float]:
+def _encode_audio(pipe: SpectrodiffPipeline, audio: np.ndarray, width: int,
+                  settings: Settings) -> tuple[torch.Tensor, float]:
     pixels, max_value = audio_to_pixels(audio, pipe.spectrogram, width * pipe.vae_scale_factor)
-    return pipe.encode_image(pixels), max_value
+    return pipe.encode_image(pixels, encode_steps(pipe, settings)), max_value
 
 
 def _input_record(path: Path) -> dict:
@@ -384,7 +397,7 @@ def remix(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, settings: S
     _prepare(pipe, settings)
     audio = _load_input(pipe, path)
     width = -(-pipe.spectrogram.width_for_samples(audio.shape[1]) // pipe.vae_scale_factor)
-    init, max_value = _encode_audio(pipe, audio, width)
+    init, max_value = _encode_audio(pipe, audio, width, settings)
     paths = output_paths(settings.out, slugify(f"{Path(path).stem} {keyframe.prompt}"), keyframe.seed)
     latents = _denoise(pipe, Timeline.single(keyframe), width, settings, init_latents=init)
     job = _job("remix", audio=str(path), prompt=keyframe.prompt, seed=keyframe.seed, strength=keyframe.strength,
@@ -403,7 +416,7 @@ def extend(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, seconds: f
     factor = pipe.vae_scale_factor
     known = pipe.spectrogram.width_for_samples(audio.shape[1]) // factor  # columns wholly inside the input
     width = known + _columns_for(pipe, seconds)
-    init, max_value = _encode_audio(pipe, audio[:, : known * factor * pipe.spectrogram.hop_length], width)
+    init, max_value = _encode_audio(pipe, audio[:, : known * factor * pipe.spectrogram.hop_length], width, settings)
     keep = torch.zeros(width, dtype=torch.bool)
     keep[:known] = True
     paths = output_paths(settings.out, slugify(f"{Path(path).stem} {keyframe.prompt}"), keyframe.seed)
@@ -428,7 +441,7 @@ def inpaint(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, start: fl
     if not 0 <= start < end <= duration:
         raise SpectrodiffError(f"inpaint span {start:g}-{end:g} s must lie inside the audio (0-{duration:.3f} s)")
     width = -(-params.width_for_samples(audio.shape[1]) // factor)
-    init, max_value = _encode_audio(pipe, audio, width)
+    init, max_value = _encode_audio(pipe, audio, width, settings)
     seconds_per_column = factor * params.step_size_ms / 1000
     first, last = int(start / seconds_per_column), int(np.ceil(end / seconds_per_column))
     keep = torch.ones(width, dtype=torch.bool)
@@ -489,7 +502,7 @@ def riffuse(pipe: SpectrodiffPipeline, start: Keyframe, end: Keyframe, alpha: fl
         raise SpectrodiffError(f"seed image {Path(seed_image).name} is {image.width} x {image.height} pixels; the "
                                f"model needs {params.num_frequencies} high and at least {factor} wide")
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-    init = pipe.encode_image(pixels[..., : width * factor])
+    init = pipe.encode_image(pixels[..., : width * factor], encode_steps(pipe, settings))
     keep = None
     if mask_image is not None:
         mask = open_image(mask_image).convert("L").resize((width, pipe.latent_height), Image.Resampling.NEAREST)

@@ -116,3 +116,14 @@ def loop_wrap_ratio(audio: AudioLike, params: SpectrogramParams, radius: int = S
     """`seam_ratio` at the wrap point of the clip `(C, N)` or `(N,)` played twice: how audible a loop's seam is."""
     audio = _as_audio(audio)
     return seam_ratio(torch.cat([audio, audio], dim=-1), [audio.shape[-1]], params, radius)
+
+
+def magnitude_convergence(recon: torch.Tensor, pixels: torch.Tensor, power: float) -> torch.Tensor:
+    """Spectral convergence ||S - S'|| / ||S|| of the magnitudes that `(B, 3, H, W)` pixels in [-1, 1] stand for
+    (white = silence, magnitude = darkness ** (1 / power)): pixel MSE underweights the loud parts, which dominate
+    what one hears and the reconstruction bar."""
+    def magnitude(x: torch.Tensor) -> torch.Tensor:
+        return ((1 - x) / 2).clamp(0, 1) ** (1 / power)
+
+    target = magnitude(pixels)
+    return torch.linalg.vector_norm(magnitude(recon) - target) / torch.linalg.vector_norm(target).clamp_min(1e-6)

@@ -56,6 +56,23 @@ def test_mini_generates_a_loop_deterministically(mini, tmp_path):
     assert digest(first.audio) != digest(other.audio)
 
 
+def test_mini_refines_its_encodings_of_input_audio(mini):
+    """mini's model_index.json sets 5 encode steps: a tile of a sound it never trained on (a synthetic mix) comes back
+    through the VAE at least 15 % closer than from the encoder alone."""
+    from spectrodiff.generate import audio_to_pixels
+    from spectrodiff.metrics import magnitude_convergence
+    from spectrodiff.signals import mix
+
+    assert mini.config.encode_steps == 5
+    pixels = audio_to_pixels(mix(5.12)[None], mini.spectrogram, 512)[0]
+
+    def convergence(steps: int) -> float:
+        decoded = next(mini.decode_latents(mini.encode_image(pixels, steps)))[1]
+        return float(magnitude_convergence(decoded * 2 - 1, pixels * 2 - 1, mini.spectrogram.power_for_image))
+
+    assert convergence(5) < 0.85 * convergence(0)
+
+
 def test_cli_generates_with_the_bundled_model_by_default(tmp_path):
     out = tmp_path / "sax.wav"
     result = CliRunner().invoke(app, ["generate", "smooth sax solo", "-o", str(out), "--steps", "4", "--iters", "4"])

@@ -17,11 +17,13 @@ from spectrodiff import SpectrodiffError
 from spectrodiff.batch import run_job
 from spectrodiff.cli import app
 from spectrodiff.convert import audio_to_image, save_image
-from spectrodiff.generate import Settings, compose, extend, generate, inpaint, morph, remix, riffuse
+from spectrodiff.generate import Settings, audio_to_pixels, compose, extend, generate, inpaint, morph, remix, riffuse
 from spectrodiff.image import image_params
-from spectrodiff.metrics import loop_wrap_ratio, seam_ratio
+from spectrodiff.metrics import loop_wrap_ratio, magnitude_convergence, seam_ratio
+from spectrodiff.pipeline import ENCODE_REFINE_LR, SpectrodiffPipeline
 from spectrodiff.plans import load_plan
 from spectrodiff.signals import mix
+from spectrodiff.testing import build_tiny_pipeline
 from spectrodiff.timeline import Keyframe, Timeline
 
 SR, HOP = 44100, 441
@@ -273,3 +275,41 @@ def test_stereo_model_makes_stereo(tmp_path):
     result = generate(stereo, Keyframe("wide"), settings=settings(tmp_path / "st.wav"))
     assert soundfile.info(result.audio).channels == 2
     assert np.asarray(Image.open(result.image))[..., 0].max() == 0
+
+
+def test_refined_encoding_renders_the_input_closer(pipe):
+    """A few Adam steps on the encoder's latents bring the decoder's rendering nearer the image, deterministically,
+    without touching the VAE's parameters or moving the latents far from the encoder's."""
+    pixels = audio_to_pixels(mix(5.12)[None], pipe.spectrogram, 512)[0]
+
+    def rendered_convergence(latents):
+        decoded = torch.cat([image for _, image in pipe.decode_latents(latents)], dim=-1)
+        return float(magnitude_convergence(decoded[None] * 2 - 1, pixels[None] * 2 - 1,
+                                           pipe.spectrogram.power_for_image))
+
+    encoded, refined = pipe.encode_image(pixels, 0), pipe.encode_image(pixels, 5)
+    assert rendered_convergence(refined) < 0.9 * rendered_convergence(encoded)
+    assert torch.equal(refined, pipe.encode_image(pixels, 5))
+    # Adam moves each latent by about its learning rate a step at most.
+    assert float((refined - encoded).pow(2).mean().sqrt()) <= 5 * ENCODE_REFINE_LR
+    assert all(p.grad is None for p in pipe.vae.parameters())
+
+
+def test_encode_steps_default_to_the_models_and_the_sidecar_keeps_them(tmp_path, song):
+    model = build_tiny_pipeline()
+    model.register_to_config(encode_steps=3)  # as mini's model_index.json carries 5
+    model.save_pretrained(tmp_path / "model")
+    model = SpectrodiffPipeline.load(str(tmp_path / "model"))
+    model.set_progress_bar_config(disable=True)
+    refined = remix(model, song, Keyframe("organ", strength=0.3), settings(tmp_path / "refined.wav"))
+    plain = remix(model, song, Keyframe("organ", strength=0.3), settings(tmp_path / "plain.wav", encode_steps=0))
+    assert digest(plain.audio) != digest(refined.audio)
+    assert json.loads(refined.sidecar.read_text())["job"]["encode_steps"] == 3
+    job = json.loads(plain.sidecar.read_text())["job"]
+    assert job["encode_steps"] == 0
+    again = run_job(model, job | {"out": str(tmp_path / "again.wav")}, Settings(**FAST))
+    assert digest(again.audio) == digest(plain.audio)
+    with pytest.raises(SpectrodiffError, match="encode-steps"):
+        remix(model, song, Keyframe("organ"), settings(tmp_path / "bad.wav", encode_steps=-1))
+    result = CliRunner().invoke(app, ["remix", str(song), "--prompt", "organ", "--encode-steps", "-1"])
+    assert result.exit_code != 0 and "encode-steps" in result.output

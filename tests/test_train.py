@@ -236,12 +236,15 @@ def test_options_are_checked_before_work(dataset, tmp_path):
     typo.write_text(TINY.read_text() + "train_vea: true\n")
     with pytest.raises(SpectrodiffError, match="unknown field.*train_vea"):
         train(TrainOptions(dataset, tmp_path / "o", config=typo))
+    typo.write_text(TINY.read_text() + "encode_steps: -1\n")
+    with pytest.raises(SpectrodiffError, match="encode_steps must be"):
+        train(TrainOptions(dataset, tmp_path / "o", config=typo))
     assert not (tmp_path / "o").exists()
 
 
-def test_config_can_train_the_vae_too(dataset, tmp_path):
+def test_config_can_train_the_vae_and_set_encode_steps(dataset, tmp_path):
     config = tmp_path / "vae.yaml"
-    config.write_text(TINY.read_text().replace("train_vae: false", "train_vae: true"))
+    config.write_text(TINY.read_text().replace("train_vae: false", "train_vae: true") + "encode_steps: 3\n")
     out = tmp_path / "out"
     train(TrainOptions(dataset, out, config=config, max_steps=2, validate_every=2, **FAST))
     with (out / "train_log.csv").open(newline="") as f:
@@ -250,6 +253,7 @@ def test_config_can_train_the_vae_too(dataset, tmp_path):
     assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] != 0.18215  # "auto", saved
     state = json.loads((out / "checkpoints" / "step-000002" / "state.json").read_text())
     assert state["scaling_factor"] == json.loads((out / "vae" / "config.json").read_text())["scaling_factor"]
+    assert json.loads((out / "model_index.json").read_text())["encode_steps"] == 3
 
 
 def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):

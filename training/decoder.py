@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.metrics import magnitude_convergence
 from spectrodiff.pipeline import SpectrodiffPipeline
 from training.train import (
     TrainLog,
@@ -31,7 +32,6 @@ from training.train import (
     encode_dataset,
     load_checkpoint,
     load_dataset,
-    magnitude_convergence,
     sample_indices,
     save_checkpoint,
     step_generator,

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from tensorboardX import SummaryWriter
 
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.metrics import magnitude_convergence
 from spectrodiff.params import SpectrogramParams
 from spectrodiff.pipeline import LORA_FILE, SpectrodiffPipeline
 
@@ -47,7 +48,8 @@ TENSORBOARD_DIR = "tensorboard"
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 MIXED_PRECISION = ("no", "fp16", "bf16")
-CONFIG_KEYS = {"text_encoder", "seed", "unet", "vae", "train_vae", "vae_sc_weight", "scheduler", "training"}
+CONFIG_KEYS = {"text_encoder", "seed", "unet", "vae", "train_vae", "vae_sc_weight", "scheduler", "training",
+               "encode_steps"}
 # Options that shape the model or the data order: a resumed run must use the same ones.
 RUN_KEYS = ("base", "config", "lora_rank", "batch_size", "grad_accum", "seed", "crop_width", "caption_dropout", "ema",
             "latents", "scaling_factor")
@@ -155,6 +157,9 @@ def load_config(path: Path | None) -> dict:
     if unknown:
         raise SpectrodiffError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; a config takes "
                                f"{', '.join(sorted(CONFIG_KEYS))}")
+    steps = config.get("encode_steps", 0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 1000:
+        raise SpectrodiffError(f"{path}: encode_steps must be a whole number from 0 to 1000, got {steps!r}")
     return config
 
 
@@ -299,7 +304,8 @@ def build_from_config(config: dict, allow_pickle: bool = False) -> SpectrodiffPi
         raise SpectrodiffError(f"config: unet cross_attention_dim {unet.config.cross_attention_dim} differs from "
                                f"the text encoder's width {text_encoder.config.hidden_size}")
     pipe = SpectrodiffPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                               scheduler=scheduler, spectrogram=SpectrogramParams())
+                               scheduler=scheduler, spectrogram=SpectrogramParams(),
+                               encode_steps=config.get("encode_steps", 0))
     return pipe
 
 
@@ -412,17 +418,6 @@ def encode_latents(vae, pixels: torch.Tensor, generator: torch.Generator,
     eps = torch.randn(dist.mean.shape, generator=generator).to(dist.mean.device, dist.mean.dtype)
     latents = dist.mean + dist.std * eps if sample else dist.mean
     return latents * vae.config.scaling_factor, dist.kl()
-
-
-def magnitude_convergence(recon: torch.Tensor, pixels: torch.Tensor, power: float) -> torch.Tensor:
-    """Spectral convergence ||S - S'|| / ||S|| of the magnitudes that `(B, 3, H, W)` pixels in [-1, 1] stand for
-    (white = silence, magnitude = darkness ** (1 / power)): pixel MSE underweights the loud parts, which dominate
-    what one hears and the reconstruction bar."""
-    def magnitude(x: torch.Tensor) -> torch.Tensor:
-        return ((1 - x) / 2).clamp(0, 1) ** (1 / power)
-
-    target = magnitude(pixels)
-    return torch.linalg.vector_norm(magnitude(recon) - target) / torch.linalg.vector_norm(target).clamp_min(1e-6)
 
 
 @torch.no_grad()
@@ -861,7 +856,7 @@ def _current_pipe(pipe: SpectrodiffPipeline, accelerator, unet, vae) -> Spectrod
     result = SpectrodiffPipeline(vae=accelerator.unwrap_model(vae), text_encoder=pipe.text_encoder,
                                  tokenizer=pipe.tokenizer, unet=accelerator.unwrap_model(unet),
                                  scheduler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
-                                 spectrogram=pipe.spectrogram)
+                                 spectrogram=pipe.spectrogram, encode_steps=pipe.config.encode_steps)
     result.set_progress_bar_config(disable=True)
     return result
 
