@@ -117,8 +117,9 @@ def fit_classifier(root: Path):
 
 
 def adherence(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path, settings: Settings) -> dict:
-    """Generate a loop per (style, seed); the share the classifier names as the prompted style, and wrap ratios."""
-    hits, wraps, confusion = 0, [], {}
+    """Generate a loop per (style, seed); the share the classifier names as the prompted style, wrap ratios, and
+    the control: the same statistic at 7 points inside each loop (its eighths), where no wrap is."""
+    hits, wraps, inside, confusion = 0, [], [], {}
     for style, prompt in prompts.items():
         for seed in range(seeds):
             settings.out = out / f"{style}-{seed}.wav"
@@ -128,8 +129,9 @@ def adherence(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path, 
             hits += guess == style
             confusion.setdefault(style, []).append(str(guess))
             wraps.append(loop_wrap_ratio(audio, pipe.spectrogram))
+            inside += [loop_wrap_ratio(np.roll(audio, k * len(audio) // 8), pipe.spectrogram) for k in range(1, 8)]
     total = len(prompts) * seeds
-    return {"accuracy": hits / total, "wraps": wraps, "confusion": confusion}
+    return {"accuracy": hits / total, "wraps": wraps, "inside": inside, "confusion": confusion}
 
 
 def long_clip(pipe, classifier, out: Path, settings: Settings) -> dict:
@@ -239,6 +241,7 @@ def main() -> None:
         encoder_sc, encoder_s = vae_round_trip(pipe, args.heldout, 0)
     wraps = named["wraps"] + unseen["wraps"]
     loops_ok = float(np.mean(np.array(wraps) <= 1.0))
+    inside_ok = float(np.mean(np.array(named["inside"] + unseen["inside"]) <= 1.0))
 
     vocoder = args.vocoder or "the model's default"
     print(f"model: {args.model}, {settings.steps} steps, guidance {Keyframe('x').guidance}, vocoder: {vocoder} "
@@ -247,6 +250,7 @@ def main() -> None:
     line("adherence, 8 style names", f"{named['accuracy']:.1%}", ">= 80 %", named["accuracy"] >= 0.8)
     line("adherence, 8 unseen phrasings", f"{unseen['accuracy']:.1%}", "(reported)", None)
     line("loops with wrap ratio <= 1.0", f"{loops_ok:.1%}", ">= 90 %", loops_ok >= 0.9)
+    line("  control: same, at 7 points inside each loop", f"{inside_ok:.1%}", "(reported)", None)
     line("60 s compose: seam ratio (radius 2)", f"{clip['seam']:.2f}", "<= 1.0", clip["seam"] <= 1.0)
     line("60 s compose: seam ratio (radius 5)", f"{clip['seam_r5']:.2f}", "(reported)", None)
     line("  control: same, half a tile from each join", f"{clip['control']:.2f}", "(reported)", None)
@@ -267,6 +271,7 @@ def main() -> None:
     print(f"seam ratio per join (s: ratio): {clip['per_join']}")
     if args.json:
         args.json.write_text(json.dumps({"ceiling": ceiling, "named": named, "unseen": unseen, "loops_ok": loops_ok,
+                                         "inside_ok": inside_ok,
                                          "compose": clip, "cold": cold, "vae_sc": vae_sc,
                                          "encoder_sc": encoder_sc, "encode_s": encode_s}, indent=2) + "\n")
 
