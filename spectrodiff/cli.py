@@ -281,7 +281,8 @@ OutOption = Annotated[Path | None, typer.Option("-o", "--out", help="A .wav/.fla
 ItersOption = Annotated[int, typer.Option("--iters", help="Griffin-Lim iterations.", min=0, max=1000)]
 EncodeStepsOption = Annotated[int | None, typer.Option("--encode-steps", help="Steps refining the encoding of input "
                                                        "audio (remix, extend, inpaint, riffuse); 0: the VAE "
-                                                       "encoder alone. Default: the model's (mini: 5, others 0).",
+                                                       "encoder alone. Default: the model's (mini: 5; 0 where "
+                                                       "a model does not set it).",
                                                        min=0, max=1000)]
 VocoderOption = Annotated[str | None, typer.Option("--vocoder", help="griffin-lim, neural (the model's own "
                                                    "vocoder, else the bundled one for its parameters), or a vocoder "
