@@ -20,38 +20,22 @@ import numpy as np
 import torch
 from common import machine_header
 from diffusers import AutoencoderKL
-from mini import read_mono
+from mini import heldout_tiles, round_trip
 
 from spectrodiff import SpectrogramParams
-from spectrodiff.generate import audio_to_pixels, pixels_to_mel
-from spectrodiff.pipeline import TILE_SECONDS, SpectrodiffPipeline
+from spectrodiff.pipeline import SpectrodiffPipeline
 from spectrodiff.testing import build_tiny_pipeline
-
-
-def heldout_tiles(pipe, heldout: Path, per_style: int) -> list[tuple[torch.Tensor, float]]:
-    """`(3, H, W)` pixels and max value of the first tile of the first `per_style` clips of each style."""
-    params, width = pipe.spectrogram, pipe.spectrogram.tile_width(TILE_SECONDS)
-    return [audio_to_pixels(read_mono(wav)[None, : params.samples_for_width(width)], params, width)
-            for folder in sorted(p for p in heldout.iterdir() if p.is_dir())
-            for wav in sorted(folder.glob("*.wav"))[:per_style]]
 
 
 def refinement_rows(pipe, tiles: list[tuple[torch.Tensor, float]], steps: list[int]) -> list[tuple]:
     """(steps, mean mel SC, seconds a tile, RMS latent move / latent std) for each step count."""
-    params = pipe.spectrogram
     plain = [pipe.encode_image(pixels, 0) for pixels, _ in tiles]
     rows = []
     for count in steps:
-        values, moves, seconds = [], [], 0.0
-        for (pixels, max_value), base in zip(tiles, plain, strict=True):
-            began = time.perf_counter()
-            latents = pipe.encode_image(pixels, count)
-            seconds += time.perf_counter() - began
-            decoded = next(pipe.decode_latents(latents))[1]
-            ref, est = pixels_to_mel(pixels, params, max_value), pixels_to_mel(decoded, params, max_value)
-            values.append(float(torch.linalg.norm(ref - est) / torch.linalg.norm(ref)))
-            moves.append(float((latents - base).pow(2).mean().sqrt() / base.std()))
-        rows.append((count, np.mean(values), seconds / len(tiles), np.mean(moves)))
+        results = [round_trip(pipe, pixels, max_value, count) for pixels, max_value in tiles]
+        moves = [float((latents - base).pow(2).mean().sqrt() / base.std())
+                 for (_, latents, _), base in zip(results, plain, strict=True)]
+        rows.append((count, np.mean([r[0] for r in results]), np.mean([r[2] for r in results]), np.mean(moves)))
     return rows
 
 

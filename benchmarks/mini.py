@@ -183,23 +183,30 @@ def cold_generate(model: str, vocoder: str | None, out: Path) -> dict:
 
 
 @torch.no_grad()
-def vae_round_trip(pipe, heldout: Path, refine_steps: int, per_style: int = 8) -> tuple[float, float]:
-    """Mean mel spectral convergence of held-out tiles after the VAE's encode (with `refine_steps`) + decode, in mel
-    magnitudes, and the seconds one tile's encoding took."""
+def heldout_tiles(pipe, heldout: Path, per_style: int) -> list[tuple[torch.Tensor, float]]:
+    """`(3, H, W)` pixels and max value of the first tile of the first `per_style` clips of each held-out style."""
     params, width = pipe.spectrogram, pipe.spectrogram.tile_width(TILE_SECONDS)
-    values, seconds = [], 0.0
-    for folder in sorted(p for p in heldout.iterdir() if p.is_dir()):
-        wavs = sorted(folder.glob("*.wav"))[:per_style]
-        for wav in wavs:
-            audio = read_mono(wav)[None, : params.samples_for_width(width)]
-            pixels, max_value = audio_to_pixels(audio, params, width)
-            began = time.perf_counter()
-            latents = pipe.encode_image(pixels, refine_steps)
-            seconds += time.perf_counter() - began
-            decoded = torch.cat([image for _, image in pipe.decode_latents(latents)], dim=-1)
-            ref, est = pixels_to_mel(pixels, params, max_value), pixels_to_mel(decoded, params, max_value)
-            values.append(float(torch.linalg.norm(ref - est) / torch.linalg.norm(ref)))
-    return float(np.mean(values)), seconds / len(values)
+    return [audio_to_pixels(read_mono(wav)[None, : params.samples_for_width(width)], params, width)
+            for folder in sorted(p for p in heldout.iterdir() if p.is_dir())
+            for wav in sorted(folder.glob("*.wav"))[:per_style]]
+
+
+def round_trip(pipe, pixels: torch.Tensor, max_value: float, refine_steps: int) -> tuple[float, torch.Tensor, float]:
+    """Mel spectral convergence of a tile after the VAE's encode (with `refine_steps`) + decode, in mel magnitudes;
+    its `(1, C, h, w)` latents; the seconds the encoding took."""
+    began = time.perf_counter()
+    latents = pipe.encode_image(pixels, refine_steps)
+    seconds = time.perf_counter() - began
+    decoded = torch.cat([image for _, image in pipe.decode_latents(latents)], dim=-1)
+    ref, est = pixels_to_mel(pixels, pipe.spectrogram, max_value), pixels_to_mel(decoded, pipe.spectrogram, max_value)
+    return float(torch.linalg.norm(ref - est) / torch.linalg.norm(ref)), latents, seconds
+
+
+def vae_round_trip(pipe, heldout: Path, refine_steps: int, per_style: int = 8) -> tuple[float, float]:
+    """Mean `round_trip` convergence of the held-out tiles, and the mean seconds a tile's encoding took."""
+    results = [round_trip(pipe, pixels, max_value, refine_steps)
+               for pixels, max_value in heldout_tiles(pipe, heldout, per_style)]
+    return float(np.mean([r[0] for r in results])), float(np.mean([r[2] for r in results]))
 
 
 def line(name: str, value: str, bar: str, ok: bool | None) -> None:
