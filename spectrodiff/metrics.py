@@ -87,29 +87,42 @@ def log_mel_flux(audio: AudioLike, params: SpectrogramParams) -> torch.Tensor:
     return torch.log(mel + floor).diff(dim=-1).abs().mean(dim=0)
 
 
-def seam_ratio(
+def seam_ratios(
     audio: AudioLike, boundaries: Iterable[int], params: SpectrogramParams, radius: int = SEAM_RADIUS
-) -> float:
-    """Largest log-mel flux within `radius` frames of any boundary over the clip's 95th percentile of flux.
+) -> torch.Tensor:
+    """Each boundary's largest log-mel flux within `radius` frames, over the clip's 95th percentile of flux.
 
-    At or below 1.0 the joins are no more abrupt than the music itself.
+    At or below 1.0 a join is no more abrupt than the music itself.
 
     Args:
         audio: `(C, N)` or `(N,)`.
-        boundaries: sample positions of the joins (frame `position // hop`).
+        boundaries: sample positions of the joins (frame `position // hop`), each inside the clip.
         radius: frames either side; DESIGN.md's 2 by default. A click smears over the mel window (+-5 frames at
             Riffusion's 100 ms), and its flux can peak just outside 2 frames: a wider radius is the stricter test.
+
+    Returns:
+        `(len(boundaries),)` float64 ratios, in the order given.
     """
     flux = log_mel_flux(audio, params)
-    near = torch.zeros_like(flux, dtype=torch.bool)
+    typical = torch.quantile(flux, SEAM_PERCENTILE).clamp(min=torch.finfo(torch.float64).tiny)
+    ratios = []
     for boundary in boundaries:
         frame = int(boundary) // params.hop_length
         # f_t sits at index t - 1.
-        near[max(frame - radius - 1, 0): max(frame + radius, 0)] = True
-    if not near.any():
-        raise ValueError("no boundary falls inside the clip")
-    typical = torch.quantile(flux, SEAM_PERCENTILE).clamp(min=torch.finfo(torch.float64).tiny)
-    return float(flux[near].max() / typical)
+        near = flux[max(frame - radius - 1, 0): max(frame + radius, 0)]
+        if not len(near):
+            raise ValueError(f"boundary {int(boundary)} falls outside the clip ({len(flux) + 1} frames)")
+        ratios.append(near.max() / typical)
+    if not ratios:
+        raise ValueError("no boundary given")
+    return torch.stack(ratios)
+
+
+def seam_ratio(
+    audio: AudioLike, boundaries: Iterable[int], params: SpectrogramParams, radius: int = SEAM_RADIUS
+) -> float:
+    """DESIGN.md's seam ratio of a long clip: the largest of `seam_ratios` over its joins."""
+    return float(seam_ratios(audio, boundaries, params, radius).max())
 
 
 def loop_wrap_ratio(audio: AudioLike, params: SpectrogramParams, radius: int = SEAM_RADIUS) -> float:

@@ -11,6 +11,7 @@ from spectrodiff.metrics import (
     mel_spectral_convergence,
     multi_resolution_stft_distance,
     seam_ratio,
+    seam_ratios,
     spectral_convergence,
 )
 from spectrodiff.signals import SIGNALS
@@ -63,8 +64,22 @@ def test_seam_ratio_sees_a_click_but_not_the_music(params):
     # Its flux peaks 4-5 frames either side (where the 100 ms window's slope crosses it): measured 2.8 at radius 5,
     # 1.0 at DESIGN.md's radius 2, which is why the stricter tests also look 5 frames out.
     assert seam_ratio(clicked, [middle], params, radius=5) > 2.0
+    with pytest.raises(ValueError, match="outside the clip"):
+        seam_ratio(audio, [middle, 10 * audio.shape[-1]], params)
     with pytest.raises(ValueError, match="no boundary"):
-        seam_ratio(audio, [10 * audio.shape[-1]], params)
+        seam_ratio(audio, [], params)
+
+
+def test_seam_ratios_judge_each_boundary_on_its_own(params):
+    audio = signal("chord", 3.0)
+    clean, flipped = 150 * params.hop_length + 200, 250 * params.hop_length + 200  # between chord onsets
+    clicked = audio.copy()
+    clicked[0, flipped:] *= -1
+    ratios = seam_ratios(clicked, [clean, flipped], params, radius=5)
+    assert ratios.shape == (2,) and ratios.dtype == torch.float64
+    assert ratios[0] < 0.5 < 2.0 < ratios[1]  # the clean join stays clean beside a click
+    torch.testing.assert_close(seam_ratios(clicked, [flipped, clean], params, radius=5), ratios.flip(0))
+    assert seam_ratio(clicked, [clean, flipped], params, radius=5) == float(ratios.max())
 
 
 def test_loop_wrap_ratio_of_a_true_loop_and_of_a_cut(params):
