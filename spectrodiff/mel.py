@@ -23,12 +23,18 @@ def _mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
 
 
 def mel_filterbank(params: SpectrogramParams, n_fft: int | None = None) -> torch.Tensor:
-    """Triangular HTK mel filters without normalisation, as torchaudio's `melscale_fbanks`.
+    """Triangular HTK mel filters without normalisation, as torchaudio's `melscale_fbanks`; computed once per
+    parameter set (the result is shared: do not change it in place).
 
     Returns:
         `(n_fft // 2 + 1, num_frequencies)` float32 on the CPU.
     """
-    n_fft = n_fft or params.n_fft
+    return _filterbank(params.key(), n_fft or params.n_fft)
+
+
+@functools.lru_cache(maxsize=16)
+def _filterbank(key: tuple, n_fft: int) -> torch.Tensor:
+    params = SpectrogramParams(**dict(key))
     n_freqs = n_fft // 2 + 1
     all_freqs = torch.linspace(0, params.sample_rate // 2, n_freqs, dtype=torch.float64)
     m_pts = torch.linspace(

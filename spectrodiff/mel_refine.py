@@ -13,9 +13,13 @@ Two stages share that projection:
 - full band, on the window's FFT grid (`win_length` points, 10 Hz at Riffusion's settings): cheap, and exact where
   the filters are wider than its bins;
 - bass (optional), on the mel's own zero-padded grid (2.5 Hz), where narrow filters need it: Riffusion's 512
-  filters are 4-20 Hz apart below 3 kHz, and on the 10 Hz grid its mel spectral convergence stalled at 0.12 after
-  30 projections (Griffin-Lim: 0.10). The band below `BASS_BAND_HZ` is decimated by `bass_decimation` so that this
-  grid costs a fraction of the full one; the change made there is interpolated back and added.
+  filters are 4-25 Hz apart below 3.5 kHz, and on the 10 Hz grid its mel spectral convergence stalled at 0.12 after
+  30 projections (Griffin-Lim: 0.10).
+The bass stage runs at the lowest rate that holds its band (`stage_rate`: a fraction p / q of the sample rate at
+which frames stay whole samples), so that its fine grid costs a fraction of the full one; the change made there is
+brought back to the full rate and added. At Riffusion's settings it holds the band to 3.7 kHz at 2/9 of the rate:
+the 2-3.7 kHz filters are too narrow for the 10 Hz grid too (on real music the error left there after 30 full-band
+projections was twice Griffin-Lim's at Riffusion's FFT size, measured on held-out soundtracks).
 With a bass stage the full-band projections are split around it: half before on every filter, the rest after on the
 filters the bass stage leaves out (on the coarse grid they would pull its own filters off their targets: measured on
 Riffusion's vocoder, 6 held-out recordings, 0.088 -> 0.082 for 8 + 32 projections).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,14 +48,15 @@ MOMENTUM = 0.9
 # iteration cannot blow a near-silent bin up.
 MEL_EPSILON = 1.0
 MAX_RATIO = 1e3
-# The bass stage covers the filters below this frequency at least: above it Riffusion's filters are two or more
-# window-grid bins apart.
-BASS_BAND_HZ = 2000.0
-# Its lowpass keeps this fraction of the decimated band whole (the filters it refines lie inside it) and rolls off
-# over the rest; a Kaiser-windowed sinc (beta 8, about -80 dB) of `BASS_FIR_SIDE` decimated samples either side.
-BASS_PASS = 0.75
-BASS_FIR_SIDE = 20
-BASS_FIR_BETA = 8.0
+# The bass stage holds the filters below this frequency at least (2/9 of Riffusion's rate; see the docstring).
+BASS_BAND_HZ = 3500.0
+# A stage's lowpass keeps this fraction of its band's Nyquist frequency whole (the filters it refines lie inside it)
+# and rolls off over the rest; a Kaiser-windowed sinc (beta 8, about -80 dB) of `STAGE_FIR_SIDE` samples at the
+# stage's rate either side. Stage rates are fractions p / q with q at most `MAX_RATE_DENOMINATOR`.
+STAGE_PASS = 0.75
+STAGE_FIR_SIDE = 20
+STAGE_FIR_BETA = 8.0
+MAX_RATE_DENOMINATOR = 12
 # Every stage projects every other frame only: Riffusion's frames (100 ms windows 10 ms apart) then still overlap
 # five times, and the mel of the frames between follows (6 recordings a source, Riffusion's vocoder: the same or
 # better mel spectral convergence than with every frame, for half the time; every third frame lost 25 %).
@@ -91,94 +97,163 @@ class BandedFilterbank:
         return out
 
 
-def _window_grid(params: SpectrogramParams) -> torch.Tensor:
-    """`(bins, n_mels)` mel filterbank on the window-sized FFT grid (`win_length // 2 + 1` bins, cut above the
-    highest filter): each bin of the mel's zero-padded `n_fft` grid adds its weight to the nearest coarse bin, so
-    every filter keeps its total weight even when it is narrower than a coarse bin (Riffusion's lowest are)."""
-    step = params.n_fft // params.win_length
+def stage_rate(params: SpectrogramParams, band_hz: float) -> tuple[int, int]:
+    """The lowest sample rate `sample_rate * p / q` (as `(p, q)`, p <= q <= `MAX_RATE_DENOMINATOR`) at which the
+    hop, the window and the FFT size are whole numbers of samples and `band_hz` lies inside the passband
+    (`STAGE_PASS` of the Nyquist frequency); `(1, 1)` when no lower rate qualifies.
+
+    At Riffusion's settings the bass band (`BASS_BAND_HZ`) runs at 2/9 of the rate (9.8 kHz).
+    """
+    best = (1, 1)
+    for q in range(2, MAX_RATE_DENOMINATOR + 1):
+        for p in range(1, q):
+            whole = all(n * p % q == 0 for n in (params.hop_length, params.win_length, params.n_fft))
+            if (math.gcd(p, q) == 1 and whole and params.sample_rate * p / q / 2 * STAGE_PASS >= band_hz
+                    and p * best[1] < best[0] * q):
+                best = (p, q)
+    return best
+
+
+def _stage_grid(params: SpectrogramParams, rate: tuple[int, int], fft_size: int) -> torch.Tensor:
+    """`(fft_size // 2 + 1, n_mels)` mel filterbank on the grid of a `fft_size`-point FFT at the stage's rate (a
+    subset of the mel's `n_fft` grid): each bin of the mel's grid adds its weight to the nearest bin of this one, so
+    every filter keeps its total weight even when it is narrower than a bin (Riffusion's lowest are on the window's
+    10 Hz grid). Scaled by q / p: a spectrum at p / q of the rate is p / q of the full-rate one."""
+    p, q = rate
+    step = params.n_fft * p // (q * fft_size)
     fine = mel_filterbank(params)
     nearest = torch.div(torch.arange(fine.shape[0]) + step // 2, step, rounding_mode="floor")
-    coarse = torch.zeros(params.win_length // 2 + 1, fine.shape[1]).index_add_(0, nearest, fine)
-    return coarse[: int(coarse.sum(dim=1).nonzero().max()) + 1]
+    grid = torch.zeros(fft_size // 2 + 1, fine.shape[1]).index_add_(0, nearest.clamp(max=fft_size // 2), fine)
+    return grid * (q / p)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where one stage projects: its rate `(p, q)`, its FFT size and hop and window (samples at that rate), its
+    filters on that grid and the `(k,)` indices of the mel bins they measure."""
+
+    rate: tuple[int, int]
+    n_fft: int
+    hop: int
+    win_length: int
+    filters: BandedFilterbank
+    indices: torch.Tensor
+
+
+def _bass_indices(params: SpectrogramParams) -> tuple[tuple[int, int], torch.Tensor]:
+    """The bass stage's rate and the filters lying wholly inside its passband."""
+    return _bass_band(params.key())
 
 
 @functools.lru_cache(maxsize=8)
-def grid_filterbank(key: tuple, device: torch.device) -> BandedFilterbank:
-    """All the mel's filters on the window's grid (`_window_grid`)."""
-    return BandedFilterbank(_window_grid(SpectrogramParams(**dict(key))).to(device))
-
-
-@functools.lru_cache(maxsize=8)
-def upper_filterbank(key: tuple, device: torch.device) -> tuple[BandedFilterbank | None, torch.Tensor]:
-    """The filters the bass stage leaves out, on the window's grid, and their `(k,)` indices (None and no indices
-    when it covers them all)."""
+def _bass_band(key: tuple) -> tuple[tuple[int, int], torch.Tensor]:
     params = SpectrogramParams(**dict(key))
-    coarse = _window_grid(params)
-    outside = torch.ones(coarse.shape[1], dtype=torch.bool)
-    outside[bass_filterbank(key, torch.device("cpu"))[1]] = False
-    indices = torch.nonzero(outside).flatten()
-    return (BandedFilterbank(coarse[:, indices].to(device)) if len(indices) else None), indices.to(device)
-
-
-def bass_decimation(params: SpectrogramParams) -> int:
-    """The largest factor dividing the hop, the window and the FFT size whose decimated band still holds
-    `BASS_BAND_HZ` inside its passband (7 at Riffusion's settings: a 3150 Hz band, 2.5 Hz bins of 2520 points)."""
-    common = math.gcd(params.hop_length, params.win_length, params.n_fft)
-    return max([1] + [d for d in range(2, common + 1)
-                      if common % d == 0 and params.sample_rate / (2 * d) * BASS_PASS >= BASS_BAND_HZ])
-
-
-@functools.lru_cache(maxsize=8)
-def bass_filterbank(key: tuple, device: torch.device) -> tuple[BandedFilterbank, torch.Tensor]:
-    """The filters lying wholly inside the bass passband, on the decimated FFT grid (the mel's own bins, cut above
-    the highest of them): `(bins, k)` weights, scaled by D (a decimated frame's spectrum is 1/D of the full-rate
-    one's), and the `(k,)` indices of those filters."""
-    params = SpectrogramParams(**dict(key))
-    decimation = bass_decimation(params)
+    rate = stage_rate(params, BASS_BAND_HZ)
+    passband = params.sample_rate * rate[0] / rate[1] / 2 * STAGE_PASS
     fine = mel_filterbank(params)
-    passband = int(params.sample_rate / (2 * decimation) * BASS_PASS * params.n_fft / params.sample_rate)
-    top = torch.where(fine > 0, torch.arange(fine.shape[0])[:, None], -1).amax(dim=0)
-    inside = torch.nonzero((top >= 0) & (top < passband)).flatten()
-    rows = int(top[inside].max()) + 1
-    return BandedFilterbank((fine[:rows, inside] * decimation).to(device)), inside.to(device)
+    hz = torch.arange(fine.shape[0]) * (params.sample_rate / params.n_fft)
+    top = torch.where(fine > 0, hz[:, None], -1.0).amax(dim=0)
+    return rate, torch.nonzero((top >= 0) & (top < passband)).flatten()
+
+
+def _stage(params: SpectrogramParams, rate: tuple[int, int], fft_size: int, indices: torch.Tensor,
+           device: torch.device) -> Stage:
+    p, q = rate
+    grid = _stage_grid(params, rate, fft_size)[:, indices]
+    grid = grid[: int(grid.sum(dim=1).nonzero().max()) + 1]  # cut above the highest filter
+    return Stage(rate, fft_size, params.hop_length * p // q, params.win_length * p // q,
+                 BandedFilterbank(grid.to(device)), indices.to(device))
 
 
 @functools.lru_cache(maxsize=8)
-def _lowpass(decimation: int, device: torch.device) -> torch.Tensor:
-    """`(1, 1, 2 * BASS_FIR_SIDE * D + 1)` lowpass for decimation by D, unit gain at DC."""
-    half = BASS_FIR_SIDE * decimation
-    cutoff = (1 + BASS_PASS) / 2 / (2 * decimation)  # cycles a sample: midway through the roll-off
+def full_band_stage(key: tuple, device: torch.device) -> Stage:
+    """Every filter, on the window's grid (10 Hz at Riffusion's settings), at the full rate.
+
+    Not at a lower rate: at 2/3 of Riffusion's rate the mel came out the same and 0.2 s a minute faster, but the
+    multi-resolution STFT distance to held-out recordings rose by 1 % (benchmarks/vocoder.py, mini's vocoder), the
+    change losing what its frames leak above the band."""
+    params = SpectrogramParams(**dict(key))
+    return _stage(params, (1, 1), params.win_length, torch.arange(params.num_frequencies), device)
+
+
+@functools.lru_cache(maxsize=8)
+def bass_stage(key: tuple, device: torch.device) -> Stage:
+    """The filters inside the bass band, on the mel's own grid (2.5 Hz at Riffusion's settings) at its rate."""
+    params = SpectrogramParams(**dict(key))
+    (p, q), indices = _bass_indices(params)
+    return _stage(params, (p, q), params.n_fft * p // q, indices, device)
+
+
+@functools.lru_cache(maxsize=8)
+def upper_stage(key: tuple, device: torch.device) -> Stage | None:
+    """The filters the bass stage leaves out, on the full band's grid (None when it covers them all)."""
+    params = SpectrogramParams(**dict(key))
+    outside = torch.ones(params.num_frequencies, dtype=torch.bool)
+    outside[_bass_indices(params)[1]] = False
+    indices = torch.nonzero(outside).flatten()
+    if not len(indices):
+        return None
+    return _stage(params, (1, 1), params.win_length, indices, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _lowpass(rate: tuple[int, int]) -> torch.Tensor:
+    """`(2 * STAGE_FIR_SIDE * q + 1,)` float64 lowpass at p times the full rate for a change of rate by p / q:
+    passes `STAGE_PASS` of the new Nyquist frequency, a Kaiser-windowed sinc (about -80 dB), gain p at DC."""
+    p, q = rate
+    half = STAGE_FIR_SIDE * q
+    cutoff = (1 + STAGE_PASS) / 2 / (2 * q)  # cycles a sample: midway through the roll-off
     taps = torch.arange(-half, half + 1, dtype=torch.float64)
-    fir = torch.sinc(2 * cutoff * taps) * torch.kaiser_window(2 * half + 1, periodic=False, beta=BASS_FIR_BETA,
+    fir = torch.sinc(2 * cutoff * taps) * torch.kaiser_window(2 * half + 1, periodic=False, beta=STAGE_FIR_BETA,
                                                               dtype=torch.float64)
-    return (fir / fir.sum()).float().reshape(1, 1, -1).to(device)
+    return fir * (p / fir.sum())
 
 
-def _decimate(audio: torch.Tensor, decimation: int, circular: bool) -> torch.Tensor:
-    """`(B, N)` -> `(B, N // D)`, lowpassed; sample k is centred on sample k * D."""
-    fir = _lowpass(decimation, audio.device)
-    half = fir.shape[-1] // 2
+@functools.lru_cache(maxsize=16)
+def _polyphase(fir_rate: tuple[int, int], up: int, down: int, scale: float,
+               device: torch.device) -> tuple[torch.Tensor, int]:
+    """One conv1d kernel per output phase for `_resample` (`(up, 1, taps)` float32), and the left padding it
+    needs: output m = r + up * k takes sum_i fir[half + r * down + up * i] * x[k * down - i]."""
+    fir = _lowpass(fir_rate) * scale
+    half = (len(fir) - 1) // 2
+    lows = [-((half + r * down) // up) for r in range(up)]  # ceil((-half - r * down) / up)
+    highs = [(half - r * down) // up for r in range(up)]
+    pad, taps = max(highs), max(highs) - min(lows) + 1
+    kernels = torch.zeros(up, 1, taps, dtype=torch.float64)
+    for r in range(up):
+        for i in range(lows[r], highs[r] + 1):
+            kernels[r, 0, pad - i] = fir[half + r * down + up * i]
+    return kernels.float().to(device), pad
+
+
+def _resample(x: torch.Tensor, up: int, down: int, kernels: tuple[torch.Tensor, int], length: int,
+              circular: bool, reflect: bool) -> torch.Tensor:
+    """`(B, N)` -> `(B, length)` at `up / down` times the rate: output sample m lies at input sample
+    `m * down / up`. Outside the clip the input is reflected (`reflect`) or zero, or wraps round (`circular`)."""
+    weight, pad = kernels
+    outputs = -(-length // up)
+    right = max((outputs - 1) * down + weight.shape[-1] - pad - x.shape[-1], 0)
     if circular:  # wrap round, however short the loop
-        padded = audio[:, torch.arange(-half, audio.shape[-1] + half, device=audio.device) % audio.shape[-1]]
+        padded = x[:, torch.arange(-pad, x.shape[-1] + right, device=x.device) % x.shape[-1]]
     else:
-        mode = "reflect" if audio.shape[-1] > half else "constant"
-        padded = F.pad(audio[:, None], (half, half), mode=mode)[:, 0]
-    return F.conv1d(padded[:, None], fir, stride=decimation)[:, 0, : audio.shape[-1] // decimation]
+        mode = "reflect" if reflect and x.shape[-1] > max(pad, right) else "constant"
+        padded = F.pad(x[:, None], (pad, right), mode=mode)[:, 0]
+    out = F.conv1d(padded[:, None], weight, stride=down)[..., :outputs]  # (B, up, outputs)
+    return out.transpose(1, 2).reshape(x.shape[0], -1)[:, :length]
 
 
-def _interpolate(decimated: torch.Tensor, length: int, decimation: int, circular: bool) -> torch.Tensor:
-    """`(B, N // D)` -> `(B, N)` through the same lowpass (the adjoint of `_decimate`, times D)."""
-    fir = _lowpass(decimation, decimated.device) * decimation
-    half = fir.shape[-1] // 2
-    extra = -(-half // decimation) + 1
-    if circular:
-        index = torch.arange(-extra, decimated.shape[-1] + extra, device=decimated.device) % decimated.shape[-1]
-        padded = decimated[:, index]
-    else:
-        padded = F.pad(decimated, (extra, extra))
-    full = F.conv_transpose1d(padded[:, None], fir, stride=decimation)[:, 0]
-    start = extra * decimation + half
-    return full[:, start: start + length]
+def _at_rate(change_at_rate, audio: torch.Tensor, rate: tuple[int, int], circular: bool) -> torch.Tensor:
+    """`change_at_rate` (a function of `(B, N * p / q)` audio, returning a change of the same shape) applied to
+    `(B, N)` audio at p / q of its rate: lowpassed down, and the change brought back up through the same lowpass
+    (the adjoint of going down, times q / p)."""
+    p, q = rate
+    if rate == (1, 1):
+        return change_at_rate(audio)
+    length = audio.shape[-1] * p // q
+    down = _resample(audio, p, q, _polyphase(rate, p, q, 1.0, audio.device), length, circular, reflect=True)
+    change = change_at_rate(down)
+    return _resample(change, q, p, _polyphase(rate, q, p, q / p, audio.device), audio.shape[-1], circular,
+                     reflect=False)
 
 
 def check_refinable(params: SpectrogramParams) -> None:
@@ -197,12 +272,15 @@ def _full_band_stages(iterations: int, bass_iterations: int) -> tuple[int, int]:
 def refinement_reach(params: SpectrogramParams, iterations: int, bass_iterations: int = 0) -> int:
     """Frames either side of a frame whose input can change its refined output: in each stage every STFT or inverse
     STFT reaches half a window (k projections: 2k + 2 of them) and its picked frames may lie a step from the edges;
-    the bass stage's lowpass adds twice its half-length."""
+    a stage at a lower rate adds its lowpass on the way down and up."""
     half_window = math.ceil(params.win_length / (2 * params.hop_length))
-    stages = [k for k in (*_full_band_stages(iterations, bass_iterations), bass_iterations) if k]
-    reach = sum(half_window * (2 * k + 2) + FRAME_STEP - 1 for k in stages)
-    if bass_iterations:
-        reach += math.ceil(2 * BASS_FIR_SIDE * bass_decimation(params) / params.hop_length)
+    stages = [(k, rate) for k, rate in zip((*_full_band_stages(iterations, bass_iterations), bass_iterations),
+                                           ((1, 1), (1, 1), _bass_indices(params)[0]), strict=True) if k]
+    reach = 0
+    for k, (p, q) in stages:
+        reach += half_window * (2 * k + 2) + FRAME_STEP - 1
+        if (p, q) != (1, 1):
+            reach += math.ceil(2 * STAGE_FIR_SIDE * q / (p * params.hop_length)) + 1
     return reach
 
 
@@ -258,15 +336,12 @@ def _strided_change(audio: torch.Tensor, target: torch.Tensor, filters: BandedFi
     return F.pad(change[:, : piece.shape[-1]], (offset * hop, 0))
 
 
-def _bass_change(audio: torch.Tensor, target: torch.Tensor, params: SpectrogramParams, iterations: int,
-                 circular: bool, first_frame: int) -> torch.Tensor:
-    """The bass stage's change to `(B, L)` full-rate audio (int16 scale), given the `(B, T, n_mels)` target."""
-    decimation = bass_decimation(params)
-    filters, inside = bass_filterbank(params.key(), audio.device)
-    change = _strided_change(_decimate(audio, decimation, circular), target[..., inside], filters,
-                             params.n_fft // decimation, params.hop_length // decimation,
-                             params.win_length // decimation, iterations, circular, first_frame)
-    return _interpolate(change, audio.shape[-1], decimation, circular)
+def _stage_change(audio: torch.Tensor, target: torch.Tensor, stage: Stage, iterations: int, circular: bool,
+                  first_frame: int) -> torch.Tensor:
+    """One stage's change to `(B, L)` full-rate audio (int16 scale), given the `(B, T, n_mels)` target."""
+    return _at_rate(lambda audio: _strided_change(audio, target[..., stage.indices], stage.filters, stage.n_fft,
+                                                  stage.hop, stage.win_length, iterations, circular, first_frame),
+                    audio, stage.rate, circular)
 
 
 def refine_to_mel(audio: torch.Tensor, mel: torch.Tensor, params: SpectrogramParams, iterations: int,
@@ -289,16 +364,15 @@ def refine_to_mel(audio: torch.Tensor, mel: torch.Tensor, params: SpectrogramPar
         return audio
     check_refinable(params)
     target = mel.float().transpose(1, 2) + MEL_EPSILON  # (B, T, n_mels)
-    stage = functools.partial(_strided_change, n_fft=params.win_length, hop=params.hop_length,
-                              win_length=params.win_length, circular=circular, first_frame=first_frame)
+    key, device = params.key(), audio.device
+    stage = functools.partial(_stage_change, target=target, circular=circular, first_frame=first_frame)
     before, after = _full_band_stages(iterations, bass_iterations)
     scaled = audio.float() * INT16_SCALE
     if before:
-        scaled = scaled + stage(scaled, target, grid_filterbank(params.key(), audio.device), iterations=before)
+        scaled = scaled + stage(scaled, stage=full_band_stage(key, device), iterations=before)
     if bass_iterations:
-        scaled = scaled + _bass_change(scaled, target, params, bass_iterations, circular, first_frame)
-    if after:  # only the filters the bass stage leaves out: the window's grid is too coarse for its own
-        filters, outside = upper_filterbank(params.key(), audio.device)
-        if filters is not None:
-            scaled = scaled + stage(scaled, target[..., outside], filters, iterations=after)
+        scaled = scaled + stage(scaled, stage=bass_stage(key, device), iterations=bass_iterations)
+    upper = upper_stage(key, device) if after else None
+    if upper is not None:  # only the filters the bass stage leaves out: the window's grid is too coarse for its own
+        scaled = scaled + stage(scaled, stage=upper, iterations=after)
     return scaled / INT16_SCALE

@@ -17,7 +17,7 @@ from spectrodiff import SpectrodiffError, SpectrogramParams, audio_to_image, ima
 from spectrodiff.cli import app
 from spectrodiff.generate import Settings, extend, generate, inpaint
 from spectrodiff.mel import waveform_to_mel
-from spectrodiff.mel_refine import refine_to_mel
+from spectrodiff.mel_refine import BASS_BAND_HZ, _at_rate, refine_to_mel, stage_rate
 from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence
 from spectrodiff.pipeline import SpectrodiffPipeline
 from spectrodiff.signals import SIGNALS
@@ -132,10 +132,27 @@ def test_bass_refinement_resolves_narrow_filters():
     raw, bass = (vocoder.vocode(mel, refine_iterations=0, bass_refine_iterations=b)[0] for b in (0, 16))
     taper = torch.hann_window(len(raw))  # whole-clip spectra, without the leakage of the clip's cut ends
     spectra = [torch.fft.rfft(x * taper) for x in (raw, bass)]
-    above = int(len(spectra[0]) * 3300 / 22050)  # the band decimated by 7 ends at 3150 Hz
+    p, q = stage_rate(params, BASS_BAND_HZ)  # 2/9: the bass stage's band ends at its Nyquist frequency, 4900 Hz
+    above = int(len(spectra[0]) * (params.sample_rate * p / q / 2 + 100) / 22050)
     torch.testing.assert_close(spectra[1][above:], spectra[0][above:], rtol=0,
                                atol=1e-4 * float(spectra[0].abs().max()))
     assert float((spectra[1][:above] - spectra[0][:above]).abs().max()) > 0.1 * float(spectra[0].abs().max())
+
+
+def test_the_bass_stage_runs_at_a_fraction_of_the_rate_that_holds_its_band():
+    """Riffusion's bass band (3.5 kHz) runs at 2/9 of 44.1 kHz, where hop, window and FFT are whole samples; going
+    down and back up keeps what lies inside the band (linear and circular) and removes what lies above it."""
+    params = SpectrogramParams()
+    assert stage_rate(params, BASS_BAND_HZ) == (2, 9)
+    assert stage_rate(params, 30000) == (1, 1)  # no lower rate holds it
+    t = torch.arange(4 * 44100, dtype=torch.float64) / 44100
+    inside = (torch.sin(2 * torch.pi * 440 * t) + 0.5 * torch.sin(2 * torch.pi * 3300 * t)).float()[None]
+    above = torch.sin(2 * torch.pi * 6000 * t).float()[None]
+    for circular in (False, True):
+        through = _at_rate(lambda x: x, inside, (2, 9), circular)
+        middle = slice(4410, -4410) if not circular else slice(None)
+        torch.testing.assert_close(through[:, middle], inside[:, middle], rtol=0, atol=2e-3)
+        assert float(_at_rate(lambda x: x, above, (2, 9), circular)[:, middle].abs().max()) < 2e-3
 
 
 def test_refinement_picks_frames_by_absolute_index(mel64):
