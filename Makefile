@@ -63,10 +63,10 @@ system-deps:
 catalogue: $(CATALOGUE)/catalogue.json $(HELDOUT)/catalogue.json
 
 $(CATALOGUE)/catalogue.json: | $(STAMP) system-deps
-	$(BIN)/python -m training.catalogue $(CATALOGUE) --minutes $(CATALOGUE_MINUTES) --seed 0
+	$(BIN)/python -m spectrodiff.training.catalogue $(CATALOGUE) --minutes $(CATALOGUE_MINUTES) --seed 0
 
 $(HELDOUT)/catalogue.json: | $(STAMP) system-deps
-	$(BIN)/python -m training.catalogue $(HELDOUT) --minutes $(CATALOGUE_MINUTES) --seed 0 --renderer timidity
+	$(BIN)/python -m spectrodiff.training.catalogue $(HELDOUT) --minutes $(CATALOGUE_MINUTES) --seed 0 --renderer timidity
 
 # Rebuilds the bundled model from nothing with the project's own commands (training/README.md has the wall times).
 # Interrupted? Run it again: prepare skips finished files and each training stage resumes from its last checkpoint.
@@ -76,11 +76,11 @@ mini: catalogue recordings
 		$(if $(wildcard runs/mini-vae/run.json),--resume latest)
 	$(BIN)/spectrodiff train $(MINI_DATASET) -o runs/mini --config training/configs/mini.yaml \
 		$(if $(wildcard runs/mini/run.json),--resume latest)
-	$(BIN)/python -m training.decoder runs/mini $(MINI_DATASET) -o runs/mini-decoder --max-steps 1500 \
+	$(BIN)/python -m spectrodiff.training.decoder runs/mini $(MINI_DATASET) -o runs/mini-decoder --max-steps 1500 \
 		$(if $(wildcard runs/mini-decoder/checkpoints),--resume latest)
 	$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train -o runs/vocoder-mini \
 		--config training/configs/vocoder-mini.yaml $(if $(wildcard runs/vocoder-mini/run.json),--resume latest)
-	$(BIN)/python -m training.bundle runs/mini-decoder $(MINI) --vocoder runs/vocoder-mini
+	$(BIN)/python -m spectrodiff.training.bundle runs/mini-decoder $(MINI) --vocoder runs/vocoder-mini
 
 recording-deps:
 	$(call apt_install,$(RECORDING_PACKAGES),[ -d /usr/share/sonic-pi/samples ] && [ -d /usr/share/lmms/samples ] \
@@ -89,13 +89,13 @@ recording-deps:
 recordings: $(RECORDINGS)/train
 
 $(RECORDINGS)/train: | $(STAMP) recording-deps
-	$(BIN)/python -m training.recordings $(RECORDINGS)
+	$(BIN)/python -m spectrodiff.training.recordings $(RECORDINGS)
 
 # The bundled vocoder for Riffusion's parameters (512 bins); mini's (128 bins) is part of `make mini`.
 vocoders: catalogue recordings
 	$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train -o runs/vocoder-riffusion \
 		--config training/configs/vocoder-riffusion.yaml $(if $(wildcard runs/vocoder-riffusion/run.json),--resume latest)
-	$(BIN)/python -m training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
+	$(BIN)/python -m spectrodiff.training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/reconstruction.py

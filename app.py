@@ -6,7 +6,7 @@ Spaces route outside traffic to port 7860 inside the container, so this binds 0.
 
 import os
 
-from spectrodiff.pipeline import SpectrodiffPipeline
+from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.web import Studio, serve
 
 if __name__ == "__main__":

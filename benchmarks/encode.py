@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL
 from mini import heldout_tiles, round_trip
 
 from spectrodiff import SpectrogramParams
-from spectrodiff.pipeline import SpectrodiffPipeline
+from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.testing import build_tiny_pipeline
 
 

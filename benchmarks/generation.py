@@ -49,9 +49,9 @@ def timed(module: torch.nn.Module, totals: dict, key: str) -> None:
 
 
 def run_child(args) -> None:
-    from spectrodiff.generate import Settings, compose
-    from spectrodiff.pipeline import SpectrodiffPipeline
-    from spectrodiff.timeline import Keyframe
+    from spectrodiff.generation.modes import Settings, compose
+    from spectrodiff.generation.pipeline import SpectrodiffPipeline
+    from spectrodiff.generation.timeline import Keyframe
 
     torch.set_num_threads(2)
     pipe = SpectrodiffPipeline.load(args.model) if args.model else build_benchmark_model()

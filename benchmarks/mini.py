@@ -25,14 +25,14 @@ from common import machine_header
 from PIL import Image
 
 from spectrodiff import SpectrogramParams
-from spectrodiff.audio import load_audio
-from spectrodiff.generate import Settings, audio_to_pixels, compose, encode_steps, generate, pixels_to_mel
-from spectrodiff.image import image_to_mel
-from spectrodiff.mel import waveform_to_mel
+from spectrodiff.codec.audio import load_audio
+from spectrodiff.codec.image import image_to_mel
+from spectrodiff.codec.mel import waveform_to_mel
+from spectrodiff.generation.modes import Settings, audio_to_pixels, compose, encode_steps, generate, pixels_to_mel
+from spectrodiff.generation.pipeline import TILE_SECONDS, SpectrodiffPipeline
+from spectrodiff.generation.timeline import Keyframe
 from spectrodiff.metrics import loop_wrap_ratio, seam_ratio, seam_ratios
-from spectrodiff.pipeline import TILE_SECONDS, SpectrodiffPipeline
-from spectrodiff.reconstruct import mel_to_waveform
-from spectrodiff.timeline import Keyframe
+from spectrodiff.vocoding.reconstruct import mel_to_waveform
 
 SAMPLE_RATE = 44100
 # Phrasings no training caption uses, one per style (same order as the styles, sorted by folder name).

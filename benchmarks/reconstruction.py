@@ -17,9 +17,9 @@ import torch
 from common import machine_header
 
 from spectrodiff import SpectrogramParams, audio_to_image, image_params, image_to_audio, image_to_mel, waveform_to_mel
-from spectrodiff.mel import mel_filterbank
-from spectrodiff.reconstruct import inverse_filterbank
+from spectrodiff.codec.mel import mel_filterbank
 from spectrodiff.signals import SIGNALS
+from spectrodiff.vocoding.reconstruct import inverse_filterbank
 
 TARGET_SECONDS = 1.0
 

@@ -3,11 +3,11 @@
     python benchmarks/vocoder.py [--vocoder mini] [--clips 24] [--refine FULL BASS]
 
 Clips: `hydrogen-drumkits` (never used in training) and the held-out fifth of the Debian recordings
-(`python -m training.recordings data/recordings`), up to 5.12 s each, chosen by a hash of their paths. Each clip's
-mel (the vocoder's parameters) is turned back into audio by Griffin-Lim at its defaults (32 iterations, momentum
-0.99) and by the vocoder (its network alone, and with its mel-consistency refinement: the vocoder as generation
-uses it, which the bars apply to), and each is compared with the original (DESIGN.md section 5): multi-resolution
-STFT distance and mel spectral convergence. Speed: one 5.12 s tile (512 frames), median of warm runs.
+(`python -m spectrodiff.training.recordings data/recordings`), up to 5.12 s each, chosen by a hash of their paths.
+Each clip's mel (the vocoder's parameters) is turned back into audio by Griffin-Lim at its defaults (32 iterations,
+momentum 0.99) and by the vocoder (its network alone, and with its mel-consistency refinement: the vocoder as
+generation uses it, which the bars apply to), and each is compared with the original (DESIGN.md section 5):
+multi-resolution STFT distance and mel spectral convergence. Speed: one 5.12 s tile (512 frames), median of warm runs.
 """
 
 import argparse
@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from common import machine_header
 
-from spectrodiff.audio import AUDIO_SUFFIXES, load_audio
+from spectrodiff.codec.audio import AUDIO_SUFFIXES, load_audio
+from spectrodiff.codec.mel import waveform_to_mel
 from spectrodiff.errors import SpectrodiffError
-from spectrodiff.mel import waveform_to_mel
 from spectrodiff.metrics import mel_spectral_convergence, multi_resolution_stft_distance
-from spectrodiff.reconstruct import mel_to_waveform
-from spectrodiff.vocoder import check_refine_iterations, describe, resolve_vocoder
+from spectrodiff.vocoding.reconstruct import mel_to_waveform
+from spectrodiff.vocoding.registry import resolve_vocoder
+from spectrodiff.vocoding.vocoder import check_refine_iterations
 
 CLIP_SECONDS = 5.12
 MIN_SECONDS = 0.25
@@ -72,7 +73,7 @@ def main() -> None:
     for root in (args.heldout, args.hydrogen):
         if not root.is_dir():
             sys.exit(f"no recordings at {root}: install hydrogen-drumkits, sonic-pi-samples and lmms-common and run "
-                     "`python -m training.recordings data/recordings`")
+                     "`python -m spectrodiff.training.recordings data/recordings`")
     print(machine_header())
     vocoder = resolve_vocoder(args.vocoder)
     params = vocoder.params
@@ -86,7 +87,7 @@ def main() -> None:
     config = vocoder.config
     print(f"vocoder: {args.vocoder} ({sum(p.numel() for p in vocoder.parameters()) / 1e6:.1f} M parameters, "
           f"{config.refine_iterations} full-band and {config.bass_refine_iterations} bass refinement iterations), "
-          f"{describe(params)}")
+          f"{params.describe()}")
     rows = {}
     for source, root in (("hydrogen-drumkits", args.hydrogen), ("held-out recordings", args.heldout)):
         figures = {f"{key}_{figure}": [] for key in ("gl", "net", "nv") for figure in ("stft", "sc")}

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .mel import hann_window, waveform_to_mel
-from .params import SpectrogramParams
+from .codec.mel import hann_window, waveform_to_mel
+from .codec.params import SpectrogramParams
 
 AudioLike = np.ndarray | torch.Tensor
 

@@ -1,16 +1,22 @@
-"""Tiny, randomly initialised pipelines built in code (no network), for tests and quick experiments."""
+"""Tiny, randomly initialised pipelines built in code (no network), for tests and quick experiments; and a probe of
+what a command imports."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 from transformers import BertConfig, BertModel, BertTokenizerFast, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from .params import SpectrogramParams
-from .pipeline import SpectrodiffPipeline
+from .codec.params import SpectrogramParams
+from .generation.pipeline import SpectrodiffPipeline
 
 TEXT_DIM = 32
+HEAVY_LIBRARIES = ("torch", "diffusers", "transformers", "peft")
 # Small mel images keep tests fast; the parameters travel with the model like any other.
 TINY_PARAMS = dict(num_frequencies=64)
 
@@ -67,3 +73,13 @@ def build_tiny_pipeline(
                                spectrogram=params)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def heavy_imports(*args: str, cwd=None) -> list[str]:
+    """Which of HEAVY_LIBRARIES the command line `spectrodiff ARGS` imports, run in a new process (it may fail:
+    importing is what is measured)."""
+    probe = ("import json, sys\nfrom spectrodiff.cli import main\ntry:\n    main()\nfinally:\n"
+             f"    print(json.dumps(sorted(m for m in {HEAVY_LIBRARIES!r} if m in sys.modules)), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+    return json.loads(done.stderr.strip().splitlines()[-1])

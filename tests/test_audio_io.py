@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from spectrodiff.audio import (
+from spectrodiff.codec.audio import (
     AUDIO_SUFFIXES,
     audio_info,
     iter_audio_blocks,

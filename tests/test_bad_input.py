@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from spectrodiff import SpectrogramParams, audio_to_image, image_to_audio
 from spectrodiff.cli import app, main
-from spectrodiff.convert import save_image
+from spectrodiff.codec.convert import save_image
 
 SR = 44100
 HOP = 441

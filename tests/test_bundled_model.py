@@ -4,13 +4,14 @@ import hashlib
 
 import pytest
 import soundfile
+from spectrodiff.training.bundle import BUNDLE_LIMIT_MB, folder_megabytes
 from typer.testing import CliRunner
 
+from spectrodiff.bundled import MODELS_DIR as BUNDLED_MODELS_DIR
 from spectrodiff.cli import DEFAULT_MODEL, app
-from spectrodiff.generate import Settings, generate
-from spectrodiff.pipeline import BUNDLED_MODELS_DIR, SpectrodiffPipeline
-from spectrodiff.timeline import Keyframe
-from training.bundle import BUNDLE_LIMIT_MB, folder_megabytes
+from spectrodiff.generation.modes import Settings, generate
+from spectrodiff.generation.pipeline import SpectrodiffPipeline
+from spectrodiff.generation.timeline import Keyframe
 
 MINI = BUNDLED_MODELS_DIR / "mini"
 FAST = dict(steps=6, griffin_lim_iters=8)
@@ -59,7 +60,7 @@ def test_mini_generates_a_loop_deterministically(mini, tmp_path):
 def test_mini_refines_its_encodings_of_input_audio(mini):
     """mini's model_index.json sets 5 encode steps: a tile of a sound it never trained on (a synthetic mix) comes back
     through the VAE at least 15 % closer than from the encoder alone."""
-    from spectrodiff.generate import audio_to_pixels
+    from spectrodiff.generation.modes import audio_to_pixels
     from spectrodiff.metrics import magnitude_convergence
     from spectrodiff.signals import mix
 
@@ -84,8 +85,10 @@ def test_mini_speaks_through_its_own_vocoder(mini):
     """mini carries its neural vocoder as its `vocoder/` component (spectrodiff/models/mini/vocoder): it is the default
     (it beats Griffin-Lim on the vocoder benchmark's three bars and on mini's own, see the README), `--vocoder mini`
     names it, and `--vocoder griffin-lim` still turns it off."""
-    from spectrodiff.vocoder import NeuralVocoder, choose_vocoder, resolve_vocoder
-    from training.bundle import VOCODER_LIMIT_MB
+    from spectrodiff.training.bundle import VOCODER_LIMIT_MB
+
+    from spectrodiff.generation.components import NeuralVocoder
+    from spectrodiff.vocoding.registry import choose_vocoder, resolve_vocoder
 
     folder = MINI / "vocoder"
     assert folder_megabytes(folder) <= VOCODER_LIMIT_MB
@@ -103,14 +106,15 @@ def test_the_bundled_vocoders_keep_level_and_beat_griffin_lim_on_a_mix(name, bin
     lower multi-resolution STFT distance than Griffin-Lim on a mix of chords and drums it never heard (the real
     benchmark, on recordings, is benchmarks/vocoder.py)."""
     import torch
+    from spectrodiff.training.bundle import VOCODER_LIMIT_MB
 
     from spectrodiff import SpectrogramParams
-    from spectrodiff.mel import waveform_to_mel
+    from spectrodiff.bundled import VOCODERS_DIR as BUNDLED_VOCODERS_DIR
+    from spectrodiff.codec.mel import waveform_to_mel
     from spectrodiff.metrics import mel_spectral_convergence, multi_resolution_stft_distance
-    from spectrodiff.reconstruct import mel_to_waveform
     from spectrodiff.signals import mix
-    from spectrodiff.vocoder import BUNDLED_VOCODERS_DIR, choose_vocoder
-    from training.bundle import VOCODER_LIMIT_MB
+    from spectrodiff.vocoding.reconstruct import mel_to_waveform
+    from spectrodiff.vocoding.registry import choose_vocoder
 
     folder = BUNDLED_MODELS_DIR / "mini" / "vocoder" if name == "mini" else BUNDLED_VOCODERS_DIR / name
     assert folder_megabytes(folder) <= VOCODER_LIMIT_MB
@@ -131,7 +135,7 @@ def test_the_bundled_vocoders_keep_level_and_beat_griffin_lim_on_a_mix(name, bin
 def test_the_vocoders_folder_is_not_a_model():
     """Bundled vocoders live in spectrodiff/models/vocoders/; only folders with a model_index.json are models."""
     from spectrodiff import SpectrodiffError
-    from spectrodiff.pipeline import resolve_model
+    from spectrodiff.generation.pipeline import resolve_model
 
     with pytest.raises(SpectrodiffError, match=r"not a bundled model \(mini\)"):
         resolve_model("vocoders")

@@ -12,10 +12,10 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from spectrodiff import SpectrogramParams, audio_to_image, image_params, image_to_mel, waveform_to_mel
-from spectrodiff.convert import file_to_image, save_image
-from spectrodiff.image import mel_to_image, open_image
-from spectrodiff.mel import mel_filterbank, waveform_to_mel_streaming
-from spectrodiff.params import RIFFUSION_MAX_VALUE, ExifTag
+from spectrodiff.codec.convert import file_to_image, save_image
+from spectrodiff.codec.image import mel_to_image, open_image
+from spectrodiff.codec.mel import mel_filterbank, waveform_to_mel_streaming
+from spectrodiff.codec.params import RIFFUSION_MAX_VALUE, ExifTag
 
 from .conftest import signal
 
@@ -186,13 +186,21 @@ def test_mel_is_batched_over_leading_dims(params):
 
 
 def test_params_are_a_diffusers_component(tmp_path):
+    """The codec's parameters are plain Python (no diffusers import); a model folder carries them through the
+    generation package's component of the same name, which loads back equal to them."""
+    from spectrodiff.generation.components import SpectrogramParams as Component
+
     class Holder(DiffusionPipeline):
         def __init__(self, spectrogram):
             super().__init__()
             self.register_modules(spectrogram=spectrogram)
 
-    Holder(SpectrogramParams(stereo=True, max_frequency=8000)).save_pretrained(tmp_path)
+    params = SpectrogramParams(stereo=True, max_frequency=8000)
+    Holder(Component.of(params)).save_pretrained(tmp_path)
     assert (tmp_path / "spectrogram" / "spectrogram_config.json").exists()
     loaded = Holder.from_pretrained(tmp_path).spectrogram
-    assert loaded == SpectrogramParams(stereo=True, max_frequency=8000)
-    assert SpectrogramParams.from_pretrained(tmp_path, subfolder="spectrogram") == loaded
+    assert isinstance(loaded, SpectrogramParams) and loaded == params and loaded.sample_rate == 44100
+    assert Component.from_pretrained(tmp_path, subfolder="spectrogram") == loaded
+    assert SpectrogramParams.from_dict(loaded.config) == params == SpectrogramParams.from_dict(params.to_dict())
+    with pytest.raises(TypeError, match="read-only"):
+        params.config["stereo"] = False

@@ -14,17 +14,27 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from spectrodiff import SpectrodiffError
-from spectrodiff.batch import run_job
 from spectrodiff.cli import app
-from spectrodiff.convert import audio_to_image, save_image
-from spectrodiff.generate import Settings, audio_to_pixels, compose, extend, generate, inpaint, morph, remix, riffuse
-from spectrodiff.image import image_params
+from spectrodiff.codec.convert import audio_to_image, save_image
+from spectrodiff.codec.image import image_params
+from spectrodiff.generation.batch import run_job
+from spectrodiff.generation.modes import (
+    Settings,
+    audio_to_pixels,
+    compose,
+    extend,
+    generate,
+    inpaint,
+    morph,
+    remix,
+    riffuse,
+)
+from spectrodiff.generation.pipeline import ENCODE_REFINE_LR, SpectrodiffPipeline
+from spectrodiff.generation.plans import load_plan
+from spectrodiff.generation.timeline import Keyframe, Timeline
 from spectrodiff.metrics import loop_wrap_ratio, magnitude_convergence, seam_ratio
-from spectrodiff.pipeline import ENCODE_REFINE_LR, SpectrodiffPipeline
-from spectrodiff.plans import load_plan
 from spectrodiff.signals import mix
 from spectrodiff.testing import build_tiny_pipeline
-from spectrodiff.timeline import Keyframe, Timeline
 
 SR, HOP = 44100, 441
 FAST = dict(steps=3, griffin_lim_iters=4)
@@ -79,17 +89,29 @@ def test_generate_is_deterministic(pipe, tmp_path):
     assert digest(a.audio) == digest(b.audio) != digest(c.audio)
 
 
-@pytest.mark.parametrize("seconds, loop, samples", [(12.0, True, 1200 * HOP), (3.0, False, 303 * HOP)])
-def test_lengths_to_the_sample(pipe, tmp_path, seconds, loop, samples):
-    # Lengths round to whole latent columns (8 pixels, 80 ms); a plain clip of W columns spans (W - 1) hops.
-    result = generate(pipe, Keyframe("x"), seconds, loop, settings(tmp_path / "x.wav"))
-    assert soundfile.info(result.audio).frames == (samples if loop else (38 * 8 - 1) * HOP)
+@pytest.mark.parametrize("rate", [None, 48000])
+def test_every_mode_writes_the_asked_length_to_the_sample(pipe, tmp_path, rate):
+    """7.3 s and 15 s are no whole number of latent columns (91.25 and 187.5 of 80 ms): plain clips, morphs,
+    compositions, remixes and extensions are still exactly the asked length, rounded to the sample at the output
+    rate; loops are whole columns, 12 s being 150."""
+    out = rate or SR
 
+    def length(result) -> int:
+        info = soundfile.info(result.audio)
+        sidecar = json.loads(result.sidecar.read_text())["seconds"]
+        assert info.samplerate == out and sidecar == pytest.approx(info.frames / out, abs=1e-6)
+        return info.frames
 
-def test_output_sample_rate(pipe, tmp_path):
-    result = generate(pipe, Keyframe("x"), settings=settings(tmp_path / "x.flac", sample_rate=48000))
-    info = soundfile.info(result.audio)
-    assert info.samplerate == 48000 and abs(info.frames - round(512 * HOP * 48000 / SR)) <= 1
+    song = tmp_path / "song.wav"
+    soundfile.write(song, mix(7.3), SR, subtype="PCM_16")
+    s = {name: settings(tmp_path / f"{name}.wav", sample_rate=rate) for name in "gmcrel"}
+    keys = [Keyframe("a", seconds=3.0), Keyframe("b", seed=2, seconds=4.3)]
+    assert length(generate(pipe, Keyframe("x"), 7.3, False, s["g"])) == round(7.3 * out)
+    assert length(morph(pipe, keys, 15.0, s["m"])) == 15 * out
+    assert length(compose(pipe, keys, 1.0, s["c"])) == round(7.3 * out)
+    assert length(remix(pipe, song, Keyframe("organ", strength=0.5), s["r"])) == round(7.3 * out)
+    assert length(extend(pipe, song, Keyframe("more"), 7.3, s["e"])) == round(14.6 * out)
+    assert length(generate(pipe, Keyframe("x"), 12.0, True, s["l"])) == 1200 * HOP * out // SR
 
 
 def test_never_overwrites(pipe, tmp_path):
@@ -111,13 +133,13 @@ def test_default_folder_is_dated_slug_seed(pipe, tmp_path, monkeypatch):
 def test_morph_and_compose(pipe, tmp_path):
     keys = [Keyframe("church bells", seed=1), Keyframe("electronic beats", seed=2)]
     result = morph(pipe, keys, 8.0, settings(tmp_path / "m.wav"))
-    assert soundfile.info(result.audio).frames == (100 * 8 - 1) * HOP
+    assert soundfile.info(result.audio).frames == 8 * SR
     assert json.loads(result.sidecar.read_text())["timeline"]["positions"] == [0.0, 1.0]
     keyframes, transition = load_plan(Path(__file__).parents[1] / "prompts" / "bells-to-beats.yaml")
     short = [Keyframe(k.prompt, seed=k.seed, seconds=4.0) for k in keyframes]
     composed = compose(pipe, short, transition=1.0, settings=settings(tmp_path / "c.wav"))
     audio = read(composed.audio).T / 32768
-    assert audio.shape[1] == (100 * 8 - 1) * HOP
+    assert audio.shape[1] == 8 * SR
     # Tiles of the random model share latent context and phase across joins: no join stands out.
     assert seam_ratio(audio, [512 * HOP], pipe.spectrogram) <= 1.0
 

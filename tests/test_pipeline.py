@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from spectrodiff import SpectrodiffError, SpectrogramParams, image_params
 from spectrodiff.cli import app
-from spectrodiff.pipeline import SpectrodiffPipeline, circular_time_axis, slerp, window_starts
+from spectrodiff.generation.pipeline import SpectrodiffPipeline, circular_time_axis, slerp, window_starts
+from spectrodiff.generation.timeline import Keyframe, Timeline
 from spectrodiff.testing import build_tiny_pipeline
-from spectrodiff.timeline import Keyframe, Timeline
 
 KEY = Keyframe("jazzy saxophone", seed=1)
 

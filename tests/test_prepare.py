@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 import soundfile
 from PIL import Image
+from spectrodiff.training import prepare as prepare_module
+from spectrodiff.training.prepare import assign_splits, caption_for, load_caption_table, prepare_dataset, record_path
 from typer.testing import CliRunner
 
-import training.prepare
 from spectrodiff.cli import app
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.signals import chord, drums, mix, noise
-from training.prepare import (
-    assign_splits,
-    caption_for,
-    load_caption_table,
-    prepare_dataset,
-    record_path,
-)
 
 SR = 44100
 TILE = 511 * 441 / SR  # a 512-column tile spans 511 hops: 5.11 s
@@ -268,7 +262,7 @@ def test_resume_tiles_only_the_unfinished_file(small_catalogue, tmp_path):
 
 
 def test_interrupted_run_lists_nothing_then_resumes(small_catalogue, tmp_path, monkeypatch):
-    dataset, real, calls = tmp_path / "dataset", training.prepare.tile_file, []
+    dataset, real, calls = tmp_path / "dataset", prepare_module.tile_file, []
 
     def interrupted(job):
         calls.append(job.source)
@@ -276,12 +270,12 @@ def test_interrupted_run_lists_nothing_then_resumes(small_catalogue, tmp_path, m
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(training.prepare, "tile_file", interrupted)
+    monkeypatch.setattr(prepare_module, "tile_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(small_catalogue, dataset, **OPTIONS)
     assert not list(dataset.rglob("metadata.jsonl")) and not (dataset / "manifest.json").exists()
     assert len(list((dataset / ".prepare").glob("*.json"))) == 1
-    monkeypatch.setattr(training.prepare, "tile_file", real)
+    monkeypatch.setattr(prepare_module, "tile_file", real)
     assert prepare_dataset(small_catalogue, dataset, **OPTIONS)["run"] == {"tiled": 2, "reused": 1}
     assert len(all_lines(dataset)) == 9
 

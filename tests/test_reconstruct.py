@@ -13,10 +13,10 @@ from spectrodiff import (
     mel_to_waveform,
     waveform_to_mel,
 )
-from spectrodiff.griffin_lim import FrameTransform
-from spectrodiff.image import image_params, image_to_mel
-from spectrodiff.mel import hann_window, mel_filterbank
-from spectrodiff.reconstruct import inverse_filterbank, phase_fft_sizes
+from spectrodiff.codec.image import image_params, image_to_mel
+from spectrodiff.codec.mel import hann_window, mel_filterbank
+from spectrodiff.vocoding.reconstruct import inverse_filterbank, phase_fft_sizes
+from spectrodiff.vocoding.stft import FrameTransform
 
 from .conftest import signal, spectral_convergence, stft_phase_ramp
 
@@ -85,7 +85,7 @@ def test_least_squares_inverse_reproduces_mel(params):
     assert spectral_convergence(mel, remapped) < 0.05
 
 
-def testinverse_filterbank_is_cached(params):
+def test_inverse_filterbank_is_cached(params):
     mel = torch.rand(1, 512, 8)
     mel_to_linear(mel, params)
     hits = inverse_filterbank.cache_info().hits
@@ -117,7 +117,7 @@ def test_silence_and_tiny_inputs_stay_finite(params):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"num_frequencies": 1024}])
-def testinverse_filterbank_is_the_pseudo_inverse(kwargs):
+def test_inverse_filterbank_is_the_pseudo_inverse(kwargs):
     # Riffusion's filters take the normal-equations path; 1024 bins are rank-deficient and take the SVD path.
     params = SpectrogramParams(**kwargs)
     expected = torch.linalg.pinv(mel_filterbank(params).double()).float()

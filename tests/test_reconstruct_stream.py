@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from spectrodiff import mel_to_waveform, waveform_to_mel
-from spectrodiff.griffin_lim import FrameTransform
-from spectrodiff.mel import hann_window
+from spectrodiff.codec.mel import hann_window
 from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence, seam_ratio
-from spectrodiff.reconstruct import stream_mel_to_waveform
 from spectrodiff.signals import SIGNALS
+from spectrodiff.vocoding.reconstruct import stream_mel_to_waveform
+from spectrodiff.vocoding.stft import FrameTransform
 
 from .conftest import signal, stft_phase_ramp
 

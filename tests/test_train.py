@@ -13,14 +13,14 @@ import soundfile
 import torch
 import yaml
 from safetensors.torch import load_file
+from spectrodiff.training.prepare import prepare_dataset
+from spectrodiff.training.train import LOG_COLUMNS, TrainOptions, train
 from typer.testing import CliRunner
 
 from spectrodiff.cli import app, main
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.signals import chord, drums
 from spectrodiff.testing import build_tiny_pipeline
-from training.prepare import prepare_dataset
-from training.train import LOG_COLUMNS, TrainOptions, train
 
 TINY = Path(__file__).parent.parent / "training" / "configs" / "tiny.yaml"
 FAST = dict(validation_steps=2, validation_iters=2)
@@ -170,9 +170,10 @@ def test_prompts_steer_generations_toward_their_styles(dataset, tmp_path):
     trained VAE and the pretrained MiniLM text encoder: every clip generated for "drum beat" sits higher in spectral
     centroid than every clip for "piano chords", as the training audio does. (Over the tiny config's random VAE
     the two prompts give the same centroid: a random decoder paints every latent alike.)"""
-    from spectrodiff.generate import Settings, generate
-    from spectrodiff.pipeline import BUNDLED_MODELS_DIR, SpectrodiffPipeline
-    from spectrodiff.timeline import Keyframe
+    from spectrodiff.bundled import MODELS_DIR as BUNDLED_MODELS_DIR
+    from spectrodiff.generation.modes import Settings, generate
+    from spectrodiff.generation.pipeline import SpectrodiffPipeline
+    from spectrodiff.generation.timeline import Keyframe
 
     catalogue = dataset.parent / "catalogue"
     prepare_dataset(catalogue, tmp_path / "dataset", seconds=1.28, validation=0.25, n_mels=128)
@@ -259,9 +260,10 @@ def test_config_can_train_the_vae_and_set_encode_steps(dataset, tmp_path):
 def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
     """training/decoder.py trains the VAE decoder alone: the encoder (so every latent the UNet learned) and the UNet
     stay bit-for-bit, and the decoder renders the validation tiles more faithfully."""
+    from spectrodiff.training.decoder import DecoderOptions, finetune_decoder
+
     from spectrodiff import SpectrogramParams
-    from spectrodiff.pipeline import SpectrodiffPipeline
-    from training.decoder import DecoderOptions, finetune_decoder
+    from spectrodiff.generation.pipeline import SpectrodiffPipeline
 
     build_tiny_pipeline(SpectrogramParams()).save_pretrained(tmp_path / "base")
     opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out", max_steps=30, batch_size=4,
@@ -285,8 +287,9 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
 def test_decoder_fine_tune_takes_more_datasets(tmp_path, dataset):
     """Datasets after the first add their training tiles (validation stays the first's); one prepared with other
     mel bins or tile lengths is a one-line error naming it."""
+    from spectrodiff.training.decoder import DecoderOptions, finetune_decoder
+
     from spectrodiff import SpectrogramParams
-    from training.decoder import DecoderOptions, finetune_decoder
 
     build_tiny_pipeline(SpectrogramParams()).save_pretrained(tmp_path / "base")
     lines = []

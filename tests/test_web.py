@@ -19,8 +19,8 @@ import soundfile
 import uvicorn
 from PIL import Image
 
-from spectrodiff.image import image_params
-from spectrodiff.pipeline import SpectrodiffPipeline
+from spectrodiff.codec.image import image_params
+from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.signals import mix
 from spectrodiff.web import Studio, create_app
 from spectrodiff.web.service import MAX_UPLOAD_BYTES

@@ -1,7 +1,7 @@
 """Copy a trained model (or vocoder) into the package as a bundled one: float16 safetensors, the model card kept.
 
-    python -m training.bundle runs/mini-decoder spectrodiff/models/mini --vocoder runs/vocoder-mini
-    python -m training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
+    python -m spectrodiff.training.bundle runs/mini-decoder spectrodiff/models/mini --vocoder runs/vocoder-mini
+    python -m spectrodiff.training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
 
 float16 halves the size in the repository (the loader casts to float32 on CPU); the weights replace the target's
 components, and files that are not components (the model card README.md) stay. `--vocoder` makes a trained vocoder
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from spectrodiff.errors import SpectrodiffError
-from spectrodiff.pipeline import SpectrodiffPipeline
-from spectrodiff.vocoder import load_vocoder
+from spectrodiff.generation.pipeline import SpectrodiffPipeline
+from spectrodiff.vocoding.vocoder import load_vocoder
 
 BUNDLE_LIMIT_MB = 80
 VOCODER_LIMIT_MB = 30

@@ -5,14 +5,15 @@ and several caption phrasings. Every clip draws its tempo, key, progression, pat
 so a catalogue is a pure function of (minutes, seed, renderer, clip length). Layout:
 
     OUT/<style-slug>/<style-slug>_<n>.wav    44.1 kHz, 16-bit stereo, peak-normalised
-    OUT/<style-slug>/<style-slug>_<n>.txt    its caption (what `training.prepare` reads)
+    OUT/<style-slug>/<style-slug>_<n>.txt    its caption (what `spectrodiff.training.prepare` reads)
     OUT/catalogue.json                       seed, renderer, sound bank, and per file: style, tempo, key, duration
 
 Renderers (Debian packages): `fluidsynth` with the FluidR3 GM soundfont (fluidsynth, fluid-soundfont-gm), the
 training material; `timidity` with freepats (timidity, freepats), different samples, the held-out material. Every
 GM program and drum note used here exists in freepats, so a timidity render is freepats throughout.
 
-    python -m training.catalogue OUT [--minutes 30] [--seed 0] [--renderer fluidsynth|timidity] [--clip-seconds 20]
+    python -m spectrodiff.training.catalogue OUT [--minutes 30] [--seed 0] [--renderer fluidsynth|timidity]
+        [--clip-seconds 20]
 """
 
 from __future__ import annotations
@@ -561,8 +562,10 @@ def build_catalogue(out: Path, minutes: float = 30, seed: int = 0, renderer: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.catalogue OUT [--minutes 30] [--seed 0] [--renderer ...] [--clip-seconds 20]`."""
-    parser = argparse.ArgumentParser(prog="python -m training.catalogue", description=__doc__.split("\n\n")[0])
+    """`python -m spectrodiff.training.catalogue OUT [--minutes 30] [--seed 0] [--renderer ...]
+    [--clip-seconds 20]`."""
+    parser = argparse.ArgumentParser(prog="python -m spectrodiff.training.catalogue",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the catalogue into")
     parser.add_argument("--minutes", type=float, default=30, help="total audio, in minutes (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every musical choice (default 0)")

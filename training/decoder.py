@@ -1,6 +1,7 @@
 """Fine-tune a model's VAE decoder alone, so that the UNet's latent space stays exactly as it was trained.
 
-    python -m training.decoder runs/mini data/mini-dataset [MORE_DATASETS...] -o runs/mini-decoder [--resume latest]
+    python -m spectrodiff.training.decoder runs/mini data/mini-dataset [MORE_DATASETS...] -o runs/mini-decoder \
+        [--resume latest]
 
 Stability did the same for Stable Diffusion (the `ft-MSE` VAE: encoder frozen, decoder trained further): the
 encoder, and so every latent the UNet learned from, is untouched, while the decoder learns to render those latents
@@ -24,9 +25,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.metrics import magnitude_convergence
-from spectrodiff.pipeline import SpectrodiffPipeline
-from training.train import (
+
+from .train import (
     TrainLog,
     checkpoint_dirs,
     encode_dataset,

@@ -34,11 +34,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from spectrodiff import __version__
-from spectrodiff.audio import AUDIO_SUFFIXES, audio_info, load_audio
-from spectrodiff.convert import audio_to_image, save_image
+from spectrodiff.codec.audio import AUDIO_SUFFIXES, audio_info, load_audio
+from spectrodiff.codec.convert import audio_to_image, save_image
+from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.files import atomic_path
-from spectrodiff.params import SpectrogramParams
 
 SPLITS = ("train", "validation")
 RECORDS = ".prepare"

@@ -1,6 +1,6 @@
 """Real recordings for the vocoders, from Debian packages, split once into training and held-out sets.
 
-    python -m training.recordings data/recordings
+    python -m spectrodiff.training.recordings data/recordings
 
 Links (no copies) the samples of `sonic-pi-samples` and `lmms-common` into OUT/train/ and OUT/heldout/: one file in
 five, chosen by a hash of its path, is held out, so the split is the same on every machine. The vocoder benchmark
@@ -13,7 +13,7 @@ import argparse
 import zlib
 from pathlib import Path
 
-from spectrodiff.audio import AUDIO_SUFFIXES
+from spectrodiff.codec.audio import AUDIO_SUFFIXES
 from spectrodiff.errors import SpectrodiffError
 
 SOURCES = {"sonic-pi": Path("/usr/share/sonic-pi/samples"), "lmms": Path("/usr/share/lmms/samples")}

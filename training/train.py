@@ -37,10 +37,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tensorboardX import SummaryWriter
 
+from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline
 from spectrodiff.metrics import magnitude_convergence
-from spectrodiff.params import SpectrogramParams
-from spectrodiff.pipeline import LORA_FILE, SpectrodiffPipeline
 
 CHECKPOINTS = "checkpoints"
 LOG = "train_log.csv"
@@ -613,8 +613,8 @@ def validation_prompts(opts: TrainOptions, dataset: Dataset) -> list[str]:
 def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Path, opts: TrainOptions,
                       seconds: float) -> list[Path]:
     """Generate one clip per prompt (seed = run seed) into `folder`: WAV + PNG + JSON each. Returns the WAVs."""
-    from spectrodiff.generate import Settings, generate, slugify
-    from spectrodiff.timeline import Keyframe
+    from spectrodiff.generation.modes import Settings, generate, slugify
+    from spectrodiff.generation.timeline import Keyframe
 
     shutil.rmtree(folder, ignore_errors=True)
     wavs = []

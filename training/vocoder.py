@@ -1,4 +1,4 @@
-"""Train a neural vocoder (`spectrodiff.vocoder.NeuralVocoder`) on audio: `spectrodiff train-vocoder`.
+"""Train a neural vocoder (`spectrodiff.generation.components.NeuralVocoder`) on audio: `spectrodiff train-vocoder`.
 
 What an output folder holds:
 
@@ -31,13 +31,15 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from spectrodiff.audio import AUDIO_SUFFIXES, load_audio, save_audio
+from spectrodiff.codec.audio import AUDIO_SUFFIXES, load_audio, save_audio
+from spectrodiff.codec.mel import waveform_to_mel
+from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
-from spectrodiff.mel import waveform_to_mel
+from spectrodiff.generation.components import NeuralVocoder
 from spectrodiff.metrics import STFT_SIZES, multi_resolution_stft_distance, multi_resolution_stft_loss, stft_magnitude
-from spectrodiff.params import SpectrogramParams
-from spectrodiff.vocoder import MEL_FLOOR, NeuralVocoder
-from training.train import TrainLog, checkpoint_dirs, load_checkpoint, save_checkpoint, step_generator
+from spectrodiff.vocoding.vocoder import MEL_FLOOR
+
+from .train import TrainLog, checkpoint_dirs, load_checkpoint, save_checkpoint, step_generator
 
 LOG_COLUMNS = ("step", "lr", "loss", "mel", "stft", "adversarial", "val_stft", "elapsed_s")
 CONFIG_KEYS = {"spectrogram", "vocoder", "training"}

@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from ..audio import AUDIO_SUFFIXES
+from ..codec.audio import AUDIO_SUFFIXES
 from ..errors import SpectrodiffError
-from ..timeline import DEFAULT_GUIDANCE, Keyframe
+from ..generation.timeline import DEFAULT_GUIDANCE, Keyframe
 from .service import (
     IMAGE_SUFFIXES,
     MAX_KEYFRAMES,

@@ -21,13 +21,14 @@ import soundfile
 from PIL import Image
 
 from .. import signals
-from ..audio import AUDIO_SUFFIXES, audio_info, load_audio, normalize_loudness, save_audio
-from ..convert import audio_to_image, image_to_audio, save_image
+from ..codec.audio import AUDIO_SUFFIXES, audio_info, load_audio, normalize_loudness, save_audio
+from ..codec.convert import audio_to_image, save_image
+from ..codec.image import image_params, open_image
 from ..errors import SpectrodiffError
-from ..generate import Result, Settings, compose, extend, generate, inpaint, morph, remix, riffuse
-from ..image import image_params, open_image
-from ..pipeline import SpectrodiffPipeline
-from ..timeline import Keyframe
+from ..generation.modes import Result, Settings, compose, extend, generate, inpaint, morph, remix, riffuse
+from ..generation.pipeline import SpectrodiffPipeline
+from ..generation.timeline import Keyframe
+from ..vocoding.render import image_to_audio
 
 # What one request may ask for. The server is meant for one machine's users, so the limits keep one request from
 # holding the queue for long or filling the disk.

@@ -11,9 +11,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..audio import audio_info, load_audio
+from ..codec.audio import audio_info, load_audio
 from ..errors import SpectrodiffError
-from ..timeline import DEFAULT_GUIDANCE, Keyframe
+from ..generation.timeline import DEFAULT_GUIDANCE, Keyframe
 from .service import IMAGE_SUFFIXES, MAX_KEYFRAMES, MAX_PROMPT_CHARS, MAX_SECONDS, MAX_STEPS, StoredResult, Studio
 
 WAVEFORM_SIZE = (900, 120)

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
+from ..codec.mel import INT16_SCALE, mel_filterbank, waveform_to_mel
+from ..codec.params import SpectrogramParams
 from .griffin_lim import griffin_lim
-from .mel import INT16_SCALE, mel_filterbank, waveform_to_mel
-from .params import SpectrogramParams
 
 # Share of the iterations spent on the coarse grid; the rest refine on the finer one.
 COARSE_SHARE = 0.6
@@ -34,19 +34,32 @@ def phase_fft_sizes(params: SpectrogramParams) -> list[int]:
 
 
 @functools.lru_cache(maxsize=16)
-def inverse_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
-    """`(num_frequencies, n_fft // 2 + 1)` pseudo-inverse of the mel filterbank, in float64 then cast.
-
-    With independent filters (Riffusion's: condition number about 43) the normal equations give the pseudo-inverse
-    in milliseconds; filterbanks with empty or overlapping filters fall back to the SVD (about a second).
-    """
+def _normal_equations(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The filterbank in float64, cut below its highest non-zero bin, and its Gram matrix when the filters are
+    independent (Riffusion's: condition number about 43; None for empty or overlapping filters)."""
     filters = mel_filterbank(SpectrogramParams(**dict(key))).double()
+    filters = filters[: int(filters.sum(dim=1).nonzero().max()) + 1]
     gram = filters.T @ filters
-    if torch.linalg.cond(gram) < 1e8:
-        pinv = torch.linalg.solve(gram, filters.T)
-    else:
-        pinv = torch.linalg.pinv(filters)
-    return pinv.float().to(device)
+    eigenvalues = torch.linalg.eigvalsh(gram)
+    return filters, (gram if eigenvalues[0] > eigenvalues[-1] / 1e8 else None)
+
+
+def least_squares_inverse(params: SpectrogramParams, bins: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+    """`(num_frequencies, len(bins))` float32 columns of the filterbank's pseudo-inverse for the FFT bins `bins`
+    (of `n_fft // 2 + 1`): with independent filters from the normal equations in milliseconds, else from the SVD
+    (about a second). Bins above the highest filter are zero columns."""
+    filters, gram = _normal_equations(params.key())
+    full = torch.zeros(params.n_fft // 2 + 1, params.num_frequencies, dtype=torch.float64)
+    full[: len(filters)] = filters
+    rows = full[bins]
+    return (torch.linalg.solve(gram, rows.T) if gram is not None else torch.linalg.pinv(full)[:, bins]).float()
+
+
+@functools.lru_cache(maxsize=16)
+def inverse_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
+    """`(num_frequencies, n_fft // 2 + 1)` pseudo-inverse of the mel filterbank (`least_squares_inverse`), cached
+    per parameter set and device."""
+    return least_squares_inverse(SpectrogramParams(**dict(key))).to(device)
 
 
 def mel_to_linear(mel: torch.Tensor, params: SpectrogramParams, n_fft: int | None = None) -> torch.Tensor:
@@ -266,7 +279,8 @@ def stream_mel_to_waveform(
 def vocode_stream(
     vocoder, chunks: Iterable[torch.Tensor], params: SpectrogramParams, prefix_audio: torch.Tensor | None = None
 ) -> Iterator[torch.Tensor]:
-    """`stream_mel_to_waveform` with a neural vocoder (`spectrodiff.vocoder.NeuralVocoder`) instead of Griffin-Lim.
+    """`stream_mel_to_waveform` with a neural vocoder (`spectrodiff.vocoding.vocoder.NeuralVocoder`) instead of
+    Griffin-Lim.
 
     The vocoder's output at a frame depends only on nearby frames, so its chunks line up exactly (see
     `NeuralVocoder.vocode`); with `prefix_audio` `(C, N)`, the prefix's last frames are its context and the new

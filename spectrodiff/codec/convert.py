@@ -1,4 +1,4 @@
-"""Audio <-> spectrogram image, end to end: the functions behind `audio-to-image` and `image-to-audio`."""
+"""Audio -> spectrogram image, end to end: the functions behind `audio-to-image` and `slice`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..files import atomic_path
 from .audio import audio_info, iter_audio_blocks, load_audio
-from .files import atomic_path
-from .image import image_params, image_to_mel, mel_to_image
+from .image import mel_to_image
 from .mel import waveform_to_mel, waveform_to_mel_streaming
 from .params import SpectrogramParams
-from .reconstruct import mel_to_waveform
-from .vocoder import NeuralVocoder
 
 # Whole files longer than this are converted block by block rather than loaded at once.
 STREAM_ABOVE_SECONDS = 120.0
@@ -44,28 +42,6 @@ def file_to_image(
         blocks = (torch.from_numpy(b) for b in iter_audio_blocks(path, params.sample_rate, channels))
         return mel_to_image(waveform_to_mel_streaming(blocks, params, on_frames), params)
     return audio_to_image(load_audio(path, params.sample_rate, channels, start, duration), params)
-
-
-def image_to_audio(
-    image: Image.Image,
-    params: SpectrogramParams | None = None,
-    n_iter: int = 32,
-    seed: int | None = 0,
-    on_iter: Callable[[int], None] | None = None,
-    vocoder: NeuralVocoder | None = None,
-) -> tuple[np.ndarray, SpectrogramParams]:
-    """Spectrogram image -> `(C, (width - 1) * hop)` float audio (unnormalised) and the params used.
-
-    Params and decoding scale come from the image's EXIF unless `params` is given. With a `vocoder` (trained for
-    those params), it makes the audio instead of Griffin-Lim.
-    """
-    exif_params, max_value = image_params(image)
-    params = params or exif_params
-    mel = image_to_mel(image, params, max_value)
-    if vocoder is not None:
-        vocoder.check_params(params)
-        return vocoder.vocode(mel).numpy(), params
-    return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter).numpy(), params
 
 
 def save_image(path: Path, image: Image.Image, overwrite: bool = False) -> Path:

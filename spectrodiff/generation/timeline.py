@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import SpectrodiffError
+from ..errors import SpectrodiffError
 
 DEFAULT_GUIDANCE = 7.0
 

@@ -10,10 +10,10 @@ import numpy as np
 import soundfile
 import soxr
 
-from .errors import SpectrodiffError
-from .files import atomic_path
+from ..errors import SpectrodiffError
+from ..files import atomic_path
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
 # Float files may hold anything; beyond this (80 dB over full scale) values are corrupt, and would overflow float32.
 MAX_SAMPLE_MAGNITUDE = 1e4
 # Riffusion's output loudness: gain to -12 dBFS (RMS, as pydub measures it) with its 0.1 dB peak headroom.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .errors import SpectrodiffError
-from .generate import Result, Settings, compose, extend, generate, inpaint, morph, remix, riffuse
+from ..errors import SpectrodiffError
+from .modes import Result, Settings, compose, extend, generate, inpaint, morph, remix, riffuse
 from .pipeline import SpectrodiffPipeline
 from .plans import keyframe_from_dict
 from .timeline import Keyframe

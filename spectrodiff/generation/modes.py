@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,17 +19,18 @@ import soxr
 import torch
 from PIL import Image
 
-from . import __version__
-from .audio import AUDIO_SUFFIXES, DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS, load_audio
-from .convert import audio_to_image, save_image
-from .errors import SpectrodiffError
-from .files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
-from .image import image_params, open_image
-from .params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams
+from .. import __version__
+from ..codec.audio import AUDIO_SUFFIXES, DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS, load_audio
+from ..codec.convert import audio_to_image, save_image
+from ..codec.image import image_params, open_image
+from ..codec.params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams
+from ..errors import SpectrodiffError
+from ..files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
+from ..vocoding.reconstruct import mel_to_waveform, stream_mel_to_waveform, vocode_stream
+from ..vocoding.registry import choose_vocoder
+from ..vocoding.vocoder import NeuralVocoder
 from .pipeline import TILE_SECONDS, SpectrodiffPipeline
-from .reconstruct import mel_to_waveform, stream_mel_to_waveform, vocode_stream
 from .timeline import Keyframe, Timeline
-from .vocoder import NeuralVocoder, choose_vocoder
 
 MAX_SECONDS = 600.0
 OUTPUT_SUFFIXES = (".wav", ".flac")
@@ -48,7 +50,7 @@ class Settings:
     # encoder alone; None: the model's `encode_steps`.
     encode_steps: int | None = None
     # None: the model's default (its own vocoder if it has one, else Griffin-Lim); "griffin-lim", "neural", or a
-    # vocoder's name or folder (spectrodiff.vocoder.choose_vocoder).
+    # vocoder's name or folder (spectrodiff.vocoding.registry.choose_vocoder).
     vocoder: str | None = None
     sample_rate: int | None = None
     out: Path | None = None
@@ -181,11 +183,14 @@ class _AudioSink:
         rms = np.sqrt(self._sum_squares / max(self.frames * self.channels, 1))
         return min(10 ** (DEFAULT_LOUDNESS_DBFS / 20) / rms, 10 ** (PEAK_CEILING_DBFS / 20) / self.peak)
 
-    def finish(self, path: Path, out_rate: int | None, normalize: bool = True) -> None:
+    def finish(self, path: Path, out_rate: int | None, seconds: float, normalize: bool = True) -> None:
+        """Write the file: `seconds` long to the sample at `out_rate` (default the spool's rate), resampled by soxr,
+        cut or padded with silence by the resampler's last few samples."""
         self._spool.close()
         gain, rate = self.gain(normalize), out_rate or self.sample_rate
         stream = soxr.ResampleStream(self.sample_rate, rate, self.channels, dtype="float32") \
             if rate != self.sample_rate else None
+        remaining = round(seconds * rate)
         with atomic_path(path) as tmp, soundfile.SoundFile(tmp, "w", rate, self.channels, subtype="PCM_16",
                                                            format=path.suffix[1:].upper()) as f:
             spool = Path(self._dir.name) / "spool.wav"
@@ -195,9 +200,12 @@ class _AudioSink:
                     last = source.tell() >= source.frames
                     if stream is not None:
                         block = stream.resample_chunk(block, last=last)
+                    block = block[:remaining]
+                    remaining -= len(block)
                     f.write(np.clip(block * gain, -1, 1))
                     if last:
                         break
+            f.write(np.zeros((remaining, self.channels), np.float32))
         self._dir.cleanup()
 
 
@@ -212,7 +220,7 @@ def render(
     prefix_audio: np.ndarray | None = None,
     splice: Callable[[torch.Tensor, NeuralVocoder | None], Iterator[np.ndarray]] | None = None,
     normalize: bool = True,
-    total_samples: int | None = None,
+    seconds: float | None = None,
 ) -> Result:
     """Decode latents tile by tile into the PNG, and into audio written progressively; then write the sidecar.
 
@@ -220,7 +228,8 @@ def render(
         prefix_audio: `(C, N)` known audio the result continues (extend); it is written first, untouched.
         splice: takes the full mel and the vocoder (None: Griffin-Lim) and yields the audio blocks (inpaint);
             default reconstructs the mel.
-        total_samples: exact length of the output (prefix included), cutting or padding with silence.
+        seconds: the output's exact length (prefix included): round(seconds * rate) samples at the model's rate and
+            at the output rate, cut or padded with silence; None: the mel's own length (loops).
     """
     params = pipe.spectrogram
     vocoder = choose_vocoder(settings.vocoder, params, getattr(pipe, "vocoder", None))
@@ -255,15 +264,16 @@ def render(
             sink.write(prefix_audio)
         blocks = vocode_stream(vocoder, mel_pieces(), params, prefix_audio) if vocoder is not None else \
             stream_mel_to_waveform(mel_pieces(), params, n_iter=settings.griffin_lim_iters, prefix_audio=prefix_audio)
+    total = None if seconds is None else round(seconds * params.sample_rate)
     for block in blocks:
         block = np.asarray(block)
-        if total_samples is not None:
-            block = block[:, : max(total_samples - sink.frames, 0)]
+        if total is not None:
+            block = block[:, : max(total - sink.frames, 0)]
         sink.write(block)
-    if total_samples is not None and sink.frames < total_samples:
-        sink.write(np.zeros((params.channels, total_samples - sink.frames), np.float32))
-    seconds = sink.frames / params.sample_rate
-    sink.finish(audio_path, settings.sample_rate, normalize=normalize)
+    if total is not None and sink.frames < total:
+        sink.write(np.zeros((params.channels, total - sink.frames), np.float32))
+    seconds = sink.frames / params.sample_rate if seconds is None else seconds
+    sink.finish(audio_path, settings.sample_rate, seconds, normalize=normalize)
 
     image = Image.fromarray(np.concatenate(columns, axis=1), mode="RGB")
     exif = image.getexif()
@@ -312,10 +322,14 @@ def _prepare(pipe: SpectrodiffPipeline, settings: Settings) -> None:
         raise SpectrodiffError(f"--sample-rate must be between 8000 and 192000, got {settings.sample_rate}")
 
 
-def _columns_for(pipe: SpectrodiffPipeline, seconds: float) -> int:
-    """Latent columns for a clip of `seconds` (at least one)."""
-    pixels = seconds * 1000 / pipe.spectrogram.step_size_ms
-    return max(1, round(pixels / pipe.vae_scale_factor))
+def _columns_for(pipe: SpectrodiffPipeline, seconds: float, loop: bool = False) -> int:
+    """Latent columns for a clip of `seconds`: a loop's whole columns nearest to it (a loop of T frames is T hops
+    long), else the fewest whose audio, `(columns * factor - 1) * hop` samples, covers it (then cut to the sample)."""
+    params, factor = pipe.spectrogram, pipe.vae_scale_factor
+    if loop:
+        return max(1, round(seconds * 1000 / params.step_size_ms / factor))
+    frames = round(seconds * params.sample_rate) / params.hop_length + 1
+    return max(1, math.ceil(frames / factor - 1e-9))
 
 
 def _denoise(pipe, timeline, width, settings, **kwargs) -> torch.Tensor:
@@ -334,13 +348,13 @@ def generate(pipe: SpectrodiffPipeline, keyframe: Keyframe, seconds: float = TIL
     settings = settings or Settings()
     _prepare(pipe, settings)
     _check_seconds(seconds)
-    width = _columns_for(pipe, seconds)
+    width = _columns_for(pipe, seconds, loop)
     paths = output_paths(settings.out, slugify(keyframe.prompt), keyframe.seed)
     latents = _denoise(pipe, Timeline.single(keyframe), width, settings, loop=loop)
     job = _job("generate", prompt=keyframe.prompt, seed=keyframe.seed, guidance=keyframe.guidance,
                negative=keyframe.negative or None, seconds=seconds, loop=loop)
     return render(pipe, latents, paths, {"mode": "generate", "job": job, "keyframes": [keyframe.to_dict()]},
-                  settings, loop=loop)
+                  settings, loop=loop, seconds=None if loop else seconds)
 
 
 def morph(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], seconds: float,
@@ -355,7 +369,8 @@ def morph(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], seconds: float,
     paths = output_paths(settings.out, slugify(" to ".join(k.prompt for k in keyframes[:2])), keyframes[0].seed)
     latents = _denoise(pipe, timeline, _columns_for(pipe, seconds), settings)
     job = _job("morph", keyframes=[k.to_dict() for k in keyframes], seconds=seconds)
-    return render(pipe, latents, paths, {"mode": "morph", "job": job, "timeline": timeline.to_dict()}, settings)
+    return render(pipe, latents, paths, {"mode": "morph", "job": job, "timeline": timeline.to_dict()}, settings,
+                  seconds=seconds)
 
 
 def compose(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], transition: float = 2.0,
@@ -368,7 +383,8 @@ def compose(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], transition: fl
     paths = output_paths(settings.out, slugify(keyframes[0].prompt), keyframes[0].seed)
     latents = _denoise(pipe, timeline, _columns_for(pipe, timeline.duration), settings)
     job = _job("compose", keyframes=[k.to_dict() for k in keyframes], transition=transition)
-    return render(pipe, latents, paths, {"mode": "compose", "job": job, "timeline": timeline.to_dict()}, settings)
+    return render(pipe, latents, paths, {"mode": "compose", "job": job, "timeline": timeline.to_dict()}, settings,
+                  seconds=timeline.duration)
 
 
 def _load_input(pipe: SpectrodiffPipeline, path: Path) -> np.ndarray:
@@ -403,7 +419,8 @@ def remix(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, settings: S
     job = _job("remix", audio=str(path), prompt=keyframe.prompt, seed=keyframe.seed, strength=keyframe.strength,
                guidance=keyframe.guidance, negative=keyframe.negative or None)
     record = {"mode": "remix", "job": job, "input": _input_record(path), "keyframes": [keyframe.to_dict()]}
-    return render(pipe, latents, paths, record, settings, max_value=max_value, total_samples=audio.shape[1])
+    return render(pipe, latents, paths, record, settings, max_value=max_value,
+                  seconds=audio.shape[1] / pipe.spectrogram.sample_rate)
 
 
 def extend(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, seconds: float,
@@ -413,9 +430,10 @@ def extend(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, seconds: f
     _prepare(pipe, settings)
     _check_seconds(seconds)
     audio = _load_input(pipe, path)
-    factor = pipe.vae_scale_factor
+    factor, rate = pipe.vae_scale_factor, pipe.spectrogram.sample_rate
     known = pipe.spectrogram.width_for_samples(audio.shape[1]) // factor  # columns wholly inside the input
-    width = known + _columns_for(pipe, seconds)
+    total = audio.shape[1] / rate + seconds
+    width = max(_columns_for(pipe, total), known + 1)
     init, max_value = _encode_audio(pipe, audio[:, : known * factor * pipe.spectrogram.hop_length], width, settings)
     keep = torch.zeros(width, dtype=torch.bool)
     keep[:known] = True
@@ -425,9 +443,8 @@ def extend(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, seconds: f
                guidance=keyframe.guidance, negative=keyframe.negative or None)
     record = {"mode": "extend", "job": job, "input": _input_record(path), "keyframes": [keyframe.to_dict()]}
     # The input must stay bit-exact, so no loudness gain: the continuation is already on the input's scale.
-    total = audio.shape[1] + round(seconds * pipe.spectrogram.sample_rate)
     return render(pipe, latents, paths, record, settings, max_value=max_value, prefix_audio=audio, normalize=False,
-                  total_samples=total)
+                  seconds=total)
 
 
 def inpaint(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, start: float, end: float,
@@ -467,7 +484,7 @@ def inpaint(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, start: fl
                guidance=keyframe.guidance, negative=keyframe.negative or None)
     record = {"mode": "inpaint", "job": job, "input": _input_record(path), "keyframes": [keyframe.to_dict()]}
     return render(pipe, latents, paths, record, settings, max_value=max_value, splice=splice, normalize=False,
-                  total_samples=audio.shape[1])
+                  seconds=audio.shape[1] / params.sample_rate)
 
 
 def _crossfade_span(original: np.ndarray, fresh: np.ndarray, a: int, b: int, fade: int) -> np.ndarray:

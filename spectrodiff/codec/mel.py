@@ -45,10 +45,13 @@ def _filterbank(key: tuple, n_fft: int) -> torch.Tensor:
     )
     f_pts = _mel_to_hz(m_pts)
     f_diff = f_pts[1:] - f_pts[:-1]
-    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
+    used = int((all_freqs <= f_pts[-1]).sum())  # above the top filter every weight is zero
+    slopes = f_pts.unsqueeze(0) - all_freqs[:used].unsqueeze(1)
     down = -slopes[:, :-2] / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
-    return torch.clamp(torch.minimum(down, up), min=0.0).float()
+    filters = torch.zeros(n_freqs, params.num_frequencies)
+    filters[:used] = torch.clamp(torch.minimum(down, up), min=0.0)
+    return filters
 
 
 @functools.lru_cache(maxsize=16)

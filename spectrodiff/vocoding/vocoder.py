@@ -6,13 +6,16 @@ starts from), so loudness passes straight through: the backbone normalises each 
 that had to carry the level through them returned every input at about the same level (a 0.9-amplitude sine came
 out at 3 % of its level, measured on the first trained mini vocoder).
 
-It takes the same Riffusion-scale mel that Griffin-Lim takes (`spectrodiff.mel.waveform_to_mel`) and returns audio
-on the same [-1, 1] scale, so the two are interchangeable. `vocode` then runs `refine_iterations` mel-consistency
-projections (`spectrodiff.mel_refine`): the network's overlap-added frames drift from the mel it was given, and a few
-projections bring the mel back near Griffin-Lim's while keeping the network's phase and detail.
+It takes the same Riffusion-scale mel that Griffin-Lim takes (`spectrodiff.codec.mel.waveform_to_mel`) and returns
+audio on the same [-1, 1] scale, so the two are interchangeable. `vocode` then runs `refine_iterations`
+mel-consistency projections (`spectrodiff.vocoding.refine`): the network's overlap-added frames drift from the mel it
+was given, and a few projections bring the mel back near Griffin-Lim's while keeping the network's phase and detail.
 
 A vocoder is a diffusers-style folder (`config.json` + `diffusion_pytorch_model.safetensors`) whose config carries
-the SpectrogramParams it was trained for; it is either a model's `vocoder/` component or a folder of its own.
+the SpectrogramParams it was trained for; it is either a model's `vocoder/` component or a folder of its own. This
+class is plain torch and `load_vocoder` reads such a folder without diffusers, so that `image-to-audio` starts in a
+second; `spectrodiff.generation.components.NeuralVocoder` is the same network as a diffusers model (pipelines,
+training, `save_pretrained`).
 """
 
 from __future__ import annotations
@@ -21,17 +24,16 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
-from .errors import SpectrodiffError
-from .mel import INT16_SCALE
-from .mel_refine import check_refinable, refine_to_mel, refinement_reach
-from .params import SpectrogramParams
-from .reconstruct import inverse_filterbank
+from ..codec.mel import INT16_SCALE
+from ..codec.params import Config, SpectrogramParams
+from ..errors import SpectrodiffError
+from .reconstruct import least_squares_inverse
+from .refine import check_refinable, refine_to_mel, refinement_reach
 
-VOCODER_CHOICES = ("griffin-lim", "neural")
 # Mel magnitudes (int16 scale, peaks near 1e7) below this are silence to the vocoder: log(1) = 0 is its floor.
 MEL_FLOOR = 1.0
 # Predicted STFT magnitudes are capped (as Vocos does) so that an early, untrained network cannot blow up.
@@ -76,11 +78,10 @@ class ISTFTHead(nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         # The inverse on the mel's own grid, read at this grid's frequencies (its low filters are narrower than our
         # bins), rescaled from an int16-scale STFT whose window sums to win_length / 2 to ours (n_fft / 2).
-        pinv = inverse_filterbank(params.key(), torch.device("cpu"))
         bins = torch.arange(self.n_fft // 2 + 1) * params.n_fft / self.n_fft
-        columns = bins.round().long().clamp(max=pinv.shape[1] - 1)
+        columns = bins.round().long().clamp(max=params.n_fft // 2)
         scale = self.n_fft / (INT16_SCALE * params.win_length)
-        self.register_buffer("prior_matrix", pinv[:, columns].T * scale, persistent=False)
+        self.register_buffer("prior_matrix", least_squares_inverse(params, columns).T * scale, persistent=False)
         self.prior_floor = MEL_FLOOR * scale
 
     def prior(self, mel: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,7 @@ class ISTFTHead(nn.Module):
         return torch.istft(spectrum, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
 
 
-class NeuralVocoder(ModelMixin, ConfigMixin):
+class NeuralVocoder(nn.Module):
     """Mel `(B, num_frequencies, T)` on Riffusion's scale -> waveform `(B, (T - 1) * hop)` in [-1, 1] units.
 
     Args:
@@ -119,21 +120,21 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
         num_layers: ConvNeXt blocks; the receptive field is `6 * num_layers + 7` frames.
         refine_iterations: full-band mel-consistency projections `vocode` runs after the network (`forward` never
             does).
-        bass_refine_iterations: projections of the bass on the mel's own grid (`spectrodiff.mel_refine`), for
+        bass_refine_iterations: projections of the bass on the mel's own grid (`spectrodiff.vocoding.refine`), for
             parameters whose low filters are narrower than the window's FFT bins (Riffusion's).
 
     The inverse STFT head's FFT size is 4 hops.
     """
 
     config_name = "config.json"
+    weights_name = "diffusion_pytorch_model.safetensors"
 
-    @register_to_config
     def __init__(self, spectrogram: dict | None = None, dim: int = 384, intermediate_dim: int = 1152,
                  num_layers: int = 8, refine_iterations: int = 0, bass_refine_iterations: int = 0):
         super().__init__()
         check_refine_iterations(refine_iterations)
         check_refine_iterations(bass_refine_iterations, "bass_refine_iterations")
-        params = SpectrogramParams(**{k: v for k, v in (spectrogram or {}).items() if not k.startswith("_")})
+        params = SpectrogramParams.from_dict(spectrogram or {})
         if params.stereo:
             raise SpectrodiffError("a vocoder takes one channel's mel: stereo parameters are vocoded per channel, "
                                    "so train it with stereo: false")
@@ -144,6 +145,22 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, 1 / num_layers) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = ISTFTHead(dim, params)
+        fields = dict(spectrogram=spectrogram, dim=dim, intermediate_dim=intermediate_dim, num_layers=num_layers,
+                      refine_iterations=refine_iterations, bass_refine_iterations=bass_refine_iterations)
+        if "_internal_dict" not in self.__dict__:  # the diffusers component has registered them already
+            self._internal_dict = Config(fields)
+
+    @property
+    def config(self) -> Config:
+        return self._internal_dict
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
     @property
     def params(self) -> SpectrogramParams:
@@ -172,7 +189,7 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
         """Raise SpectrodiffError, naming both sets, unless `params` (its channels aside) are the vocoder's."""
         mono = mono_params(params.config)
         if mono != self.params:
-            ours, theirs = describe(self.params), describe(mono)
+            ours, theirs = self.params.describe(), mono.describe()
             raise SpectrodiffError(f"the vocoder was trained for {ours}, the spectrogram has {theirs}: use a "
                                    "vocoder trained for these parameters (`spectrodiff train-vocoder`) or "
                                    "--vocoder griffin-lim")
@@ -209,6 +226,9 @@ class NeuralVocoder(ModelMixin, ConfigMixin):
             return torch.zeros(*lead, 0)
         else:
             audio = self._chunks(flat, 0, width - 1, self._context(iterations, bass), chunk_frames, (iterations, bass))
+        # A mel with nothing above the floor is silence: the network would still paint faint noise there, which a
+        # loudness gain then raises to full level.
+        audio = torch.where(flat.amax(dim=(1, 2), keepdim=True)[:, 0] > MEL_FLOOR, audio, 0.0)
         return audio.reshape(*lead, -1).cpu()
 
     def _chunks(self, mel: torch.Tensor, start: int, end: int, ctx: int, chunk_frames: int,
@@ -233,87 +253,27 @@ def check_refine_iterations(iterations: object, name: str = "refine_iterations")
 
 def mono_params(config: dict) -> SpectrogramParams:
     """SpectrogramParams of a config dict with one channel: a vocoder renders each channel of a stereo mel alike."""
-    return SpectrogramParams(**{k: v for k, v in config.items() if not k.startswith("_")} | {"stereo": False})
-
-
-def describe(params: SpectrogramParams) -> str:
-    c = params.config
-    return (f"{c.num_frequencies} mel bins {c.min_frequency}-{c.max_frequency} Hz at {c.sample_rate} Hz, "
-            f"hop {c.step_size_ms} ms, window {c.window_duration_ms} ms, FFT {c.padded_duration_ms} ms")
+    return SpectrogramParams.from_dict({**config, "stereo": False})
 
 
 def load_vocoder(path: str | Path) -> NeuralVocoder:
-    """A vocoder folder (safetensors only); SpectrodiffError if it is missing, not a vocoder, or corrupt."""
+    """A vocoder folder (safetensors only), read without diffusers; SpectrodiffError if it is missing, not a vocoder,
+    or corrupt."""
     path = Path(path)
-    if not (path / NeuralVocoder.config_name).is_file():
+    config_file, weights = path / NeuralVocoder.config_name, path / NeuralVocoder.weights_name
+    if not config_file.is_file():
         raise SpectrodiffError(f"{path} is not a vocoder folder (no {NeuralVocoder.config_name}); train one with "
                                "`spectrodiff train-vocoder`")
     try:
-        vocoder = NeuralVocoder.from_pretrained(str(path), use_safetensors=True, torch_dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        config = json.loads(config_file.read_text())
+        if not isinstance(config, dict):
+            raise ValueError("its config is not a JSON object")
+        vocoder = NeuralVocoder(**{k: v for k, v in config.items() if not k.startswith("_")})
+        if not weights.is_file():
+            raise FileNotFoundError(f"no {weights.name}")
+        vocoder.load_state_dict(load_file(str(weights)))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpectrodiffError(f"cannot load the vocoder in {path}: {first}") from None
     vocoder.source = str(path)  # recorded in sidecars
-    return vocoder.eval()
-
-
-# Beside the bundled models (spectrodiff/models/), where the package keeps its large weight files.
-BUNDLED_VOCODERS_DIR = Path(__file__).parent / "models" / "vocoders"
-
-
-def _bundled() -> dict[str, Path]:
-    """Bundled vocoders by name: the standalone ones in `models/vocoders/`, and each bundled model's `vocoder/`."""
-    from .pipeline import BUNDLED_MODELS_DIR
-
-    found = {p.name: p for p in sorted(BUNDLED_VOCODERS_DIR.glob("*")) if (p / NeuralVocoder.config_name).is_file()}
-    found |= {p.parent.name: p for p in sorted(BUNDLED_MODELS_DIR.glob("*/vocoder"))
-              if (p / NeuralVocoder.config_name).is_file()}
-    return found
-
-
-def resolve_vocoder(name: str | Path) -> NeuralVocoder:
-    """A vocoder folder, a model folder with a `vocoder/` component, or a bundled vocoder's name (`riffusion`, or
-    a bundled model's name such as `mini`)."""
-    path = Path(name).expanduser()
-    for folder in (path, path / "vocoder"):
-        if (folder / NeuralVocoder.config_name).is_file():
-            return load_vocoder(folder)
-    bundled = _bundled()
-    if str(name) in bundled:
-        return load_vocoder(bundled[str(name)])
-    raise SpectrodiffError(f"unknown vocoder {str(name)!r}: not a vocoder folder, not a model folder with a vocoder/, "
-                           f"not a bundled vocoder ({', '.join(bundled) or 'none'}); or use griffin-lim / neural")
-
-
-def bundled_vocoder_for(params: SpectrogramParams) -> NeuralVocoder | None:
-    """The bundled vocoder trained for `params` (channels aside), if there is one."""
-    mono = mono_params(params.config)
-    for folder in _bundled().values():
-        try:
-            if mono_params(json.loads((folder / NeuralVocoder.config_name).read_text())["spectrogram"]) == mono:
-                return load_vocoder(folder)
-        except (OSError, KeyError, TypeError, json.JSONDecodeError, SpectrodiffError):
-            continue
-    return None
-
-
-def choose_vocoder(choice: str | None, params: SpectrogramParams, own: NeuralVocoder | None) -> NeuralVocoder | None:
-    """The vocoder a generation uses (None: Griffin-Lim).
-
-    Args:
-        choice: None (the model's default: its own vocoder if it has one, else Griffin-Lim), "griffin-lim",
-            "neural" (the model's own vocoder, else the bundled one for its parameters), or a name or folder
-            (see `resolve_vocoder`).
-        own: the model's `vocoder` component, if any.
-    """
-    if choice == "griffin-lim" or (choice is None and own is None):
-        return None
-    if choice in (None, "neural"):
-        vocoder = own or bundled_vocoder_for(params)
-        if vocoder is None:
-            raise SpectrodiffError(f"no neural vocoder for {describe(params)}: train one with `spectrodiff "
-                                   "train-vocoder` and pass --vocoder FOLDER, or use --vocoder griffin-lim")
-    else:
-        vocoder = resolve_vocoder(choice)
-    vocoder.check_params(params)
-    return vocoder
+    return vocoder.float().eval()

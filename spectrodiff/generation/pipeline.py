@@ -31,11 +31,11 @@ from diffusers import (
 from safetensors.torch import load_file
 from transformers import CLIPTextModel
 
-from .errors import SpectrodiffError
-from .metrics import magnitude_convergence
-from .params import SpectrogramParams
+from ..bundled import MODELS_DIR, bundled_models
+from ..errors import SpectrodiffError
+from ..metrics import magnitude_convergence
+from .components import NeuralVocoder, SpectrogramParams
 from .timeline import Timeline
-from .vocoder import NeuralVocoder
 
 SCHEDULERS = {
     "dpm": DPMSolverMultistepScheduler,
@@ -49,7 +49,6 @@ SCHEDULERS = {
 }
 REQUIRED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
 TILE_SECONDS = 5.12
 # Prompts are padded to this many tokens: CLIP's length, and plenty for music prompts with longer encoders (BERT
 # takes 512; padding that far would only slow cross-attention down).
@@ -142,7 +141,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
                  vocoder: NeuralVocoder | None = None, encode_steps: int = 0):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                              scheduler=scheduler, spectrogram=spectrogram, vocoder=vocoder)
+                              scheduler=scheduler, spectrogram=SpectrogramParams.of(spectrogram), vocoder=vocoder)
         self.register_to_config(encode_steps=encode_steps)
 
     # ---- loading -------------------------------------------------------------------------------------------------
@@ -472,13 +471,12 @@ def lora_path(path: Path) -> Path:
 
 def resolve_model(model: str) -> Path:
     """A bundled short name, an existing folder, or a hub id (returned as a path that does not exist)."""
-    bundled = BUNDLED_MODELS_DIR / model
+    bundled = MODELS_DIR / model
     if "/" not in model and "\\" not in model and not Path(model).exists():
         if (bundled / "model_index.json").is_file():
             return bundled
-        names = sorted(p.parent.name for p in BUNDLED_MODELS_DIR.glob("*/model_index.json"))
         raise SpectrodiffError(f"unknown model {model!r}: not a folder, not a bundled model "
-                               f"({', '.join(names)}), not a hub id (owner/name)")
+                               f"({', '.join(bundled_models())}), not a hub id (owner/name)")
     path = Path(model).expanduser()
     if path.exists() and not path.is_dir():
         raise SpectrodiffError(f"model {model!r} is a file; expected a diffusers model folder")

@@ -1,4 +1,9 @@
-"""Spectrogram parameters: Riffusion's defaults, a diffusers config component, and PNG EXIF tags."""
+"""Spectrogram parameters: Riffusion's defaults, their one dict form, and PNG EXIF tags.
+
+Plain Python on purpose: the codec commands never import diffusers (about 2 s). A model folder carries them as its
+`spectrogram/` component through `spectrodiff.generation.components.SpectrogramParams`, this class with diffusers'
+config loading and saving.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,7 @@ import warnings
 from enum import IntEnum
 from typing import Any
 
-from diffusers import ConfigMixin, SchedulerMixin
-from diffusers.configuration_utils import register_to_config
-
-from .errors import SpectrodiffError
+from ..errors import SpectrodiffError
 
 # Decoding scale Riffusion uses for images whose clip maximum is unknown (model output).
 RIFFUSION_MAX_VALUE = 30e6
@@ -45,11 +47,23 @@ _EXIF_FIELDS = {
 }
 
 
-class SpectrogramParams(ConfigMixin, SchedulerMixin):
-    """How audio becomes a spectrogram image; defaults are Riffusion's.
+class Config(dict):
+    """A read-only dict whose keys are also attributes (`config.sample_rate`), as diffusers' configs are."""
 
-    It subclasses `SchedulerMixin` only for its config-based `save_pretrained`/`from_pretrained`, the pattern
-    diffusers' own `Mel` component uses, so that a model folder can carry it as its `spectrogram/` component.
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("a config is read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _readonly
+
+
+class SpectrogramParams:
+    """How audio becomes a spectrogram image; defaults are Riffusion's.
 
     Args:
         sample_rate: audio sample rate in Hz.
@@ -65,7 +79,6 @@ class SpectrogramParams(ConfigMixin, SchedulerMixin):
 
     config_name = "spectrogram_config.json"
 
-    @register_to_config
     def __init__(
         self,
         sample_rate: int = 44100,
@@ -95,6 +108,31 @@ class SpectrogramParams(ConfigMixin, SchedulerMixin):
             problems.append(f"power_for_image must be positive, got {power_for_image}")
         if problems:
             raise SpectrodiffError("invalid spectrogram parameters: " + "; ".join(problems))
+        fields = dict(sample_rate=sample_rate, stereo=stereo, step_size_ms=step_size_ms,
+                      window_duration_ms=window_duration_ms, padded_duration_ms=padded_duration_ms,
+                      num_frequencies=num_frequencies, min_frequency=min_frequency, max_frequency=max_frequency,
+                      power_for_image=power_for_image)
+        if "_internal_dict" not in self.__dict__:  # the diffusers component has registered them already
+            self._internal_dict = Config(fields)
+
+    @property
+    def config(self) -> Config:
+        return self._internal_dict
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict (the form configs, manifests and sidecars store)."""
+        return {k: v for k, v in self.config.items() if not k.startswith("_")}
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> SpectrogramParams:
+        """Parameters from a dict such as `to_dict` gives, or a saved config (its `_` entries are ignored)."""
+        return cls(**{k: v for k, v in fields.items() if not k.startswith("_")})
+
+    def describe(self) -> str:
+        """One line for messages, e.g. "512 mel bins 0-10000 Hz at 44100 Hz, hop 10 ms, window 100 ms, FFT 400 ms"."""
+        c = self.config
+        return (f"{c.num_frequencies} mel bins {c.min_frequency}-{c.max_frequency} Hz at {c.sample_rate} Hz, "
+                f"hop {c.step_size_ms} ms, window {c.window_duration_ms} ms, FFT {c.padded_duration_ms} ms")
 
     # Riffusion derives the sample counts with these exact float expressions; keep them for identical rounding.
     @property
@@ -114,7 +152,7 @@ class SpectrogramParams(ConfigMixin, SchedulerMixin):
         return 2 if self.config.stereo else 1
 
     def __getattr__(self, name: str) -> Any:
-        # ConfigMixin already forwards config fields; this keeps `params.sample_rate` free of its deprecation warning.
+        # Fields as attributes (`params.sample_rate`), without the deprecation warning diffusers' ConfigMixin gives.
         config = self.__dict__.get("_internal_dict")
         if config is not None and name in config:
             return config[name]
@@ -122,7 +160,7 @@ class SpectrogramParams(ConfigMixin, SchedulerMixin):
 
     def key(self) -> tuple:
         """A hashable identity, for caches keyed by parameter set."""
-        return tuple(sorted((k, v) for k, v in self.config.items() if not k.startswith("_")))
+        return tuple(sorted(self.to_dict().items()))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SpectrogramParams) and self.key() == other.key()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import SpectrodiffError
+from ..errors import SpectrodiffError
 from .timeline import Keyframe
 
 KEYFRAME_FIELDS = {"prompt": str, "seed": int, "seconds": (int, float), "strength": (int, float),

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import SpectrodiffError
+from ..errors import SpectrodiffError
 from .params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams, warn_default_params
 
 # Modes whose pixels carry the spectrogram: 8-bit grey, palette and RGB (alpha, when present, is ignored).

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import SpectrodiffError
-from .griffin_lim import FrameTransform
-from .mel import INT16_SCALE, mel_filterbank
-from .params import SpectrogramParams
+from ..codec.mel import INT16_SCALE, mel_filterbank
+from ..codec.params import SpectrogramParams
+from ..errors import SpectrodiffError
+from .stft import FrameTransform
 
 # Over-relaxation of the mel ratio and momentum on the spectra: 1.3 and 0.9 converged fastest among those tried on
 # held-out recordings (1.5 with 0.95 diverged).
@@ -83,8 +83,11 @@ class BandedFilterbank:
             if len(rows):
                 lo, hi, first, last = int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
                 self.blocks.append((lo, hi, first, last, filters[lo:hi, first:last].contiguous()))
+        self.complete = sum(last - first for _, _, first, last, _ in self.blocks) == self.filters
 
     def measure(self, magnitude: torch.Tensor) -> torch.Tensor:
+        if self.complete:  # every group has weights: their outputs side by side
+            return torch.cat([magnitude[..., lo:hi] @ block for lo, hi, _, _, block in self.blocks], dim=-1)
         out = magnitude.new_zeros(*magnitude.shape[:-1], self.filters)
         for lo, hi, first, last, block in self.blocks:
             out[..., first:last] = magnitude[..., lo:hi] @ block
@@ -301,7 +304,7 @@ def _project(audio: torch.Tensor, target: torch.Tensor, filters: BandedFilterban
         ratio = torch.div(target, filters.measure(_magnitude(spectrum)).add_(MEL_EPSILON))
         ratio = ratio.clamp_(1 / MAX_RATIO, MAX_RATIO).pow_(RATIO_POWER)
         gain = torch.addcmul(filters.uncovered, filters.spread(ratio), filters.inverse_weight)
-        rebuilt = transform.forward(transform.inverse(spectrum * gain))
+        rebuilt = transform.forward(transform.inverse(spectrum, gain))
         spectrum = rebuilt if previous is None else torch.view_as_complex(  # momentum: (1 + m) rebuilt - m previous
             torch.lerp(torch.view_as_real(previous), torch.view_as_real(rebuilt), 1 + MOMENTUM))
         previous = rebuilt
@@ -315,25 +318,24 @@ def _strided_change(audio: torch.Tensor, target: torch.Tensor, filters: BandedFi
     `(B, T, k)` target's frames only.
 
     Frames are counted from absolute frame 0, so that chunks pick the same ones (`first_frame` is the absolute index
-    of frame 0 here); a linear clip's last picked frame may lie up to a step past its end, where the audio is
-    reflected and the target is the last frame's. Loops whose frame count the step does not divide, and clips too
-    short to pick two frames, use every frame.
+    of frame 0 here); a linear clip's first and last frames are projected too when the stride passes them by (half
+    their window lies outside the clip, where it is mirrored: nothing else holds them). Loops whose frame count the
+    step does not divide, and clips too short to pick two frames, use every frame.
     """
     frames, step = target.shape[1], FRAME_STEP
     offset = -first_frame % step
     if not (frames % step == 0 if circular else frames - offset > step):
         step, offset = 1, 0
-    picked = frames // step if circular else -(-(frames - 1 - offset) // step) + 1
-    transform = FrameTransform(n_fft, step * hop, win_length, picked, filters.bins, audio.device, circular)
     if circular:  # frame `offset` becomes frame 0
+        transform = FrameTransform(n_fft, step * hop, win_length, frames // step, filters.bins, audio.device, True)
         return _project(audio.roll(-offset * hop, -1), target[:, offset::step], filters, transform,
                         iterations).roll(offset * hop, -1)
-    piece = audio[:, offset * hop:]
-    extra = (picked - 1) * step * hop - piece.shape[-1]
-    padded = F.pad(piece[:, None], (0, extra), mode="reflect" if extra < piece.shape[-1] else "constant")[:, 0]
-    chosen = (offset + torch.arange(picked, device=audio.device) * step).clamp(max=frames - 1)
-    change = _project(padded, target[:, chosen], filters, transform, iterations)
-    return F.pad(change[:, : piece.shape[-1]], (offset * hop, 0))
+    grid = torch.arange(offset, frames, step, device=audio.device)
+    ends = [t for t in (0, frames - 1) if t not in (int(grid[0]), int(grid[-1]))]
+    transform = FrameTransform(n_fft, step * hop, win_length, len(grid), filters.bins, audio.device,
+                               length=audio.shape[-1], start=offset * hop, extra=tuple(t * hop for t in ends))
+    chosen = torch.cat([grid, torch.tensor(ends, dtype=grid.dtype, device=grid.device)])
+    return _project(audio, target[:, chosen], filters, transform, iterations)
 
 
 def _stage_change(audio: torch.Tensor, target: torch.Tensor, stage: Stage, iterations: int, circular: bool,

@@ -1,0 +1,43 @@
+"""Spectrogram image -> audio, end to end: the function behind `image-to-audio`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from ..codec.image import image_params, image_to_mel
+from ..codec.params import SpectrogramParams
+from .reconstruct import mel_to_waveform
+from .registry import choose_vocoder
+from .vocoder import NeuralVocoder
+
+
+def image_to_audio(
+    image: Image.Image,
+    params: SpectrogramParams | None = None,
+    n_iter: int = 32,
+    seed: int | None = 0,
+    on_iter: Callable[[int], None] | None = None,
+    vocoder: NeuralVocoder | str | None = None,
+) -> tuple[np.ndarray, SpectrogramParams]:
+    """Spectrogram image -> `(C, (width - 1) * hop)` float audio (unnormalised) and the params used.
+
+    Params and decoding scale come from the image's EXIF unless `params` is given.
+
+    Args:
+        vocoder: a NeuralVocoder trained for those params, or a choice as `choose_vocoder` takes it: None (the
+            default: the bundled vocoder for the params if there is one, else Griffin-Lim), "griffin-lim",
+            "neural", or a vocoder's name or folder.
+        n_iter, seed, on_iter: Griffin-Lim's iterations, initial phase and progress (unused by a neural vocoder).
+    """
+    exif_params, max_value = image_params(image)
+    params = params or exif_params
+    mel = image_to_mel(image, params, max_value)
+    if not isinstance(vocoder, NeuralVocoder):
+        vocoder = choose_vocoder(vocoder, params)
+    if vocoder is not None:
+        vocoder.check_params(params)
+        return vocoder.vocode(mel).numpy(), params
+    return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter).numpy(), params
