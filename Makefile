@@ -13,6 +13,8 @@ RECORDINGS := data/recordings
 # Real recordings for the vocoders (training/recordings.py): two sample packs to train on (a fifth held out) and
 # Hydrogen's drum kits, which only the vocoder benchmark hears.
 RECORDING_PACKAGES := sonic-pi-samples lmms-common hydrogen-drumkits
+# Real music that no model or vocoder trains on, for the reconstruction benchmark (benchmarks/real_music.py).
+HELDOUT_MUSIC_PACKAGES := warzone2100-music planetblupi-music-ogg
 # The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats; and
 # the browser the studio's test drives (tests/test_web.py).
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats chromium
@@ -21,8 +23,8 @@ SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 FREEPATS := /etc/timidity/freepats.cfg
 CATALOGUE_MINUTES ?= 30
 
-.PHONY: install demo test serve bench bench-mini bench-encode bench-vocoder bench-load lint clean system-deps recording-deps catalogue \
-	recordings mini vocoders
+.PHONY: install demo test serve bench bench-real-music bench-startup bench-mini bench-encode bench-vocoder bench-load lint \
+	clean system-deps recording-deps heldout-music catalogue recordings mini vocoders
 
 install: $(STAMP)
 
@@ -99,6 +101,18 @@ vocoders: catalogue recordings
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/reconstruction.py
+
+heldout-music:
+	$(call apt_install,$(HELDOUT_MUSIC_PACKAGES),[ -d /usr/share/games/warzone2100/music ] \
+		&& [ -d /usr/share/planetblupi/music ])
+
+# Image -> audio on real music no model trains on: our default and every --vocoder against Riffusion's algorithm.
+bench-real-music: $(STAMP) heldout-music
+	$(BIN)/python benchmarks/real_music.py
+
+# `spectrodiff --help`, every command's --help and the codec commands as whole processes.
+bench-startup: $(STAMP)
+	$(BIN)/python benchmarks/startup.py
 
 # The bundled model's quality bars (prompt adherence, loops, long clips, speed, VAE); needs the catalogue.
 bench-mini: catalogue

@@ -61,7 +61,8 @@ def main() -> None:
                         ["info", str(wav)]):
             seconds, modules = timed(command, args.runs), heavy_imports(*command)
             clean = not set(modules) & set(CODEC_BAR)
-            print(f"| spectrodiff {command[0]} (5 s tone) | {seconds:.3f} | {', '.join(modules) or '-'} | "
+            print(f"| spectrodiff {command[0]} {Path(command[1]).name} (5 s tone) | {seconds:.3f} | "
+                  f"{', '.join(modules) or '-'} | "
                   f"no {', '.join(CODEC_BAR)} {'PASS' if clean else 'FAIL'} |")
     print(f"\nevery --help in at most {HELP_BAR_SECONDS} s: {'PASS' if worst <= HELP_BAR_SECONDS else 'FAIL'} "
           f"(slowest {worst:.3f} s)")

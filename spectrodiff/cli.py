@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import inspect
@@ -37,6 +38,8 @@ app = typer.Typer(
 IMAGE_SUFFIXES = (".png",)
 OUTPUT_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD.
+MALLOC_TRIM_THRESHOLD, MALLOC_TOP_PAD, MALLOC_MMAP_THRESHOLD = -1, -2, -3
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -263,12 +266,11 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
 
     Example: spectrodiff info tile.png
     """
-    from .codec.audio import audio_info
-    from .codec.image import image_params, open_image
-
     _require_file(file)
     rows: dict[str, object]
     if file.suffix.lower() in IMAGE_SUFFIXES + (".jpg", ".jpeg", ".webp"):
+        from .codec.image import image_params, open_image
+
         picture = open_image(file)
         params, max_value = image_params(picture)
         rows = {"file": file, "kind": "spectrogram image", "size": f"{picture.width} x {picture.height}",
@@ -278,6 +280,8 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
         rows.update({name.replace("_", " "): value for name, value in params.config.items()
                      if not name.startswith("_")})
     else:
+        from .codec.audio import audio_info
+
         info = audio_info(file)
         rows = {"file": file, "kind": "audio", "format": f"{info.format} ({info.subtype})",
                 "sample rate": f"{info.sample_rate} Hz", "channels": info.channels, "frames": info.frames,
@@ -822,10 +826,25 @@ def main() -> int:
         return 130
 
 
+def _tune_malloc() -> None:
+    """Let glibc keep freed memory for reuse (mallopt(3)) instead of mapping and unmapping every buffer of tens of
+    megabytes, each time faulting its pages in anew: the iterative phase recovery frees and allocates the same
+    sizes every iteration (a 30 s image -> audio: 2.6 -> 2.45 s). Elsewhere than glibc nothing changes."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    for option, value in ((MALLOC_MMAP_THRESHOLD, 32 << 20), (MALLOC_TRIM_THRESHOLD, 256 << 20),
+                          (MALLOC_TOP_PAD, 64 << 20)):
+        mallopt(option, value)
+
+
 def run() -> None:
     """Console entry point: `main`, then, once output is flushed and exit handlers have run, an exit that skips
     tearing the interpreter down: after torch that teardown alone took 0.3 s, a tenth of turning a 30 s image into
     audio (mypy exits the same way)."""
+    _tune_malloc()
     status = main()
     try:
         sys.stdout.flush()

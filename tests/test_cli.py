@@ -132,7 +132,8 @@ def test_help_needs_no_torch_and_the_codec_commands_no_diffusers(tmp_path, tone_
              ["image-to-audio", tone_png, "-o", tmp_path / "a.wav"],
              ["slice", tone_wav, "-o", tmp_path / "tiles", "--seconds", "0.5"]]
     for command in codec:
-        assert heavy_imports(*command) == ["torch"], command
+        assert not {"diffusers", "transformers", "peft"} & set(heavy_imports(*command)), command
+    assert heavy_imports("info", tone_wav) == []  # describing audio needs no torch either
     assert (tmp_path / "a.wav").is_file() and len(list((tmp_path / "tiles").glob("*.png"))) == 2
     assert "diffusers" in heavy_imports("generate", "x", "--model", tmp_path / "no-model")
 
