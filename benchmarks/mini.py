@@ -26,9 +26,10 @@ from PIL import Image
 
 from spectrodiff import SpectrogramParams
 from spectrodiff.codec.audio import load_audio
-from spectrodiff.codec.image import image_to_mel
+from spectrodiff.codec.convert import audio_to_pixels
+from spectrodiff.codec.image import image_to_mel, layout, pixels_to_mel
 from spectrodiff.codec.mel import waveform_to_mel
-from spectrodiff.generation.modes import Settings, audio_to_pixels, compose, encode_steps, generate, pixels_to_mel
+from spectrodiff.generation.modes import Settings, compose, encode_steps, generate
 from spectrodiff.generation.pipeline import TILE_SECONDS, SpectrodiffPipeline
 from spectrodiff.generation.timeline import Keyframe
 from spectrodiff.metrics import loop_wrap_ratio, seam_ratio, seam_ratios
@@ -237,7 +238,8 @@ def round_trip(pipe, pixels: torch.Tensor, max_value: float, refine_steps: int) 
     latents = pipe.encode_image(pixels, refine_steps)
     seconds = time.perf_counter() - began
     decoded = torch.cat([image for _, image in pipe.decode_latents(latents)], dim=-1)
-    ref, est = pixels_to_mel(pixels, pipe.spectrogram, max_value), pixels_to_mel(decoded, pipe.spectrogram, max_value)
+    params = pipe.spectrogram
+    ref, est = pixels_to_mel(pixels, params, max_value), pixels_to_mel(layout(decoded, params), params, max_value)
     return float(torch.linalg.norm(ref - est) / torch.linalg.norm(ref)), latents, seconds
 
 

@@ -60,7 +60,7 @@ def test_mini_generates_a_loop_deterministically(mini, tmp_path):
 def test_mini_refines_its_encodings_of_input_audio(mini):
     """mini's model_index.json sets 5 encode steps: a tile of a sound it never trained on (a synthetic mix) comes back
     through the VAE at least 15 % closer than from the encoder alone."""
-    from spectrodiff.generation.modes import audio_to_pixels
+    from spectrodiff.codec.convert import audio_to_pixels
     from spectrodiff.metrics import magnitude_convergence
     from spectrodiff.signals import mix
 

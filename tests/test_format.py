@@ -150,6 +150,22 @@ def test_decoding_inverts_encoding(params):
     assert float((decoded - mel).abs().max()) <= step * 1.01
 
 
+def test_the_tensor_and_image_faces_are_one_codec(params, stereo_params):
+    """A VAE-like output laid out as a spectrogram (mono: the mean of its channels; stereo: R = 0) decodes to the
+    same mel as its 8-bit PNG does, to within half a grey level of the curve; and the laid-out image is grey."""
+    from spectrodiff.codec.image import layout, pixels_to_image, pixels_to_mel
+
+    pixels = torch.rand(3, 512, 16, generator=torch.Generator().manual_seed(0))
+    for p in (params, stereo_params):
+        image = pixels_to_image(layout(pixels, p), p, 1.0)
+        direct, decoded = pixels_to_mel(layout(pixels, p), p, 1.0), image_to_mel(image, p, 1.0)
+        half_level = 1 - (1 - 0.5 / 255) ** (1 / p.power_for_image)
+        assert direct.shape == (p.channels, 512, 16) and float((direct - decoded).abs().max()) <= half_level
+    grey = np.asarray(pixels_to_image(layout(pixels, params), params, 1.0))
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert not np.array_equal(grey[..., 0], np.asarray(pixels_to_image(pixels, params, 1.0))[..., 1])
+
+
 def test_mono_decode_reads_red_and_stereo_reads_green_blue(params, stereo_params):
     pixels = np.zeros((512, 8, 3), np.uint8)
     pixels[..., 0], pixels[..., 1], pixels[..., 2] = 0, 128, 255

@@ -15,12 +15,11 @@ from typer.testing import CliRunner
 
 from spectrodiff import SpectrodiffError
 from spectrodiff.cli import app
-from spectrodiff.codec.convert import audio_to_image, save_image
+from spectrodiff.codec.convert import audio_to_image, audio_to_pixels, save_image
 from spectrodiff.codec.image import image_params
 from spectrodiff.generation.batch import run_job
 from spectrodiff.generation.modes import (
     Settings,
-    audio_to_pixels,
     compose,
     extend,
     generate,

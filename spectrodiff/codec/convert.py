@@ -1,4 +1,5 @@
-"""Audio -> spectrogram image, end to end: the functions behind `audio-to-image` and `slice`."""
+"""Audio -> spectrogram image, end to end: the functions behind `audio-to-image` and `slice`, and the pixels the
+VAE encodes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from ..files import atomic_path
 from .audio import audio_info, iter_audio_blocks, load_audio
-from .image import mel_to_image
+from .image import image_params, image_pixels, mel_to_image
 from .mel import waveform_to_mel, waveform_to_mel_streaming
 from .params import SpectrogramParams
 
@@ -42,6 +43,15 @@ def file_to_image(
         blocks = (torch.from_numpy(b) for b in iter_audio_blocks(path, params.sample_rate, channels))
         return mel_to_image(waveform_to_mel_streaming(blocks, params, on_frames), params)
     return audio_to_image(load_audio(path, params.sample_rate, channels, start, duration), params)
+
+
+def audio_to_pixels(audio: np.ndarray, params: SpectrogramParams, width: int) -> tuple[torch.Tensor, float]:
+    """`(C, N)` audio -> its image as `(3, H, width)` float pixels in [0, 1] (padded with silence; what the VAE
+    encodes) and the clip maximum they stand for."""
+    image = audio_to_image(audio, params)
+    _, max_value = image_params(image)
+    pixels = image_pixels(image)
+    return torch.nn.functional.pad(pixels, (0, width - pixels.shape[-1]), value=1.0), max_value
 
 
 def save_image(path: Path, image: Image.Image, overwrite: bool = False) -> Path:

@@ -1,4 +1,12 @@
-"""Mel magnitude <-> Riffusion spectrogram image (PIL), with the parameters in the PNG's EXIF."""
+"""The pixel codec: mel magnitude <-> Riffusion spectrogram image, with the parameters in the PNG's EXIF.
+
+One curve and one channel rule, with a tensor face (float pixels in [0, 1], as the VAE makes and takes them) and a
+PIL face (8-bit images):
+- curve: a pixel p stands for the magnitude `(1 - p) ** (1 / power_for_image) * max_value` (white is silence);
+- channels: mono reads R, stereo reads G (left) and B (right), as Riffusion's decoder does; an image is laid out
+  as grey (R = G = B) for mono and as R = 0, G, B for stereo;
+- rows: low frequencies at the bottom (the mel's bin 0 is the image's last row).
+"""
 
 from __future__ import annotations
 
@@ -41,7 +49,11 @@ def mel_to_image(mel: torch.Tensor, params: SpectrogramParams, max_value: float 
         image = Image.fromarray(np.stack([np.zeros_like(pixels[0]), pixels[0], pixels[1]], axis=-1), mode="RGB")
     else:
         image = Image.fromarray(pixels[0], mode="L").convert("RGB")
-    image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return with_exif(image.transpose(Image.Transpose.FLIP_TOP_BOTTOM), params, max_value)
+
+
+def with_exif(image: Image.Image, params: SpectrogramParams, max_value: float) -> Image.Image:
+    """`image` with the parameters' EXIF tags and the clip maximum `max_value` (tag 11080)."""
     exif = image.getexif()
     exif.update(params.to_exif())
     exif[int(ExifTag.MAX_VALUE)] = float(max_value)
@@ -75,26 +87,59 @@ def image_params(image: Image.Image) -> tuple[SpectrogramParams, float]:
     return params, (max_value if max_value > 0 else RIFFUSION_MAX_VALUE)
 
 
+def magnitudes(pixels: torch.Tensor, power: float, max_value: float = 1.0) -> torch.Tensor:
+    """The curve, elementwise: pixel values in [0, 1] (white = silence) -> magnitudes on the scale of `max_value`
+    (differentiable: the VAE's losses use it)."""
+    return (1 - pixels).clamp(0, 1) ** (1 / power) * max_value
+
+
+def pixels_to_mel(pixels: torch.Tensor, params: SpectrogramParams, max_value: float = RIFFUSION_MAX_VALUE
+                  ) -> torch.Tensor:
+    """`(..., 3, H, W)` float pixels in [0, 1] -> `(..., C, H, W)` mel (C = params.channels): mono reads R,
+    stereo G and B, rows flipped so that bin 0 is the lowest frequency."""
+    channels = pixels[..., 1:3, :, :] if params.stereo else pixels[..., :1, :, :]
+    return magnitudes(channels.flip(-2), params.power_for_image, max_value)
+
+
+def layout(pixels: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    """`(..., 3, H, W)` float pixels (e.g. a VAE's output, whose channels differ a little) -> the spectrogram
+    image's layout: mono grey (the mean of the three), stereo R = 0."""
+    if params.stereo:
+        return torch.cat([torch.zeros_like(pixels[..., :1, :, :]), pixels[..., 1:3, :, :]], dim=-3)
+    return pixels.mean(dim=-3, keepdim=True).expand_as(pixels)
+
+
+def image_pixels(image: Image.Image) -> torch.Tensor:
+    """A spectrogram image -> `(3, H, W)` float pixels in [0, 1]."""
+    if image.mode not in _ACCEPTED_MODES:
+        raise SpectrodiffError(f"image mode {image.mode} is not a spectrogram (expected one of "
+                               f"{', '.join(_ACCEPTED_MODES)})")
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """`(3, H, W)` float pixels in [0, 1] -> `(H, W, 3)` uint8, rounded (an image's array)."""
+    return (pixels * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def pixels_to_image(pixels: torch.Tensor, params: SpectrogramParams, max_value: float) -> Image.Image:
+    """`(3, H, W)` float pixels in [0, 1], laid out (`layout`) -> an RGB image rounded to 8 bits, EXIF included
+    (`max_value` is what black stands for)."""
+    return with_exif(Image.fromarray(to_uint8(pixels), mode="RGB"), params, max_value)
+
+
 def image_to_mel(
     image: Image.Image, params: SpectrogramParams, max_value: float = RIFFUSION_MAX_VALUE
 ) -> torch.Tensor:
-    """Decode a spectrogram image: undo the flip, inversion and power curve, scale by `max_value`.
-
-    Mono reads R; stereo reads G (left) and B (right).
+    """Decode a spectrogram image (`pixels_to_mel` of its pixels).
 
     Returns:
         `(C, num_frequencies, width)` float32.
     """
-    if image.mode not in _ACCEPTED_MODES:
-        raise SpectrodiffError(f"image mode {image.mode} is not a spectrogram (expected one of "
-                               f"{', '.join(_ACCEPTED_MODES)})")
     if image.height != params.num_frequencies:
         raise SpectrodiffError(f"image is {image.height} pixels high; these spectrogram parameters need "
                                f"{params.num_frequencies}")
-    rgb = np.asarray(image.convert("RGB").transpose(Image.Transpose.FLIP_TOP_BOTTOM)).transpose(2, 0, 1)
-    data = rgb[[1, 2]] if params.stereo else rgb[:1]
-    data = (255 - data.astype(np.float32)) / 255
-    return torch.from_numpy(np.power(data, 1 / params.power_for_image) * np.float32(max_value))
+    return pixels_to_mel(image_pixels(image), params, max_value)
 
 
 def open_image(path) -> Image.Image:

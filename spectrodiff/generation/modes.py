@@ -21,9 +21,9 @@ from PIL import Image
 
 from .. import __version__
 from ..codec.audio import AUDIO_SUFFIXES, DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS, load_audio
-from ..codec.convert import audio_to_image, save_image
-from ..codec.image import image_params, open_image
-from ..codec.params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams
+from ..codec.convert import audio_to_pixels, save_image
+from ..codec.image import image_params, image_pixels, layout, open_image, pixels_to_mel, to_uint8, with_exif
+from ..codec.params import RIFFUSION_MAX_VALUE
 from ..errors import SpectrodiffError
 from ..files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
 from ..vocoding.reconstruct import mel_to_waveform, stream_mel_to_waveform, vocode_stream
@@ -128,34 +128,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# ---- pixels <-> mel ------------------------------------------------------------------------------------------------
-
-def pixels_to_mel(pixels: torch.Tensor, params: SpectrogramParams, max_value: float) -> torch.Tensor:
-    """VAE output `(3, H, w)` in [0, 1] (white = silence, low frequencies at the bottom) -> `(C, H, w)` mel.
-
-    Mono averages the three channels (a generated image is grey only approximately); stereo reads G and B.
-    """
-    data = pixels[1:] if params.stereo else pixels.mean(dim=0, keepdim=True)
-    return (1 - data.flip(-2).clamp(0, 1)) ** (1 / params.power_for_image) * max_value
-
-
-def pixels_to_uint8(pixels: torch.Tensor, params: SpectrogramParams) -> np.ndarray:
-    """`(3, H, w)` float -> `(H, w, 3)` uint8 in Riffusion's layout (grey for mono, R = 0 for stereo)."""
-    if params.stereo:
-        pixels = torch.cat([torch.zeros_like(pixels[:1]), pixels[1:]])
-    else:
-        pixels = pixels.mean(dim=0, keepdim=True).expand(3, -1, -1)
-    return (pixels * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-
-
-def audio_to_pixels(audio: np.ndarray, params: SpectrogramParams, width: int) -> tuple[torch.Tensor, float]:
-    """User audio `(C, N)` -> `(3, H, width)` float image in [0, 1] (padded with silence) and its max value."""
-    image = audio_to_image(audio, params)
-    max_value = float(image.getexif()[int(ExifTag.MAX_VALUE)]) or RIFFUSION_MAX_VALUE
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
-    return torch.nn.functional.pad(pixels, (0, width - pixels.shape[-1]), value=1.0), max_value
-
-
 # ---- rendering -----------------------------------------------------------------------------------------------------
 
 class _AudioSink:
@@ -243,7 +215,8 @@ def render(
 
     def mel_pieces() -> Iterator[torch.Tensor]:
         for start, pixels in pipe.decode_latents(latents, loop=loop):
-            columns.append(pixels_to_uint8(pixels, params))
+            pixels = layout(pixels, params)
+            columns.append(to_uint8(pixels))
             mel = pixels_to_mel(pixels, params, max_value)[..., max(skip - start, 0):]
             settings.report("decoding", start + pixels.shape[-1], width)
             if mel.shape[-1]:
@@ -275,11 +248,7 @@ def render(
     seconds = sink.frames / params.sample_rate if seconds is None else seconds
     sink.finish(audio_path, settings.sample_rate, seconds, normalize=normalize)
 
-    image = Image.fromarray(np.concatenate(columns, axis=1), mode="RGB")
-    exif = image.getexif()
-    exif.update(params.to_exif())
-    exif[int(ExifTag.MAX_VALUE)] = float(max_value)
-    save_image(image_path, image)
+    save_image(image_path, with_exif(Image.fromarray(np.concatenate(columns, axis=1), mode="RGB"), params, max_value))
 
     # The job alone redoes the result (with the same model): settings included.
     encoding = {"encode_steps": encode_steps(pipe, settings)} if record["job"]["mode"] in ENCODING_MODES else {}
@@ -518,8 +487,7 @@ def riffuse(pipe: SpectrodiffPipeline, start: Keyframe, end: Keyframe, alpha: fl
     if image.height != params.num_frequencies or width == 0:
         raise SpectrodiffError(f"seed image {Path(seed_image).name} is {image.width} x {image.height} pixels; the "
                                f"model needs {params.num_frequencies} high and at least {factor} wide")
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-    init = pipe.encode_image(pixels[..., : width * factor], encode_steps(pipe, settings))
+    init = pipe.encode_image(image_pixels(image)[..., : width * factor], encode_steps(pipe, settings))
     keep = None
     if mask_image is not None:
         mask = open_image(mask_image).convert("L").resize((width, pipe.latent_height), Image.Resampling.NEAREST)
