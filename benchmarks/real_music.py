@@ -30,7 +30,7 @@ import soundfile
 import torch
 from common import machine_header
 
-from spectrodiff.codec.audio import audio_info, load_audio, save_audio
+from spectrodiff.codec.audio import audio_info, find_audio, load_audio, save_audio
 from spectrodiff.codec.image import image_params, image_to_mel, open_image
 from spectrodiff.codec.mel import INT16_SCALE, mel_filterbank, waveform_to_mel
 from spectrodiff.codec.params import SpectrogramParams
@@ -38,7 +38,6 @@ from spectrodiff.metrics import spectral_convergence
 
 SOURCES = {"warzone2100-music": Path("/usr/share/games/warzone2100/music"),
            "planetblupi-music-ogg": Path("/usr/share/planetblupi/music")}
-SUFFIXES = (".ogg", ".opus")
 START_FRACTION = 0.37
 CHOICES = {"default": [], "griffin-lim": ["--vocoder", "griffin-lim"], "neural": ["--vocoder", "neural"]}
 # Targets: no worse than Riffusion's algorithm on average and within 5 % on every excerpt; 10x faster on 30 s.
@@ -52,8 +51,7 @@ def pick_tracks(count: int) -> list[tuple[str, Path]]:
     """`count` tracks, half from each source, in the order of a hash of their paths (the same on every machine)."""
     picked = []
     for (name, root), share in zip(SOURCES.items(), (count - count // 2, count // 2), strict=True):
-        files = sorted((p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file()),
-                       key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
+        files = sorted(find_audio(root), key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
         picked += [(name, p) for p in files[:share]]
     return picked
 

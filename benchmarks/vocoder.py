@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from common import machine_header
 
-from spectrodiff.codec.audio import AUDIO_SUFFIXES, load_audio
+from spectrodiff.codec.audio import find_audio, load_audio
 from spectrodiff.codec.mel import waveform_to_mel
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.metrics import mel_spectral_convergence, multi_resolution_stft_distance
@@ -35,8 +35,7 @@ MIN_SECONDS = 0.25
 
 def pick_clips(root: Path, count: int, sample_rate: int) -> list[tuple[str, np.ndarray]]:
     """Up to `count` readable, non-silent clips of at least MIN_SECONDS under `root`, in hash order."""
-    files = sorted((p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()),
-                   key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
+    files = sorted(find_audio(root), key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
     clips = []
     for path in files:
         try:

@@ -176,38 +176,25 @@ def image_to_audio_command(
     print(path)
 
 
-def _audio_files(source: Path) -> list[Path]:
-    from .codec.audio import AUDIO_SUFFIXES
-
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        if not files:
-            raise SpectrodiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {source}")
-        return files
-    _require_file(source)
-    return [source]
-
-
 @app.command("slice")
 @handle_errors
 def slice_command(
     source: Annotated[Path, typer.Argument(help="An audio file, or a folder searched recursively.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the tiles.")],
-    seconds: Annotated[float, typer.Option(help="Tile length; 5.12 s is a 512-column tile.", min=0.02, max=600)]
-    = 5.12,
-    hop: Annotated[float | None, typer.Option(help="Seconds between tile starts (default: --seconds).", min=0.01)]
-    = None,
+    seconds: Annotated[float, typer.Option(help="Tile length (0.02-600); 5.12 s is a 512-column tile.")] = 5.12,
+    hop: Annotated[float | None, typer.Option(help="Seconds between tile starts (default: a whole tile).")] = None,
     format: Annotated[str, typer.Option(help="png (spectrogram tiles) or wav/flac (audio clips).")] = "png",
     stereo: Annotated[bool, typer.Option("--stereo", help="Stereo tiles or clips.")] = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Cut audio into fixed-length tiles: spectrogram PNGs or audio clips. A partial last tile is dropped.
+    """Cut audio into fixed-length tiles: spectrogram PNGs or audio clips, named <file>_<extension>_<start>ms
+    (as `prepare` names its tiles). A partial last tile is dropped.
 
     Example: spectrodiff slice my_tracks/ -o tiles/ --seconds 5.12 --hop 2.56
     """
-    from .codec.audio import audio_info, load_audio, save_audio
+    from .codec.audio import audio_info, find_audio, save_audio
     from .codec.convert import audio_to_image, save_image
-    from .codec.params import SpectrogramParams
+    from .codec.tiles import Tiling, tile_name
     from .files import check_writable
 
     fmt = format.lower().lstrip(".")
@@ -215,48 +202,34 @@ def slice_command(
         raise SpectrodiffError(f"--format must be png, wav or flac, not {format!r}")
     if out.exists() and not out.is_dir():
         raise SpectrodiffError(f"{out} exists and is not a folder")
-    params = SpectrogramParams(stereo=stereo)
-    width = params.tile_width(seconds)
-    samples = params.samples_for_width(width)
-    tile_seconds = samples / params.sample_rate
-    hop = hop or tile_seconds
-    channels = "stereo" if stereo else "mono"
+    tiling = Tiling(seconds, hop, stereo)
     plan, failed = [], []
     root = source if source.is_dir() else source.parent
-    for path in _audio_files(source):
+    for path in find_audio(source):
         try:
             duration = audio_info(path).duration
         except SpectrodiffError as exc:
             failed.append(str(exc))
             continue
         # Tiles mirror the source's subfolders, so files with the same name in two folders both keep their tiles.
-        folder = out / path.parent.relative_to(root)
-        plan += [(path, start, folder / f"{path.stem}_{round(start * 1000):08d}ms.{fmt}")
-                 for start in params.tile_starts(duration, tile_seconds, hop)]
+        plan += [(path, start, out / tile_name(path.relative_to(root), start, fmt))
+                 for start in tiling.starts(duration)]
     for message in failed:
         err_console.print(f"warning: skipped {message}", markup=False)
     if not plan:
-        raise SpectrodiffError(f"nothing to slice: no file is at least one tile ({tile_seconds:.2f} s) long")
+        raise SpectrodiffError(f"nothing to slice: no file is at least one tile ({tiling.tile_seconds:.2f} s) long")
     for _, _, target in plan:
         check_writable(target, overwrite)
     with progress("slicing", len(plan)) as update:
         for done, (path, start, target) in enumerate(plan, 1):
-            clip = load_audio(path, params.sample_rate, channels, start, tile_seconds)
-            clip = clip[:, :samples] if clip.shape[1] >= samples else _pad(clip, samples)
+            clip = tiling.read(path, start)
             if fmt == "png":
-                save_image(target, audio_to_image(clip, params), overwrite)
+                save_image(target, audio_to_image(clip, tiling.params), overwrite)
             else:
-                save_audio(target, clip, params.sample_rate, overwrite)
+                save_audio(target, clip, tiling.params.sample_rate, overwrite)
             update(done)
-    summary = f"{len(plan)} tiles ({width} columns, {tile_seconds:.3f} s) in {out}"
+    summary = f"{len(plan)} tiles ({tiling.width} columns, {tiling.tile_seconds:.3f} s) in {out}"
     print(summary + (f"; {len(failed)} file(s) skipped" if failed else ""))
-
-
-def _pad(clip, samples: int):
-    """`(C, n)` array padded with silence to `(C, samples)`."""
-    import numpy as np
-
-    return np.pad(clip, ((0, 0), (0, samples - clip.shape[1])))
 
 
 @app.command("info")
@@ -277,8 +250,7 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
                 "mode": picture.mode, "channels": "stereo" if params.stereo else "mono",
                 "duration": f"{params.samples_for_width(picture.width) / params.sample_rate:.3f} s",
                 "max value": f"{max_value:g}"}
-        rows.update({name.replace("_", " "): value for name, value in params.config.items()
-                     if not name.startswith("_")})
+        rows.update({name.replace("_", " "): value for name, value in params.to_dict().items()})
     else:
         from .codec.audio import audio_info
 

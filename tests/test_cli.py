@@ -254,7 +254,7 @@ def test_image_to_audio_refuses_to_overwrite_then_overwrites(tmp_path, tone_png)
 
 def test_slice_refuses_to_overwrite_a_tile_then_overwrites(tmp_path):
     source = write_wav(tmp_path / "song.wav", noise(6.0))
-    tile = tmp_path / "tiles" / "song_00000000ms.png"
+    tile = tmp_path / "tiles" / "song_wav_00000000ms.png"
     tile.parent.mkdir()
     tile.write_bytes(b"precious bytes")
     assert_one_error(invoke("slice", source, "-o", tile.parent), "already exists")
@@ -432,7 +432,7 @@ def test_slice_png_tiles(tmp_path, song):
     out = tmp_path / "tiles"
     result = invoke("slice", song, "-o", out, "--hop", 1)
     assert_ok(result)
-    names = ["song_00000000ms.png", "song_00001000ms.png", "song_00002000ms.png"]
+    names = ["song_wav_00000000ms.png", "song_wav_00001000ms.png", "song_wav_00002000ms.png"]
     assert listing(out) == names
     assert result.stdout.startswith("3 tiles (512 columns")
     for name in names:
@@ -444,20 +444,20 @@ def test_slice_tile_equals_audio_to_image_of_that_span(tmp_path, song):
     assert_ok(invoke("slice", song, "-o", tmp_path / "tiles", "--hop", 1))
     span = tmp_path / "span.png"
     assert_ok(invoke("audio-to-image", song, "--start", 1, "--duration", TILE_SAMPLES / SR, "-o", span))
-    np.testing.assert_array_equal(pixels(tmp_path / "tiles" / "song_00001000ms.png"), pixels(span))
+    np.testing.assert_array_equal(pixels(tmp_path / "tiles" / "song_wav_00001000ms.png"), pixels(span))
 
 
 def test_slice_default_hop_is_one_tile(tmp_path):
     source = write_wav(tmp_path / "song.wav", noise(11.0))
     assert_ok(invoke("slice", source, "-o", tmp_path / "tiles"))
-    assert listing(tmp_path / "tiles") == ["song_00000000ms.png", "song_00005110ms.png"]
+    assert listing(tmp_path / "tiles") == ["song_wav_00000000ms.png", "song_wav_00005110ms.png"]
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac"])
 def test_slice_audio_clips_are_exactly_one_tile(tmp_path, song, fmt):
     out = tmp_path / "clips"
     assert_ok(invoke("slice", song, "-o", out, "--hop", 1, "--format", fmt))
-    names = [f"song_0000{k}000ms.{fmt}" for k in range(3)]
+    names = [f"song_wav_0000{k}000ms.{fmt}" for k in range(3)]
     assert listing(out) == names
     source = soundfile.read(song, dtype="int16")[0]
     for k, name in enumerate(names):
@@ -470,7 +470,7 @@ def test_slice_audio_clips_are_exactly_one_tile(tmp_path, song, fmt):
 def test_slice_stereo_tiles(tmp_path):
     source = write_wav(tmp_path / "duo.wav", np.stack([chord(5.5), drums(5.5)], axis=1))
     assert_ok(invoke("slice", source, "-o", tmp_path / "tiles", "--stereo"))
-    rgb = pixels(tmp_path / "tiles" / "duo_00000000ms.png")
+    rgb = pixels(tmp_path / "tiles" / "duo_wav_00000000ms.png")
     assert rgb.shape == (512, 512, 3)
     assert (rgb[..., 0] == 0).all() and (rgb[..., 1] != rgb[..., 2]).any()
 
@@ -478,8 +478,8 @@ def test_slice_stereo_tiles(tmp_path):
 def test_slice_48k_source_gives_512_tiles(tmp_path):
     source = write_wav(tmp_path / "hi.wav", noise(5.5, sample_rate=48000), rate=48000)
     assert_ok(invoke("slice", source, "-o", tmp_path / "tiles", "--format", "wav"))
-    assert listing(tmp_path / "tiles") == ["hi_00000000ms.wav"]
-    info = soundfile.info(tmp_path / "tiles" / "hi_00000000ms.wav")
+    assert listing(tmp_path / "tiles") == ["hi_wav_00000000ms.wav"]
+    info = soundfile.info(tmp_path / "tiles" / "hi_wav_00000000ms.wav")
     assert (info.samplerate, info.frames) == (44100, TILE_SAMPLES)
 
 
@@ -490,8 +490,8 @@ def test_slice_searches_a_folder_recursively(tmp_path):
     (tracks / "notes.txt").write_text("not audio, and not named like audio")
     result = invoke("slice", tracks, "-o", tmp_path / "tiles")
     assert_ok(result)
-    assert listing(tmp_path / "tiles") == ["a_00000000ms.png", "sub"]
-    assert listing(tmp_path / "tiles" / "sub" / "deeper") == ["b_00000000ms.png"]
+    assert listing(tmp_path / "tiles") == ["a_wav_00000000ms.png", "sub"]
+    assert listing(tmp_path / "tiles" / "sub" / "deeper") == ["b_flac_00000000ms.png"]
     assert "skipped" not in result.output
 
 
@@ -503,7 +503,7 @@ def test_slice_skips_an_unreadable_file_with_a_warning(tmp_path):
     assert_ok(result)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "broken.wav" in warnings[0], result.stderr
-    assert listing(tmp_path / "tiles") == ["good_00000000ms.png"]
+    assert listing(tmp_path / "tiles") == ["good_wav_00000000ms.png"]
     assert "1 file(s) skipped" in result.stdout
 
 
@@ -527,7 +527,7 @@ def test_slice_shorter_tiles(tmp_path):
     source = write_wav(tmp_path / "short.wav", noise(2.0))
     assert_ok(invoke("slice", source, "-o", tmp_path / "tiles", "--seconds", 1.0, "--hop", 0.5))
     names = listing(tmp_path / "tiles")
-    assert names == [f"short_{ms:08d}ms.png" for ms in (0, 500, 1000)]  # tiles of 0.99 s (100 columns)
+    assert names == [f"short_wav_{ms:08d}ms.png" for ms in (0, 500, 1000)]  # tiles of 0.99 s (100 columns)
     assert all(image_size(tmp_path / "tiles" / n) == (100, 512) for n in names)
 
 

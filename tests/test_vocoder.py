@@ -34,7 +34,7 @@ SMALL = dict(dim=32, intermediate_dim=64, num_layers=2)
 
 def tiny_vocoder(params: SpectrogramParams, seed: int = 0, **sizes) -> NeuralVocoder:
     torch.manual_seed(seed)
-    return NeuralVocoder(spectrogram=dict(params.config), **(SMALL | sizes)).eval()
+    return NeuralVocoder(spectrogram=params.to_dict(), **(SMALL | sizes)).eval()
 
 
 def invoke(*args):

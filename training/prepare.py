@@ -28,15 +28,14 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from spectrodiff import __version__
-from spectrodiff.codec.audio import AUDIO_SUFFIXES, audio_info, load_audio
+from spectrodiff.codec.audio import audio_info, find_audio
 from spectrodiff.codec.convert import audio_to_image, save_image
-from spectrodiff.codec.params import SpectrogramParams
+from spectrodiff.codec.tiles import Tiling, tile_name
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.files import atomic_path
 
@@ -54,78 +53,31 @@ NAMED_WARNINGS = 10
 
 
 @dataclass(frozen=True)
-class Tiling:
-    """How every file is cut, with `slice`'s rule: a tile is `params.tile_width(seconds)` columns, spanning
-    `params.samples_for_width(width)` samples; tiles start every `hop` seconds (default half a tile) while a whole
-    tile fits, so a partial last tile is dropped. Tiles whose RMS is below `min_rms_db` dBFS are dropped as silent.
-    """
+class DatasetTiling(Tiling):
+    """`slice`'s tiling (`spectrodiff.codec.tiles.Tiling`) with tiles every half a tile by default, and tiles whose
+    RMS is below `min_rms_db` dBFS dropped as silent."""
 
-    seconds: float = 5.12
-    hop: float | None = None
     min_rms_db: float = -50.0
-    stereo: bool = False
-    n_mels: int = 512
 
     def __post_init__(self) -> None:
-        if not 0.02 <= self.seconds <= 600:
-            raise SpectrodiffError(f"--seconds must be between 0.02 and 600, got {self.seconds:g}")
-        if self.hop is not None and not 0.01 <= self.hop <= 600:
-            raise SpectrodiffError(f"--hop must be between 0.01 and 600 seconds, got {self.hop:g}")
+        super().__post_init__()
         if not math.isfinite(self.min_rms_db):
             raise SpectrodiffError(f"--min-rms must be a finite number of dBFS, got {self.min_rms_db}")
-        if not 8 <= self.n_mels <= 2048 or self.n_mels % 8:
-            raise SpectrodiffError(f"--n-mels must be a multiple of 8 between 8 and 2048, got {self.n_mels}")
-
-    @property
-    def params(self) -> SpectrogramParams:
-        return _params(self.stereo, self.n_mels)
-
-    @property
-    def width(self) -> int:
-        return self.params.tile_width(self.seconds)
-
-    @property
-    def samples(self) -> int:
-        return self.params.samples_for_width(self.width)
-
-    @property
-    def tile_seconds(self) -> float:
-        return self.samples / self.params.sample_rate
 
     @property
     def hop_seconds(self) -> float:
         return self.hop or self.tile_seconds / 2
 
-    def starts(self, duration: float) -> list[float]:
-        """Start times (seconds) of the tiles of a file `duration` seconds long: (duration - tile) // hop + 1."""
-        return self.params.tile_starts(duration, self.tile_seconds, self.hop_seconds)
-
     def config(self) -> dict:
         """Everything that decides the tiles' pixels and names (a record made with other values is stale)."""
-        return {"params": params_config(self.params), "seconds": self.seconds, "tile_width": self.width,
+        return {"params": self.params.to_dict(), "seconds": self.seconds, "tile_width": self.width,
                 "tile_seconds": self.tile_seconds, "hop": self.hop_seconds, "min_rms_db": self.min_rms_db}
-
-
-@lru_cache(maxsize=2)
-def _params(stereo: bool, n_mels: int) -> SpectrogramParams:
-    return SpectrogramParams(stereo=stereo, num_frequencies=n_mels)
-
-
-def params_config(params: SpectrogramParams) -> dict:
-    return {name: value for name, value in params.config.items() if not name.startswith("_")}
 
 
 def rms_dbfs(audio: np.ndarray) -> float:
     """RMS level of `(C, N)` float audio over all channels, in dB relative to full scale; -inf for silence."""
     rms = math.sqrt(float(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
     return 20 * math.log10(rms) if rms > 0 else -math.inf
-
-
-def tile_name(source: str, start_ms: int) -> str:
-    """A tile's path inside its split folder: the source's folders, then `<stem>_<suffix>_<start>ms.png` (the
-    suffix keeps `song.wav` and `song.mp3` apart)."""
-    rel = PurePosixPath(source)
-    return str(rel.parent / f"{rel.stem}_{rel.suffix.lstrip('.').lower()}_{start_ms:08d}ms.png")
 
 
 @dataclass(frozen=True)
@@ -136,10 +88,10 @@ class TileJob:
     source: str
     out: Path
     split: str
-    tiling: Tiling
+    tiling: DatasetTiling
 
 
-def fingerprint(path: Path, tiling: Tiling) -> dict:
+def fingerprint(path: Path, tiling: DatasetTiling) -> dict:
     """What a record must match to be reused: the file's size and modification time, and the tiling."""
     stat = path.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "tiling": tiling.config()}
@@ -156,16 +108,14 @@ def tile_file(job: TileJob) -> dict:
     path = job.catalogue.joinpath(*PurePosixPath(job.source).parts)
     stamp = fingerprint(path, tiling)  # taken before reading: a file changed meanwhile is redone next time
     duration = audio_info(path).duration
-    channels = "stereo" if tiling.stereo else "mono"
     tiles, dropped = [], 0
     for start in tiling.starts(duration):
-        clip = load_audio(path, params.sample_rate, channels, start, tiling.tile_seconds)[:, : tiling.samples]
-        clip = np.pad(clip, ((0, 0), (0, tiling.samples - clip.shape[1])))
+        clip = tiling.read(path, start)
         if rms_dbfs(clip) < tiling.min_rms_db:
             dropped += 1
             continue
         start_ms = round(start * 1000)
-        file = f"{job.split}/{tile_name(job.source, start_ms)}"
+        file = f"{job.split}/{tile_name(job.source, start, 'png')}"
         save_image(job.out / file, audio_to_image(clip, params), overwrite=True)
         tiles.append({"file": file, "start_ms": start_ms})
     record = {"source": job.source, "fingerprint": stamp, "duration": duration, "tiles": tiles,
@@ -339,18 +289,6 @@ def _warn_unmatched(table: dict[str, TableEntry], sources: list[str]) -> None:
 # ---- files and splits -----------------------------------------------------------------------------------------
 
 
-def find_audio(catalogue: Path) -> list[str]:
-    """Audio files under `catalogue`, recursively (hidden files and folders skipped, links to folders not
-    followed), as sorted posix paths relative to it."""
-    found = []
-    for folder, dirs, files in os.walk(catalogue):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        base = PurePosixPath(Path(folder).relative_to(catalogue).as_posix())
-        found += [str(base / name) for name in files
-                  if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES]
-    return sorted(found)
-
-
 def assign_splits(sources: Iterable[str], validation: float = 0.1, seed: int = 0) -> dict[str, str]:
     """Each source track -> "train" or "validation", so that no track is in both.
 
@@ -494,14 +432,12 @@ def prepare_dataset(
         listed there. Raises SpectrodiffError when there is no audio at all, or no tile could be made.
     """
     catalogue, out = Path(catalogue), Path(out)
-    tiling = Tiling(seconds, hop, min_rms_db, stereo, n_mels)
+    tiling = DatasetTiling(seconds, hop, stereo, n_mels, min_rms_db)
     assign_splits([], validation)  # checks the fraction before any work
     if workers < 1:
         raise SpectrodiffError(f"--workers must be at least 1, got {workers}")
     _check_folders(catalogue, out)
-    sources = find_audio(catalogue)
-    if not sources:
-        raise SpectrodiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {catalogue}")
+    sources = [path.relative_to(catalogue).as_posix() for path in find_audio(catalogue)]
     table = load_caption_table(catalogue)  # read first: a malformed table stops the run before any work
     _warn_unmatched(table, sources)
 
@@ -581,7 +517,7 @@ def prepare_dataset(
         },
         "seconds": {split: round(sum(records[s]["duration"] for s in tracks if splits[s] == split), 3)
                     for split in SPLITS},
-        "params": params_config(tiling.params),
+        "params": tiling.params.to_dict(),
         "options": {"seconds": seconds, "hop": tiling.hop_seconds, "tile_width": tiling.width,
                     "tile_seconds": tiling.tile_seconds, "min_rms_db": min_rms_db, "validation": validation,
                     "seed": seed, "stereo": stereo},

@@ -13,7 +13,7 @@ import argparse
 import zlib
 from pathlib import Path
 
-from spectrodiff.codec.audio import AUDIO_SUFFIXES
+from spectrodiff.codec.audio import find_audio
 from spectrodiff.errors import SpectrodiffError
 
 SOURCES = {"sonic-pi": Path("/usr/share/sonic-pi/samples"), "lmms": Path("/usr/share/lmms/samples")}
@@ -31,7 +31,7 @@ def link_recordings(out: Path, sources: dict[str, Path] = SOURCES) -> dict[str, 
     for name, root in sources.items():
         if not root.is_dir():
             raise SpectrodiffError(f"{root} is missing: install the Debian packages sonic-pi-samples and lmms-common")
-        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        for path in find_audio(root):
             relative = f"{name}/{path.relative_to(root)}"
             split = "heldout" if is_heldout(relative) else "train"
             link = out / split / relative

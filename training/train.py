@@ -212,7 +212,7 @@ def load_dataset(root: Path) -> Dataset:
     if manifest.is_file():
         try:
             config = json.loads(manifest.read_text()).get("params") or {}
-            params = SpectrogramParams(**{k: v for k, v in config.items() if not k.startswith("_")})
+            params = SpectrogramParams.from_dict(config)
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise SpectrodiffError(f"{manifest}: cannot read its params ({exc})") from None
     return Dataset(root, params, train, _read_split(root, "validation", required=False))

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from spectrodiff.codec.audio import AUDIO_SUFFIXES, load_audio, save_audio
+from spectrodiff.codec.audio import find_audio, load_audio, save_audio
 from spectrodiff.codec.mel import waveform_to_mel
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
@@ -129,21 +129,13 @@ def audio_sources(inputs: list[Path]) -> tuple[list[Path], SpectrogramParams | N
         if manifest.is_file():
             try:
                 record = json.loads(manifest.read_text())
-                params = params or SpectrogramParams(**{k: v for k, v in record["params"].items()
-                                                        if not k.startswith("_")})
+                params = params or SpectrogramParams.from_dict(record["params"])
                 source = Path(record["catalogue"])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise SpectrodiffError(f"{manifest}: not a dataset manifest ({exc})") from None
             if not source.is_dir():
                 raise SpectrodiffError(f"{manifest} names its audio folder {source}, which is missing")
-        if source.is_dir():
-            files += sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        elif source.is_file():
-            files.append(source)
-        else:
-            raise SpectrodiffError(f"no such file or folder: {source}")
-    if not files:
-        raise SpectrodiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(map(str, inputs))}")
+        files += find_audio(source)
     return files, params
 
 
@@ -311,11 +303,10 @@ def train_vocoder(opts: VocoderOptions) -> dict:
     files, dataset_params = audio_sources(opts.inputs)
     spectrogram = config.get("spectrogram")
     try:
-        params = SpectrogramParams(**spectrogram) if spectrogram else dataset_params or SpectrogramParams()
+        params = SpectrogramParams.from_dict(spectrogram) if spectrogram else dataset_params or SpectrogramParams()
     except TypeError as exc:
         raise SpectrodiffError(f"{opts.config}: bad spectrogram section ({exc})") from None
-    model_config = {"spectrogram": {k: v for k, v in params.config.items() if not k.startswith("_")}
-                    | {"stereo": False}} | (config.get("vocoder") or {})
+    model_config = {"spectrogram": params.to_dict() | {"stereo": False}} | (config.get("vocoder") or {})
     out = Path(opts.out)
     # What a resumed run must repeat (its length and checkpoint cadence may change).
     record = {"inputs": [str(p) for p in opts.inputs], "model": model_config, "seed": opts.seed,

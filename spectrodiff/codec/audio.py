@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,25 @@ def _open(path: Path) -> soundfile.SoundFile:
         return soundfile.SoundFile(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
         raise SpectrodiffError(f"{path} is not a readable audio file ({exc})") from None
+
+
+def find_audio(source: Path) -> list[Path]:
+    """The audio files a source names: the file itself, or every file with an audio suffix under a folder,
+    recursively (hidden files and folders skipped, links to folders not followed), sorted by their path relative to
+    it. SpectrodiffError when the source is missing or holds none."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise SpectrodiffError(f"no such file or folder: {source}")
+    found = []
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / name for name in files
+                  if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES]
+    if not found:
+        raise SpectrodiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {source}")
+    return sorted(found, key=lambda p: p.relative_to(source).as_posix())
 
 
 def audio_info(path: Path) -> AudioInfo:

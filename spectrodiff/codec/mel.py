@@ -34,7 +34,7 @@ def mel_filterbank(params: SpectrogramParams, n_fft: int | None = None) -> torch
 
 @functools.lru_cache(maxsize=16)
 def _filterbank(key: tuple, n_fft: int) -> torch.Tensor:
-    params = SpectrogramParams(**dict(key))
+    params = SpectrogramParams.from_key(key)
     n_freqs = n_fft // 2 + 1
     all_freqs = torch.linspace(0, params.sample_rate // 2, n_freqs, dtype=torch.float64)
     m_pts = torch.linspace(
@@ -56,7 +56,7 @@ def _filterbank(key: tuple, n_fft: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _cached_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
-    return mel_filterbank(SpectrogramParams(**dict(key))).to(device)
+    return mel_filterbank(SpectrogramParams.from_key(key)).to(device)
 
 
 @functools.lru_cache(maxsize=16)

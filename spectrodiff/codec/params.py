@@ -7,6 +7,7 @@ config loading and saving.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from enum import IntEnum
@@ -125,7 +126,14 @@ class SpectrogramParams:
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> SpectrogramParams:
-        """Parameters from a dict such as `to_dict` gives, or a saved config (its `_` entries are ignored)."""
+        """Parameters from a dict such as `to_dict` gives, or a saved config (its `_` entries are ignored);
+        SpectrodiffError for anything else."""
+        if not isinstance(fields, dict):
+            raise SpectrodiffError(f"spectrogram parameters must be a mapping, got {fields!r}"[:200])
+        known = inspect.signature(cls.__init__).parameters
+        unknown = sorted(k for k in fields if not k.startswith("_") and k not in known)
+        if unknown:
+            raise SpectrodiffError(f"unknown spectrogram parameter(s) {', '.join(unknown)}"[:200])
         return cls(**{k: v for k, v in fields.items() if not k.startswith("_")})
 
     def describe(self) -> str:
@@ -159,8 +167,12 @@ class SpectrogramParams:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def key(self) -> tuple:
-        """A hashable identity, for caches keyed by parameter set."""
+        """A hashable identity, for caches keyed by parameter set (`from_key` turns it back)."""
         return tuple(sorted(self.to_dict().items()))
+
+    @classmethod
+    def from_key(cls, key: tuple) -> SpectrogramParams:
+        return cls(**dict(key))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SpectrogramParams) and self.key() == other.key()

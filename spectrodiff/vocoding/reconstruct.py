@@ -37,7 +37,7 @@ def phase_fft_sizes(params: SpectrogramParams) -> list[int]:
 def _normal_equations(key: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The filterbank in float64, cut below its highest non-zero bin, and its Gram matrix when the filters are
     independent (Riffusion's: condition number about 43; None for empty or overlapping filters)."""
-    filters = mel_filterbank(SpectrogramParams(**dict(key))).double()
+    filters = mel_filterbank(SpectrogramParams.from_key(key)).double()
     filters = filters[: int(filters.sum(dim=1).nonzero().max()) + 1]
     gram = filters.T @ filters
     eigenvalues = torch.linalg.eigvalsh(gram)
@@ -59,7 +59,7 @@ def least_squares_inverse(params: SpectrogramParams, bins: slice | torch.Tensor 
 def inverse_filterbank(key: tuple, device: torch.device) -> torch.Tensor:
     """`(num_frequencies, n_fft // 2 + 1)` pseudo-inverse of the mel filterbank (`least_squares_inverse`), cached
     per parameter set and device."""
-    return least_squares_inverse(SpectrogramParams(**dict(key))).to(device)
+    return least_squares_inverse(SpectrogramParams.from_key(key)).to(device)
 
 
 def mel_to_linear(mel: torch.Tensor, params: SpectrogramParams, n_fft: int | None = None) -> torch.Tensor:

@@ -150,7 +150,7 @@ def _bass_indices(params: SpectrogramParams) -> tuple[tuple[int, int], torch.Ten
 
 @functools.lru_cache(maxsize=8)
 def _bass_band(key: tuple) -> tuple[tuple[int, int], torch.Tensor]:
-    params = SpectrogramParams(**dict(key))
+    params = SpectrogramParams.from_key(key)
     rate = stage_rate(params, BASS_BAND_HZ)
     passband = params.sample_rate * rate[0] / rate[1] / 2 * STAGE_PASS
     fine = mel_filterbank(params)
@@ -175,14 +175,14 @@ def full_band_stage(key: tuple, device: torch.device) -> Stage:
     Not at a lower rate: at 2/3 of Riffusion's rate the mel came out the same and 0.2 s a minute faster, but the
     multi-resolution STFT distance to held-out recordings rose by 1 % (benchmarks/vocoder.py, mini's vocoder), the
     change losing what its frames leak above the band."""
-    params = SpectrogramParams(**dict(key))
+    params = SpectrogramParams.from_key(key)
     return _stage(params, (1, 1), params.win_length, torch.arange(params.num_frequencies), device)
 
 
 @functools.lru_cache(maxsize=8)
 def bass_stage(key: tuple, device: torch.device) -> Stage:
     """The filters inside the bass band, on the mel's own grid (2.5 Hz at Riffusion's settings) at its rate."""
-    params = SpectrogramParams(**dict(key))
+    params = SpectrogramParams.from_key(key)
     (p, q), indices = _bass_indices(params)
     return _stage(params, (p, q), params.n_fft * p // q, indices, device)
 
@@ -190,7 +190,7 @@ def bass_stage(key: tuple, device: torch.device) -> Stage:
 @functools.lru_cache(maxsize=8)
 def upper_stage(key: tuple, device: torch.device) -> Stage | None:
     """The filters the bass stage leaves out, on the full band's grid (None when it covers them all)."""
-    params = SpectrogramParams(**dict(key))
+    params = SpectrogramParams.from_key(key)
     outside = torch.ones(params.num_frequencies, dtype=torch.bool)
     outside[_bass_indices(params)[1]] = False
     indices = torch.nonzero(outside).flatten()

@@ -144,7 +144,7 @@ class Studio:
     def model_info(self) -> dict:
         params = self.pipe.spectrogram
         return {"model": getattr(self.pipe, "model_id", None) or self.pipe.name_or_path,
-                "spectrogram": {k: v for k, v in params.config.items() if not k.startswith("_")},
+                "spectrogram": params.to_dict(),
                 "tile_seconds": self.tile_seconds,
                 "seed_images": sorted(self.seed_images), "limits": {
                     "prompt_chars": MAX_PROMPT_CHARS, "steps": MAX_STEPS, "seconds": MAX_SECONDS,
