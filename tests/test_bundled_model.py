@@ -4,7 +4,6 @@ import hashlib
 
 import pytest
 import soundfile
-from spectrodiff.training.bundle import BUNDLE_LIMIT_MB, folder_megabytes
 from typer.testing import CliRunner
 
 from spectrodiff.bundled import MODELS_DIR as BUNDLED_MODELS_DIR
@@ -12,6 +11,7 @@ from spectrodiff.cli import DEFAULT_MODEL, app
 from spectrodiff.generation.modes import Settings, generate
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.generation.timeline import Keyframe
+from spectrodiff.training.bundle import BUNDLE_LIMIT_MB, folder_megabytes
 
 MINI = BUNDLED_MODELS_DIR / "mini"
 FAST = dict(steps=6, griffin_lim_iters=8)
@@ -85,9 +85,8 @@ def test_mini_speaks_through_its_own_vocoder(mini):
     """mini carries its neural vocoder as its `vocoder/` component (spectrodiff/models/mini/vocoder): it is the default
     (it beats Griffin-Lim on the vocoder benchmark's three bars and on mini's own, see the README), `--vocoder mini`
     names it, and `--vocoder griffin-lim` still turns it off."""
-    from spectrodiff.training.bundle import VOCODER_LIMIT_MB
-
     from spectrodiff.generation.components import NeuralVocoder
+    from spectrodiff.training.bundle import VOCODER_LIMIT_MB
     from spectrodiff.vocoding.registry import choose_vocoder, resolve_vocoder
 
     folder = MINI / "vocoder"
@@ -106,13 +105,13 @@ def test_the_bundled_vocoders_keep_level_and_beat_griffin_lim_on_a_mix(name, bin
     lower multi-resolution STFT distance than Griffin-Lim on a mix of chords and drums it never heard (the real
     benchmark, on recordings, is benchmarks/vocoder.py)."""
     import torch
-    from spectrodiff.training.bundle import VOCODER_LIMIT_MB
 
     from spectrodiff import SpectrogramParams
     from spectrodiff.bundled import VOCODERS_DIR as BUNDLED_VOCODERS_DIR
     from spectrodiff.codec.mel import waveform_to_mel
     from spectrodiff.metrics import mel_spectral_convergence, multi_resolution_stft_distance
     from spectrodiff.signals import mix
+    from spectrodiff.training.bundle import VOCODER_LIMIT_MB
     from spectrodiff.vocoding.reconstruct import mel_to_waveform
     from spectrodiff.vocoding.registry import choose_vocoder
 

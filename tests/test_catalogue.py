@@ -8,11 +8,11 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
+
 import spectrodiff.training.catalogue as catalogue
+from spectrodiff.errors import SpectrodiffError
 from spectrodiff.training.catalogue import STYLES, build_catalogue, caption, main, plan, render, style_midi
 from spectrodiff.training.prepare import prepare_dataset
-
-from spectrodiff.errors import SpectrodiffError
 
 SR = 44100
 SECONDS = 4.0

@@ -153,7 +153,7 @@ def test_strength_sets_how_far_latents_move(pipe):
     """img2img: a low strength starts late in the schedule, so the result stays near the input's latents."""
     init = torch.randn(1, 4, 8, 100, generator=torch.Generator().manual_seed(0))
     def moved(strength):
-        out = pipe(Timeline.single(Keyframe("organ", strength=strength)), 100, 10, init_latents=init)
+        out = pipe.denoise(Timeline.single(Keyframe("organ", strength=strength)), 100, 10, init_latents=init)
         return float((out - init).norm() / init.norm())
     assert moved(0.1) < moved(0.5) < moved(1.0)
 
@@ -180,7 +180,7 @@ def test_a_two_dimensional_keep_mask_holds_single_latent_pixels(pipe):
     init = torch.randn(1, 4, 8, 64, generator=torch.Generator().manual_seed(0))
     keep = torch.zeros(8, 64, dtype=torch.bool)
     keep[:4, :20] = True
-    out = pipe(Timeline.single(Keyframe("organ", strength=0.8)), 64, 5, init_latents=init, keep=keep)
+    out = pipe.denoise(Timeline.single(Keyframe("organ", strength=0.8)), 64, 5, init_latents=init, keep=keep)
     assert torch.equal(out[..., keep], init[..., keep])
     assert float((out[..., ~keep] - init[..., ~keep]).abs().mean()) > 0.1
 

@@ -27,7 +27,8 @@ def test_saved_folder_round_trips(pipe, model_dir):
     loaded = SpectrodiffPipeline.load(str(model_dir))
     loaded.set_progress_bar_config(disable=True)
     assert loaded.spectrogram == pipe.spectrogram
-    assert torch.equal(pipe(Timeline.single(KEY), 64, 4, loop=True), loaded(Timeline.single(KEY), 64, 4, loop=True))
+    assert torch.equal(pipe.denoise(Timeline.single(KEY), 64, 4, loop=True),
+                       loaded.denoise(Timeline.single(KEY), 64, 4, loop=True))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,51 @@ def test_riffusion_layout_generates_from_the_cli(riffusion_layout, tmp_path):
     image = Image.open(out.with_suffix(".png"))
     assert image.size == (512, 512) and image_params(image)[0] == SpectrogramParams()
     assert soundfile.info(out).frames == 512 * 441
+
+
+def test_from_pretrained_fills_in_riffusions_params_and_calls_like_diffusers(riffusion_layout):
+    """diffusers' own `from_pretrained` on Riffusion's layout (no spectrogram/ component) gets Riffusion's
+    parameters; `pipe(prompt, ...)` returns audio, spectrogram images and the rate, deterministic for a generator;
+    a plain clip is exactly the asked length, a loop whole latent columns."""
+    pipe = SpectrodiffPipeline.from_pretrained(str(riffusion_layout))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.spectrogram == SpectrogramParams()
+
+    def call(seed: int, **kwargs):
+        return pipe("funky piano", num_inference_steps=2, generator=torch.Generator().manual_seed(seed),
+                    vocoder="griffin-lim", **kwargs)
+
+    out = call(0, seconds=1.0, loop=False)
+    assert out.audios.shape == (1, 1, 44100) and out.sample_rate == 44100
+    assert out.images[0].size == (104, 512) and image_params(out.images[0])[0] == SpectrogramParams()
+    assert np.array_equal(out.audios, call(0, seconds=1.0, loop=False).audios)
+    assert not np.array_equal(out.audios, call(1, seconds=1.0, loop=False).audios)
+    assert call(0, seconds=1.0).audios.shape == (1, 1, 96 * 441)  # a loop: 12 columns of 8 frames
+    batch = pipe(["a", "b"], num_inference_steps=1, seconds=0.5, output_type="pt", vocoder="griffin-lim")
+    assert isinstance(batch.audios, torch.Tensor) and batch.audios.shape[0] == 2 and len(batch.images) == 2
+    assert pipe("a", num_inference_steps=1, seconds=0.5, output_type="latent").shape == (1, 4, 64, 6)
+
+
+def test_a_folder_saved_by_the_flat_layout_still_loads(tmp_path, model_dir):
+    """Before the package had subfolders, model_index.json named spectrodiff.params.SpectrogramParams (and
+    spectrodiff.vocoder.NeuralVocoder): such folders load, and the old import paths still work."""
+    import spectrodiff.params
+    import spectrodiff.vocoder
+    from spectrodiff.generation.components import NeuralVocoder
+
+    folder = tmp_path / "old"
+    shutil.copytree(model_dir, folder)
+    NeuralVocoder(spectrogram=SpectrogramParams(num_frequencies=64).to_dict(), dim=16, intermediate_dim=32,
+                  num_layers=1).save_pretrained(folder / "vocoder")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["spectrogram"] = ["spectrodiff.params", "SpectrogramParams"]
+    index["vocoder"] = ["spectrodiff.vocoder", "NeuralVocoder"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    for loaded in (SpectrodiffPipeline.load(str(folder)), SpectrodiffPipeline.from_pretrained(str(folder))):
+        assert loaded.spectrogram == SpectrogramParams(num_frequencies=64)
+        assert isinstance(loaded.vocoder, NeuralVocoder) and loaded.vocoder.params == loaded.spectrogram
+    assert spectrodiff.params.SpectrogramParams is type(loaded.spectrogram)
+    assert spectrodiff.vocoder.resolve_vocoder(folder).params == loaded.spectrogram
 
 
 def test_pickled_weights_are_refused_unless_allowed(tmp_path, pipe):
@@ -99,8 +145,8 @@ def test_half_precision_needs_cuda(model_dir):
 
 def test_other_text_encoders_work():
     bert = build_tiny_pipeline(text_encoder="bert")
-    a = bert(Timeline.single(KEY), 64, 3)
-    b = bert(Timeline.single(Keyframe("electronic beats", seed=1)), 64, 3)
+    a = bert.denoise(Timeline.single(KEY), 64, 3)
+    b = bert.denoise(Timeline.single(Keyframe("electronic beats", seed=1)), 64, 3)
     assert a.shape == (1, 4, 8, 64) and not torch.equal(a, b), "the prompt must reach the UNet"
 
 
@@ -111,9 +157,9 @@ def test_long_prompt_is_truncated_with_a_warning(pipe):
 
 
 def test_same_seed_same_latents_other_seed_differs(pipe):
-    a = pipe(Timeline.single(KEY), 80, 4)
-    assert torch.equal(a, pipe(Timeline.single(KEY), 80, 4))
-    assert not torch.equal(a, pipe(Timeline.single(Keyframe(KEY.prompt, seed=2)), 80, 4))
+    a = pipe.denoise(Timeline.single(KEY), 80, 4)
+    assert torch.equal(a, pipe.denoise(Timeline.single(KEY), 80, 4))
+    assert not torch.equal(a, pipe.denoise(Timeline.single(Keyframe(KEY.prompt, seed=2)), 80, 4))
 
 
 def test_single_tile_loop_is_circular(pipe, monkeypatch):
@@ -121,13 +167,13 @@ def test_single_tile_loop_is_circular(pipe, monkeypatch):
     which is what makes the loop's end meet its start."""
     noise = pipe.initial_noise(Timeline.single(KEY), 64)
     monkeypatch.setattr(pipe, "initial_noise", lambda timeline, width: noise)
-    plain = pipe(Timeline.single(KEY), 64, 4, loop=True)
+    plain = pipe.denoise(Timeline.single(KEY), 64, 4, loop=True)
     monkeypatch.setattr(pipe, "initial_noise", lambda timeline, width: noise.roll(16, dims=-1))
-    rolled = pipe(Timeline.single(KEY), 64, 4, loop=True)
+    rolled = pipe.denoise(Timeline.single(KEY), 64, 4, loop=True)
     torch.testing.assert_close(rolled, plain.roll(16, dims=-1), rtol=1e-4, atol=1e-4)
     monkeypatch.undo()
-    assert not torch.allclose(pipe(Timeline.single(KEY), 64, 4, loop=False).roll(16, dims=-1),
-                              pipe(Timeline.single(KEY), 64, 4, loop=False), atol=1e-3)
+    assert not torch.allclose(pipe.denoise(Timeline.single(KEY), 64, 4, loop=False).roll(16, dims=-1),
+                              pipe.denoise(Timeline.single(KEY), 64, 4, loop=False), atol=1e-3)
 
 
 def test_circular_patch_is_undone(pipe):

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile
 from PIL import Image
-from spectrodiff.training import prepare as prepare_module
-from spectrodiff.training.prepare import assign_splits, caption_for, load_caption_table, prepare_dataset, record_path
 from typer.testing import CliRunner
 
 from spectrodiff.cli import app
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.signals import chord, drums, mix, noise
+from spectrodiff.training import prepare as prepare_module
+from spectrodiff.training.prepare import assign_splits, caption_for, load_caption_table, prepare_dataset, record_path
 
 SR = 44100
 TILE = 511 * 441 / SR  # a 512-column tile spans 511 hops: 5.11 s

@@ -13,14 +13,16 @@ import soundfile
 import torch
 import yaml
 from safetensors.torch import load_file
-from spectrodiff.training.prepare import prepare_dataset
-from spectrodiff.training.train import LOG_COLUMNS, TrainOptions, train
 from typer.testing import CliRunner
 
 from spectrodiff.cli import app, main
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.pipeline import SpectrodiffPipeline
+from spectrodiff.generation.timeline import Keyframe, Timeline
 from spectrodiff.signals import chord, drums
 from spectrodiff.testing import build_tiny_pipeline
+from spectrodiff.training.prepare import prepare_dataset
+from spectrodiff.training.train import LOG_COLUMNS, TrainOptions, train
 
 TINY = Path(__file__).parent.parent / "training" / "configs" / "tiny.yaml"
 FAST = dict(validation_steps=2, validation_iters=2)
@@ -140,6 +142,21 @@ def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, tmp_path)
     adapted = generate_audio(base_dir, tmp_path / "adapted.wav", "--lora", lora_file)
     assert full.size and plain.shape == adapted.shape
     assert not np.allclose(plain, adapted)
+    # The same file through diffusers' LoRA loader: weight 0 is the base model, fusing changes nothing.
+    pipe = SpectrodiffPipeline.load(str(base_dir))
+
+    def latents() -> torch.Tensor:
+        return pipe.denoise(Timeline.single(Keyframe("drum beat")), 16, 2)
+
+    base = latents()
+    pipe.load_lora_weights(str(lora_file), adapter_name="drums")
+    with_lora = latents()
+    assert not torch.allclose(base, with_lora, atol=1e-4)
+    pipe.set_adapters("drums", 0.0)
+    torch.testing.assert_close(latents(), base, rtol=0, atol=1e-5)
+    pipe.set_adapters("drums", 1.0)
+    pipe.fuse_lora()
+    torch.testing.assert_close(latents(), with_lora, rtol=1e-4, atol=1e-4)
     # A LoRA that is missing, or is not a LoRA: one line.
     for bad in (tmp_path / "absent.safetensors", base_dir / "unet" / "diffusion_pytorch_model.safetensors"):
         result = invoke("generate", "x", "--model", base_dir, "--lora", bad, "-o", tmp_path / "bad.wav")
@@ -260,10 +277,9 @@ def test_config_can_train_the_vae_and_set_encode_steps(dataset, tmp_path):
 def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
     """training/decoder.py trains the VAE decoder alone: the encoder (so every latent the UNet learned) and the UNet
     stay bit-for-bit, and the decoder renders the validation tiles more faithfully."""
-    from spectrodiff.training.decoder import DecoderOptions, finetune_decoder
-
     from spectrodiff import SpectrogramParams
     from spectrodiff.generation.pipeline import SpectrodiffPipeline
+    from spectrodiff.training.decoder import DecoderOptions, finetune_decoder
 
     build_tiny_pipeline(SpectrogramParams()).save_pretrained(tmp_path / "base")
     opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out", max_steps=30, batch_size=4,
@@ -287,9 +303,8 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
 def test_decoder_fine_tune_takes_more_datasets(tmp_path, dataset):
     """Datasets after the first add their training tiles (validation stays the first's); one prepared with other
     mel bins or tile lengths is a one-line error naming it."""
-    from spectrodiff.training.decoder import DecoderOptions, finetune_decoder
-
     from spectrodiff import SpectrogramParams
+    from spectrodiff.training.decoder import DecoderOptions, finetune_decoder
 
     build_tiny_pipeline(SpectrogramParams()).save_pretrained(tmp_path / "base")
     lines = []

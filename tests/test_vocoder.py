@@ -10,9 +10,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from spectrodiff.training import vocoder as vocoder_training
-from spectrodiff.training.train import save_checkpoint
-from spectrodiff.training.vocoder import VocoderOptions, train_vocoder
 from typer.testing import CliRunner
 
 from spectrodiff import SpectrodiffError, SpectrogramParams, audio_to_image, image_to_audio
@@ -24,6 +21,9 @@ from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.generation.timeline import Keyframe
 from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence
 from spectrodiff.signals import SIGNALS
+from spectrodiff.training import vocoder as vocoder_training
+from spectrodiff.training.train import save_checkpoint
+from spectrodiff.training.vocoder import VocoderOptions, train_vocoder
 from spectrodiff.vocoding.refine import BASS_BAND_HZ, _at_rate, refine_to_mel, stage_rate
 from spectrodiff.vocoding.registry import choose_vocoder, resolve_vocoder
 from spectrodiff.vocoding.vocoder import load_vocoder

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -28,11 +27,11 @@ from ..errors import SpectrodiffError
 from ..files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
 from ..vocoding.reconstruct import mel_to_waveform, stream_mel_to_waveform, vocode_stream
 from ..vocoding.registry import choose_vocoder
+from ..vocoding.render import mel_to_audio
 from ..vocoding.vocoder import NeuralVocoder
-from .pipeline import TILE_SECONDS, SpectrodiffPipeline
+from .pipeline import MAX_SECONDS, TILE_SECONDS, SpectrodiffPipeline
 from .timeline import Keyframe, Timeline
 
-MAX_SECONDS = 600.0
 OUTPUT_SUFFIXES = (".wav", ".flac")
 # Seconds of audio crossfaded where inpainted audio meets the original.
 INPAINT_CROSSFADE = 0.02
@@ -208,7 +207,6 @@ def render(
     audio_path, image_path, json_path = paths
     width = latents.shape[-1] * pipe.vae_scale_factor
     columns: list[np.ndarray] = []
-    mels: list[torch.Tensor] = []
 
     # With a prefix, audio resumes after the frames the prefix already covers (the PNG still shows every column).
     skip = params.width_for_samples(prefix_audio.shape[1]) if prefix_audio is not None else 0
@@ -225,13 +223,10 @@ def render(
     sink = _AudioSink(params.channels, params.sample_rate)
     if loop or splice is not None:
         mel = torch.cat(list(mel_pieces()), dim=-1)
-        if loop and vocoder is not None:
-            blocks = [vocoder.vocode(mel, circular=True).numpy()]
-        elif loop:
-            blocks = [mel_to_waveform(mel, params, n_iter=settings.griffin_lim_iters, circular=True).numpy()]
+        if loop:
+            blocks = [mel_to_audio(mel, params, vocoder, circular=True, n_iter=settings.griffin_lim_iters).numpy()]
         else:
             blocks = splice(mel, vocoder)
-        mels.append(mel)
     else:
         if prefix_audio is not None:
             sink.write(prefix_audio)
@@ -291,18 +286,8 @@ def _prepare(pipe: SpectrodiffPipeline, settings: Settings) -> None:
         raise SpectrodiffError(f"--sample-rate must be between 8000 and 192000, got {settings.sample_rate}")
 
 
-def _columns_for(pipe: SpectrodiffPipeline, seconds: float, loop: bool = False) -> int:
-    """Latent columns for a clip of `seconds`: a loop's whole columns nearest to it (a loop of T frames is T hops
-    long), else the fewest whose audio, `(columns * factor - 1) * hop` samples, covers it (then cut to the sample)."""
-    params, factor = pipe.spectrogram, pipe.vae_scale_factor
-    if loop:
-        return max(1, round(seconds * 1000 / params.step_size_ms / factor))
-    frames = round(seconds * params.sample_rate) / params.hop_length + 1
-    return max(1, math.ceil(frames / factor - 1e-9))
-
-
 def _denoise(pipe, timeline, width, settings, **kwargs) -> torch.Tensor:
-    return pipe(timeline, width, num_inference_steps=settings.steps, window_batch=settings.window_batch,
+    return pipe.denoise(timeline, width, num_inference_steps=settings.steps, window_batch=settings.window_batch,
                 callback=lambda done, total: settings.report("denoising", done, total), **kwargs)
 
 
@@ -317,7 +302,7 @@ def generate(pipe: SpectrodiffPipeline, keyframe: Keyframe, seconds: float = TIL
     settings = settings or Settings()
     _prepare(pipe, settings)
     _check_seconds(seconds)
-    width = _columns_for(pipe, seconds, loop)
+    width = pipe.columns_for(seconds, loop)
     paths = output_paths(settings.out, slugify(keyframe.prompt), keyframe.seed)
     latents = _denoise(pipe, Timeline.single(keyframe), width, settings, loop=loop)
     job = _job("generate", prompt=keyframe.prompt, seed=keyframe.seed, guidance=keyframe.guidance,
@@ -336,7 +321,7 @@ def morph(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], seconds: float,
         raise SpectrodiffError("morph needs at least two prompts")
     timeline = Timeline.morph(keyframes, seconds)
     paths = output_paths(settings.out, slugify(" to ".join(k.prompt for k in keyframes[:2])), keyframes[0].seed)
-    latents = _denoise(pipe, timeline, _columns_for(pipe, seconds), settings)
+    latents = _denoise(pipe, timeline, pipe.columns_for(seconds), settings)
     job = _job("morph", keyframes=[k.to_dict() for k in keyframes], seconds=seconds)
     return render(pipe, latents, paths, {"mode": "morph", "job": job, "timeline": timeline.to_dict()}, settings,
                   seconds=seconds)
@@ -350,7 +335,7 @@ def compose(pipe: SpectrodiffPipeline, keyframes: list[Keyframe], transition: fl
     timeline = Timeline.compose(keyframes, transition)
     _check_seconds(timeline.duration)
     paths = output_paths(settings.out, slugify(keyframes[0].prompt), keyframes[0].seed)
-    latents = _denoise(pipe, timeline, _columns_for(pipe, timeline.duration), settings)
+    latents = _denoise(pipe, timeline, pipe.columns_for(timeline.duration), settings)
     job = _job("compose", keyframes=[k.to_dict() for k in keyframes], transition=transition)
     return render(pipe, latents, paths, {"mode": "compose", "job": job, "timeline": timeline.to_dict()}, settings,
                   seconds=timeline.duration)
@@ -402,7 +387,7 @@ def extend(pipe: SpectrodiffPipeline, path: Path, keyframe: Keyframe, seconds: f
     factor, rate = pipe.vae_scale_factor, pipe.spectrogram.sample_rate
     known = pipe.spectrogram.width_for_samples(audio.shape[1]) // factor  # columns wholly inside the input
     total = audio.shape[1] / rate + seconds
-    width = max(_columns_for(pipe, total), known + 1)
+    width = max(pipe.columns_for(total), known + 1)
     init, max_value = _encode_audio(pipe, audio[:, : known * factor * pipe.spectrogram.hop_length], width, settings)
     keep = torch.zeros(width, dtype=torch.bool)
     keep[:known] = True

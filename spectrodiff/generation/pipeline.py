@@ -1,5 +1,10 @@
 """SpectrodiffPipeline: Stable Diffusion on spectrogram images, on a time axis of any length.
 
+Used as any diffusers pipeline:
+
+    pipe = SpectrodiffPipeline.from_pretrained("riffusion/riffusion-model-v1")   # or a folder, or load("mini")
+    audio = pipe("jazzy saxophone", num_inference_steps=25, guidance_scale=7.0, seconds=10.0).audios[0]
+
 One latent covers the whole clip. Each step denoises overlapping tile-wide windows of it (MultiDiffusion) and
 averages their predictions, so neighbouring tiles share latent context and no join is ever generated alone.
 Loops wrap the windows around the end, or, for a single tile, make every convolution circular in time.
@@ -12,6 +17,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +34,21 @@ from diffusers import (
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
-from safetensors.torch import load_file
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from diffusers.utils import BaseOutput
+from PIL import Image
 from transformers import CLIPTextModel
 
 from ..bundled import MODELS_DIR, bundled_models
+from ..codec.audio import normalize_loudness
+from ..codec.image import layout, pixels_to_image, pixels_to_mel
+from ..codec.params import RIFFUSION_MAX_VALUE
 from ..errors import SpectrodiffError
 from ..metrics import magnitude_convergence
+from ..vocoding.registry import choose_vocoder
+from ..vocoding.render import mel_to_audio
 from .components import NeuralVocoder, SpectrogramParams
-from .timeline import Timeline
+from .timeline import DEFAULT_GUIDANCE, Keyframe, Timeline
 
 SCHEDULERS = {
     "dpm": DPMSolverMultistepScheduler,
@@ -50,6 +63,8 @@ SCHEDULERS = {
 REQUIRED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 TILE_SECONDS = 5.12
+# The longest clip any mode makes, in seconds.
+MAX_SECONDS = 600.0
 # Prompts are padded to this many tokens: CLIP's length, and plenty for music prompts with longer encoders (BERT
 # takes 512; padding that far would only slow cross-attention down).
 MAX_TEXT_TOKENS = 77
@@ -121,27 +136,45 @@ def _columns(start: int, window: int, width: int) -> torch.Tensor:
     return torch.arange(start, start + window) % width
 
 
-class SpectrodiffPipeline(DiffusionPipeline):
-    """Text (and optionally audio) to spectrogram latents, any length, seamless.
+@dataclass
+class SpectrodiffPipelineOutput(BaseOutput):
+    """What `SpectrodiffPipeline.__call__` returns.
+
+    Args:
+        audios: `(batch, channels, samples)` float audio in [-1, 1] at `sample_rate`, at Riffusion's loudness
+            (-12 dBFS RMS); numpy, or torch with `output_type="pt"`.
+        images: the spectrograms, one RGB PIL image each, their parameters in EXIF (save them as PNG).
+        sample_rate: the audio's rate in Hz (the model's spectrogram parameters').
+    """
+
+    audios: np.ndarray | torch.Tensor
+    images: list[Image.Image]
+    sample_rate: int
+
+
+class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Text (and optionally audio) to spectrogram images and audio, any length, seamless.
 
     Components: `vae` (AutoencoderKL), `text_encoder` (CLIPTextModel or any transformers encoder),
-    `tokenizer`, `unet` (UNet2DConditionModel), `scheduler`, `spectrogram` (SpectrogramParams of the training data),
-    and optionally `vocoder` (NeuralVocoder for those parameters: the model's default instead of Griffin-Lim).
+    `tokenizer`, `unet` (UNet2DConditionModel), `scheduler`, `spectrogram` (SpectrogramParams of the training data;
+    Riffusion's when a folder has none, as its public checkpoint has not), and optionally `vocoder` (NeuralVocoder
+    for those parameters: the model's own, before the bundled one for its parameters and Griffin-Lim).
     Config (model_index.json): `encode_steps`, the steps refining an encoding of input audio (`refine_latents`)
     that the model recommends, 0 by default (each is a decoder pass forward and back: cheap for a small VAE, about
     50 s a tile for Stable Diffusion's on a 2-core CPU).
+    LoRA adapters load through diffusers' `load_lora_weights` (with `set_adapters`, `fuse_lora` and the rest),
+    including the `lora.safetensors` files `spectrodiff train --lora-rank` writes.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["vocoder"]
+    _optional_components = ["spectrogram", "vocoder"]
 
-    # `spectrogram` has no default on purpose: diffusers saves only parameters without one as components.
-    # `load` passes Riffusion's parameters for folders that lack it.
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, spectrogram: SpectrogramParams,
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, spectrogram: SpectrogramParams | None = None,
                  vocoder: NeuralVocoder | None = None, encode_steps: int = 0):
         super().__init__()
+        spectrogram = SpectrogramParams.of(spectrogram) if spectrogram is not None else SpectrogramParams()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                              scheduler=scheduler, spectrogram=SpectrogramParams.of(spectrogram), vocoder=vocoder)
+                              scheduler=scheduler, spectrogram=spectrogram, vocoder=vocoder)
         self.register_to_config(encode_steps=encode_steps)
 
     # ---- loading -------------------------------------------------------------------------------------------------
@@ -166,11 +199,8 @@ class SpectrodiffPipeline(DiffusionPipeline):
         """
         lora = lora_path(lora) if lora is not None else None  # a bad path stops before the model loads
         path = resolve_model(model)
-        kwargs = {}
         if path.is_dir():
             _check_model_folder(path, allow_pickle)
-            if not (path / "spectrogram").is_dir():
-                kwargs["spectrogram"] = SpectrogramParams()
         if dtype is not None and dtype != torch.float32 and not str(device).startswith("cuda"):
             raise SpectrodiffError(f"{dtype} needs a CUDA device; on {device} use float32")
         if cpu_offload and not torch.cuda.is_available():
@@ -181,13 +211,18 @@ class SpectrodiffPipeline(DiffusionPipeline):
                 # use_safetensors=None: safetensors where present, pickles allowed (only with allow_pickle).
                 pipe = cls.from_pretrained(str(path) if path.is_dir() else model,
                                            use_safetensors=None if allow_pickle else True,
-                                           dtype=dtype or torch.float32, **kwargs)
+                                           dtype=dtype or torch.float32)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise SpectrodiffError(f"cannot load model {model!r} (tried {path}): "
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         pipe.model_id = model  # the name the user gave, recorded in sidecars
         if lora is not None:
-            pipe.load_lora(lora)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pipe.load_lora_weights(str(lora), adapter_name="lora")
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise SpectrodiffError(f"LoRA {lora} does not fit this model: {str(exc).splitlines()[0]}") from None
             pipe.model_id = f"{model}+{lora}"
         if cpu_offload:
             pipe.enable_model_cpu_offload()
@@ -196,23 +231,6 @@ class SpectrodiffPipeline(DiffusionPipeline):
         if attention_slicing:
             pipe.enable_attention_slicing()
         return pipe
-
-    def load_lora(self, path: Path) -> None:
-        """Load a LoRA file written by `spectrodiff train` (or its output folder) into the UNet."""
-        path = lora_path(path)
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types
-            raise SpectrodiffError(f"cannot read LoRA file {path}: {exc}") from None
-        if not any(k.startswith("unet.") for k in state):
-            raise SpectrodiffError(f"{path} holds no UNet LoRA weights (keys prefixed 'unet.')")
-        state = {k: v.to(self.unet.device, self.unet.dtype) for k, v in state.items()}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.unet.load_lora_adapter(state, prefix="unet", adapter_name="lora")
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise SpectrodiffError(f"LoRA {path} does not fit this model: {str(exc).splitlines()[0]}") from None
 
     def set_scheduler(self, name: str) -> None:
         """Swap the scheduler for one of SCHEDULERS, keeping the model's noise schedule."""
@@ -354,8 +372,87 @@ class SpectrodiffPipeline(DiffusionPipeline):
             out[..., cols] = slerp(noises[k][..., cols], noises[k + 1][..., cols], alpha[cols])
         return out.unsqueeze(0)
 
+    # ---- the diffusers face --------------------------------------------------------------------------------------
+
+    def columns_for(self, seconds: float, loop: bool = False) -> int:
+        """Latent columns for a clip of `seconds`: a loop's whole columns nearest to it (a loop of T frames is T
+        hops long), else the fewest whose audio, `(columns * factor - 1) * hop` samples, covers it (then cut to
+        the sample)."""
+        params, factor = self.spectrogram, self.vae_scale_factor
+        if loop:
+            return max(1, round(seconds * 1000 / params.step_size_ms / factor))
+        frames = round(seconds * params.sample_rate) / params.hop_length + 1
+        return max(1, math.ceil(frames / factor - 1e-9))
+
     @torch.no_grad()
     def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        seconds: float = TILE_SECONDS,
+        loop: bool = True,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        vocoder: str | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ) -> SpectrodiffPipelineOutput | tuple:
+        """Text -> audio (and its spectrogram), one clip per prompt.
+
+        Args:
+            prompt: what to hear, or a list of prompts (one clip each).
+            negative_prompt: what not to hear (one, or one per prompt).
+            num_inference_steps, guidance_scale: as in every diffusers pipeline.
+            seconds: the clip's length; a loop has whole latent columns (80 ms at Riffusion's settings), a plain
+                clip exactly `round(seconds * sample_rate)` samples.
+            loop: a seamless loop (the time axis is circular throughout), else a plain clip.
+            generator: the noise's generator (one, or one per prompt); None: seeded by 0.
+            vocoder: as `--vocoder`: None (the model's own, else the bundled one for its parameters, else
+                Griffin-Lim), "griffin-lim", "neural", or a vocoder's name or folder.
+            output_type: "np" or "pt" for `audios`; "latent" returns the denoised latents instead.
+        Returns:
+            `SpectrodiffPipelineOutput` (or `(audios, images)` without `return_dict`).
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt or ""] * len(prompts)
+        generators = generator if isinstance(generator, list) else [generator] * len(prompts)
+        if len(negatives) != len(prompts) or len(generators) != len(prompts):
+            raise SpectrodiffError("give one negative prompt and one generator per prompt, or one for all")
+        if output_type not in ("np", "pt", "latent"):
+            raise SpectrodiffError(f"output_type must be np, pt or latent, not {output_type!r}")
+        if not 0 < seconds <= MAX_SECONDS:
+            raise SpectrodiffError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
+        params, width = self.spectrogram, self.columns_for(seconds, loop)
+        chosen = choose_vocoder(vocoder, params, self.vocoder) if output_type != "latent" else None
+        audios, images, all_latents = [], [], []
+        for text, negative, noise_generator in zip(prompts, negatives, generators, strict=True):
+            timeline = Timeline.single(Keyframe(text, guidance=guidance_scale, negative=negative))
+            noise = None
+            if noise_generator is not None:
+                shape = (1, self.unet.config.in_channels, self.latent_height, width)
+                noise = torch.randn(shape, generator=noise_generator, device=noise_generator.device)
+            latents = self.denoise(timeline, width, num_inference_steps, loop, noise=noise)
+            all_latents.append(latents)
+            if output_type == "latent":
+                continue
+            pixels = layout(torch.cat([piece for _, piece in self.decode_latents(latents, loop)], dim=-1), params)
+            images.append(pixels_to_image(pixels, params, RIFFUSION_MAX_VALUE))
+            audio = np.asarray(mel_to_audio(pixels_to_mel(pixels, params), params, chosen, circular=loop))
+            if not loop:
+                total = round(seconds * params.sample_rate)
+                audio = np.pad(audio[:, :total], ((0, 0), (0, max(total - audio.shape[1], 0))))
+            audios.append(normalize_loudness(audio))
+        if output_type == "latent":
+            return torch.cat(all_latents)
+        stacked = np.stack(audios)
+        result = (torch.from_numpy(stacked) if output_type == "pt" else stacked, images)
+        return SpectrodiffPipelineOutput(*result, params.sample_rate) if return_dict else result
+
+    # ---- denoising -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def denoise(
         self,
         timeline: Timeline,
         width: int,
@@ -365,8 +462,9 @@ class SpectrodiffPipeline(DiffusionPipeline):
         keep: torch.Tensor | None = None,
         window_batch: int = 4,
         callback: Callable[[int, int], None] | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Denoise a latent `width` columns wide along `timeline`.
+        """Denoise a latent `width` columns wide along `timeline` (what every generation mode runs).
 
         Args:
             width: latent columns (pixels / vae_scale_factor).
@@ -377,6 +475,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
                 single latent pixels (a Riffusion mask image).
             window_batch: windows per UNet call (times two with classifier-free guidance).
             callback: called with (step done, total steps).
+            noise: `(1, C, h, W)` starting noise; default the keyframes' seeded noise, slerped along the timeline.
         Returns:
             `(1, C, h, W)` denoised latents.
         """
@@ -399,7 +498,7 @@ class SpectrodiffPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        noise = self.initial_noise(timeline, width).to(device, dtype)
+        noise = (self.initial_noise(timeline, width) if noise is None else noise).to(device, dtype)
         if init_latents is None:
             begin = np.zeros(width, dtype=int)
             latents = noise * self.scheduler.init_noise_sigma

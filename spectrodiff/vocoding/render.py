@@ -1,10 +1,12 @@
-"""Spectrogram image -> audio, end to end: the function behind `image-to-audio`."""
+"""Mel or spectrogram image -> audio with the chosen vocoder: the functions behind `image-to-audio` and every mode's
+in-memory rendering."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..codec.image import image_params, image_to_mel
@@ -12,6 +14,15 @@ from ..codec.params import SpectrogramParams
 from .reconstruct import mel_to_waveform
 from .registry import choose_vocoder
 from .vocoder import NeuralVocoder
+
+
+def mel_to_audio(mel: torch.Tensor, params: SpectrogramParams, vocoder: NeuralVocoder | None, circular: bool = False,
+                 n_iter: int = 32, seed: int | None = 0, on_iter: Callable[[int], None] | None = None) -> torch.Tensor:
+    """`(..., n_mels, T)` mel -> `(..., L)` audio by `vocoder`, or by Griffin-Lim (`n_iter`, `seed`, `on_iter`)
+    when it is None; `L = (T - 1) * hop`, or `T * hop` for a loop (`circular`)."""
+    if vocoder is not None:
+        return vocoder.vocode(mel, circular=circular)
+    return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter, circular=circular)
 
 
 def image_to_audio(
@@ -39,5 +50,4 @@ def image_to_audio(
         vocoder = choose_vocoder(vocoder, params)
     if vocoder is not None:
         vocoder.check_params(params)
-        return vocoder.vocode(mel).numpy(), params
-    return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter).numpy(), params
+    return mel_to_audio(mel, params, vocoder, n_iter=n_iter, seed=seed, on_iter=on_iter).numpy(), params

@@ -1,4 +1,6 @@
-"""`spectrodiff serve`: the studio web page and the HTTP API over one loaded model (needs the `serve` extra)."""
+"""`spectrodiff serve`: the studio web page (Gradio, `studio`) and the JSON HTTP API with Riffusion's
+`/run_inference/` (`api`), over one loaded model behind a queue (`service`), served by uvicorn (`server`); needs
+the `serve` extra."""
 
 import os
 import tempfile
