@@ -49,9 +49,10 @@ def timed(module: torch.nn.Module, totals: dict, key: str) -> None:
 
 
 def run_child(args) -> None:
-    from spectrodiff.generation.modes import Settings, compose
+    from spectrodiff.generation.jobs import ComposeJob, Keyframe
+    from spectrodiff.generation.modes import compose
+    from spectrodiff.generation.output import Output
     from spectrodiff.generation.pipeline import SpectrodiffPipeline
-    from spectrodiff.generation.timeline import Keyframe
 
     torch.set_num_threads(2)
     pipe = SpectrodiffPipeline.load(args.model) if args.model else build_benchmark_model()
@@ -63,7 +64,8 @@ def run_child(args) -> None:
     keyframes = [Keyframe(styles[i % 4], seed=i, seconds=args.seconds / 4) for i in range(4)]
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        result = compose(pipe, keyframes, 2.0, Settings(steps=args.steps, out=Path(folder) / "clip.wav"))
+        result = compose(pipe, ComposeJob(keyframes=keyframes, transition=2.0, steps=args.steps),
+                         Output(Path(folder) / "clip.wav"))
         wall = time.perf_counter() - start
     print(json.dumps({"seconds": result.seconds, "wall": wall, **totals,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

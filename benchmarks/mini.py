@@ -29,9 +29,10 @@ from spectrodiff.codec.audio import load_audio
 from spectrodiff.codec.convert import audio_to_pixels
 from spectrodiff.codec.image import image_to_mel, layout, pixels_to_mel
 from spectrodiff.codec.mel import waveform_to_mel
-from spectrodiff.generation.modes import Settings, compose, encode_steps, generate
+from spectrodiff.generation.jobs import ComposeJob, GenerateJob, Keyframe
+from spectrodiff.generation.modes import compose, generate
+from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import TILE_SECONDS, SpectrodiffPipeline
-from spectrodiff.generation.timeline import Keyframe
 from spectrodiff.metrics import loop_wrap_ratio, seam_ratio, seam_ratios
 from spectrodiff.vocoding.reconstruct import mel_to_waveform
 
@@ -151,14 +152,14 @@ def catalogue_ceilings(catalogue: Path, params: SpectrogramParams, tile: int) ->
     return {"inside": inside, "seams": seams}
 
 
-def adherence(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path, settings: Settings) -> dict:
-    """Generate a loop per (style, seed); the share the classifier names as the prompted style, wrap ratios by
-    style, and the control by style: `interior_ratios` of each loop."""
+def adherence(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path, shared: dict) -> dict:
+    """Generate a loop per (style, seed) with the `shared` job settings; the share the classifier names as the
+    prompted style, wrap ratios by style, and the control by style: `interior_ratios` of each loop."""
     hits, wraps, inside, confusion = 0, {}, {}, {}
     for style, prompt in prompts.items():
         for seed in range(seeds):
-            settings.out = out / f"{style}-{seed}.wav"
-            result = generate(pipe, Keyframe(prompt, seed=seed), settings=settings)
+            job = GenerateJob(prompt=prompt, seed=seed, **shared)
+            result = generate(pipe, job, Output(out / f"{style}-{seed}.wav"))
             audio = read_mono(result.audio)
             guess = classifier.predict(clip_features(audio)[None])[0]
             hits += guess == style
@@ -169,12 +170,11 @@ def adherence(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path, 
     return {"accuracy": hits / total, "wraps": wraps, "inside": inside, "confusion": confusion}
 
 
-def long_clip(pipe, classifier, out: Path, settings: Settings) -> dict:
+def long_clip(pipe, classifier, out: Path, shared: dict) -> dict:
     """A 60 s compose through four styles (15 s each): wall time, seams, and where each style's probability peaks."""
     keyframes = [Keyframe(style.replace("_", " "), seed=n, seconds=15.0) for n, style in enumerate(COMPOSE_STYLES)]
-    settings.out = out / "compose.wav"
     began = time.perf_counter()
-    result = compose(pipe, keyframes, settings=settings)
+    result = compose(pipe, ComposeJob(keyframes=keyframes, **shared), Output(out / "compose.wav"))
     wall = time.perf_counter() - began
     audio = read_mono(result.audio)
     params, tile = pipe.spectrogram, join_spacing(pipe)
@@ -285,12 +285,12 @@ def main() -> None:
         cold = cold_generate(args.model, args.vocoder, tmp)
         pipe = SpectrodiffPipeline.load(args.model)
         pipe.set_progress_bar_config(disable=True)
-        settings = Settings(vocoder=args.vocoder)
+        shared = {"vocoder": args.vocoder}
         named = adherence(pipe, classifier, {s: s.replace("_", " ") for s in styles}, args.seeds, tmp / "named",
-                          settings)
-        unseen = adherence(pipe, classifier, UNSEEN, args.seeds, tmp / "unseen", settings)
-        clip = long_clip(pipe, classifier, tmp, settings)
-        steps = encode_steps(pipe, settings)
+                          shared)
+        unseen = adherence(pipe, classifier, UNSEEN, args.seeds, tmp / "unseen", shared)
+        clip = long_clip(pipe, classifier, tmp, shared)
+        steps = pipe.config.encode_steps
         vae_sc, encode_s = vae_round_trip(pipe, args.heldout, steps)
         encoder_sc, encoder_s = vae_round_trip(pipe, args.heldout, 0)
         ceilings = catalogue_ceilings(args.catalogue, pipe.spectrogram, join_spacing(pipe))
@@ -301,8 +301,9 @@ def main() -> None:
     catalogue_seams_ok = float(np.mean(np.array(ceilings["seams"]) <= 1.0))
 
     vocoder = args.vocoder or "the model's default"
-    print(f"model: {args.model}, {settings.steps} steps, guidance {Keyframe('x').guidance}, vocoder: {vocoder} "
-          f"(Griffin-Lim: {settings.griffin_lim_iters} iterations), {args.seeds} seeds per prompt")
+    job = GenerateJob(prompt="x", **shared)
+    print(f"model: {args.model}, {job.steps} steps, guidance {job.guidance}, vocoder: {vocoder} "
+          f"(Griffin-Lim: {job.iters} iterations), {args.seeds} seeds per prompt")
     line("classifier on the training render (ceiling)", f"{ceiling:.1%}", "(reference)", None)
     line("adherence, 8 style names", f"{named['accuracy']:.1%}", ">= 80 %", named["accuracy"] >= 0.8)
     line("adherence, 8 unseen phrasings", f"{unseen['accuracy']:.1%}", "(reported)", None)

@@ -43,6 +43,10 @@ _EXPORTS = {
     "load_vocoder": "vocoding.vocoder",
     "resolve_vocoder": "vocoding.registry",
     "SpectrodiffPipeline": "generation.pipeline",
+    **dict.fromkeys(("Keyframe", "GenerateJob", "MorphJob", "ComposeJob", "RemixJob", "ExtendJob", "InpaintJob",
+                     "RiffuseJob", "job_from_dict"), "generation.jobs"),
+    "Output": "generation.output",
+    "run": "generation.modes",
 }
 
 __all__ = ["SpectrodiffError", "__version__", *_EXPORTS]

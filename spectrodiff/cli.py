@@ -22,6 +22,19 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendo
 
 from . import __version__
 from .errors import SpectrodiffError
+from .generation.jobs import (
+    DEFAULT_GUIDANCE,
+    REQUIRED,
+    ComposeJob,
+    ExtendJob,
+    GenerateJob,
+    InpaintJob,
+    Job,
+    MorphJob,
+    RemixJob,
+    flag,
+    span,
+)
 
 # Commands import what they use when they run: `--help` must not pay for torch (1-2 s) or diffusers (3 s more),
 # and the codec commands never import diffusers, transformers or peft (tests/test_cli.py checks).
@@ -66,7 +79,7 @@ def _run(command: Callable, args: tuple, kwargs: dict):
     """Call a command, turning errors into one line on stderr and an exit status."""
     try:
         return command(*args, **kwargs)
-    except typer.Exit:
+    except (typer.Exit, UsageError):
         raise
     except KeyboardInterrupt:
         err_console.print("error: interrupted", markup=False)
@@ -264,37 +277,51 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
 
 
 # ---- generation ----------------------------------------------------------------------------------------------
+# Each generating command's options are its job's fields (spectrodiff/generation/jobs.py: one declaration per mode,
+# shared with batch lines, the web API and the studio), plus how the model loads and where results go.
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Bundled model name, model folder, or hub id.")]
-StepsOption = Annotated[int, typer.Option("--steps", help="Denoising steps.", min=1, max=1000)]
-GuidanceOption = Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.", min=0, max=50)]
-NegativeOption = Annotated[str, typer.Option("--negative", help="Negative prompt.")]
-SchedulerOption = Annotated[str | None, typer.Option("--scheduler", help="dpm, ddim, ddpm, euler, euler-a, lms, "
-                                                     "pndm or unipc (default: the model's).")]
 OutOption = Annotated[Path | None, typer.Option("-o", "--out", help="A .wav/.flac file (PNG and JSON go beside it) "
                                                 "or a folder (default outputs/<date>-<slug>-<seed>/).")]
-ItersOption = Annotated[int, typer.Option("--iters", help="Griffin-Lim iterations.", min=0, max=1000)]
-EncodeStepsOption = Annotated[int | None, typer.Option("--encode-steps", help="Steps refining the encoding of input "
-                                                       "audio (remix, extend, inpaint, riffuse); 0: the VAE "
-                                                       "encoder alone. Default: the model's (mini: 5; 0 where "
-                                                       "a model does not set it).",
-                                                       min=0, max=1000)]
-VocoderOption = Annotated[str | None, typer.Option("--vocoder", help="griffin-lim, neural (the model's own "
-                                                   "vocoder, else the bundled one for its parameters), or a vocoder "
-                                                   "folder. Default: the model's vocoder if it has one, else "
-                                                   "griffin-lim.")]
-RateOption = Annotated[int | None, typer.Option("--sample-rate", help="Resample the audio output (e.g. 48000).",
-                                                min=8000, max=192000)]
 PickleOption = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickled (.bin/.ckpt) weights: they can "
                                             "run code, load them only from sources you trust.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ...")]
 DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, or float16/bfloat16 on CUDA.")]
-SlicingOption = Annotated[bool, typer.Option("--attention-slicing", help="Lower peak memory, a little slower.")]
-OffloadOption = Annotated[bool, typer.Option("--cpu-offload", help="Keep idle sub-models on the CPU (CUDA).")]
-LoraOption = Annotated[Path | None, typer.Option("--lora", help="LoRA file (or folder) from `spectrodiff train "
-                                                 "--lora-rank`, applied to the model's UNet.")]
+VocoderOption = Annotated[str | None, typer.Option("--vocoder", help="griffin-lim, neural, a bundled vocoder "
+                                                   "(riffusion, mini) or a vocoder folder. Default: the model's own "
+                                                   "vocoder, else the bundled one for its parameters, else "
+                                                   "griffin-lim.")]
 DEFAULT_MODEL = "mini"
 DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclasses.dataclass
+class Runtime:
+    """How the model loads and where results go: the options every generating command takes beside its job."""
+
+    model: str = DEFAULT_MODEL
+    out: Path | None = None
+    allow_pickle: bool = False
+    device: str = "cpu"
+    dtype: str = "float32"
+    attention_slicing: bool = False
+    cpu_offload: bool = False
+    lora: Path | None = None
+
+    def load(self):
+        return _load(self.model, self.allow_pickle, self.device, self.dtype, self.attention_slicing,
+                     self.cpu_offload, self.lora)
+
+
+RUNTIME_OPTIONS = {
+    "model": ModelOption, "out": OutOption, "allow_pickle": PickleOption, "device": DeviceOption,
+    "dtype": DtypeOption,
+    "attention_slicing": Annotated[bool, typer.Option("--attention-slicing", help="Lower peak memory, a little "
+                                                      "slower.")],
+    "cpu_offload": Annotated[bool, typer.Option("--cpu-offload", help="Keep idle sub-models on the CPU (CUDA).")],
+    "lora": Annotated[Path | None, typer.Option("--lora", help="LoRA file (or folder) from `spectrodiff train "
+                                                "--lora-rank`, applied to the model's UNet.")],
+}
 
 
 @contextlib.contextmanager
@@ -327,66 +354,70 @@ def _load(model: str, allow_pickle: bool = False, device: str = "cpu", dtype: st
     return pipe
 
 
-@dataclasses.dataclass
-class Shared:
-    """The options every generating command takes: which model, how it runs, how results are rendered."""
-
-    model: str
-    steps: int
-    scheduler: str | None
-    out: Path | None
-    iters: int
-    encode_steps: int | None
-    vocoder: str | None
-    sample_rate: int | None
-    allow_pickle: bool
-    device: str
-    dtype: str
-    attention_slicing: bool
-    cpu_offload: bool
-    lora: Path | None
-
-    def load(self):
-        return _load(self.model, self.allow_pickle, self.device, self.dtype, self.attention_slicing,
-                     self.cpu_offload, self.lora)
-
-    def settings(self, report: Callable[[str, int, int], None], out: Path | None = None):
-        from .generation.modes import Settings
-
-        return Settings(steps=self.steps, scheduler=self.scheduler, griffin_lim_iters=self.iters,
-                        encode_steps=self.encode_steps, vocoder=self.vocoder, sample_rate=self.sample_rate,
-                        out=out or self.out, progress=report)
+def _option_help(spec, kind) -> str:
+    """A setting's help with its range, as `--help` shows it."""
+    words = span(spec, text=kind is str)
+    return f"{spec.help} [{words}]" if words else spec.help
 
 
-# (name, typer annotation, default) of each field of Shared, in the order --help lists them.
-SHARED_OPTIONS = (
-    ("model", ModelOption, DEFAULT_MODEL), ("steps", StepsOption, 25), ("scheduler", SchedulerOption, None),
-    ("out", OutOption, None), ("iters", ItersOption, 32), ("encode_steps", EncodeStepsOption, None),
-    ("vocoder", VocoderOption, None), ("sample_rate", RateOption, None),
-    ("allow_pickle", PickleOption, False), ("device", DeviceOption, "cpu"), ("dtype", DtypeOption, "float32"),
-    ("attention_slicing", SlicingOption, False), ("cpu_offload", OffloadOption, False), ("lora", LoraOption, None),
-)
+def job_options(job, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """typer parameters for the fields of `job` (a Job class) that the command line takes itself, named and
+    documented by their declaration; their values are checked by the job, not by typer, so that a bad one reads as
+    it does everywhere else."""
+    params = []
+    for name, f in job.fields().items():
+        spec = f.metadata["spec"]
+        if spec.cli == "" or name in skip:
+            continue
+        if spec.cli == "argument":
+            info = typer.Argument(help=_option_help(spec, f.type), show_default=False)
+        elif spec.cli and "/--no-" in spec.cli:  # a switch: "--loop/--no-loop"
+            info = typer.Option(spec.cli, help=_option_help(spec, f.type))
+        else:
+            info = typer.Option(*(spec.cli.split("/") if spec.cli else [flag(name)]), help=_option_help(spec, f.type))
+        default = inspect.Parameter.empty if f.default is REQUIRED else f.default
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[f.type, info]))
+    return params
 
 
-def with_shared_options(command: Callable) -> Callable:
-    """Give `command` the SHARED_OPTIONS on the command line; it receives them together as `shared`.
+def generation_command(name: str, job, example: str, face: Callable | None = None, face_params: tuple = (),
+                       run_params: tuple = (), runner: Callable | None = None) -> None:
+    """Register `spectrodiff NAME` for a job class: its options (`job_options`), the command line's own face of
+    fields it takes another way (`face_params`, turned into job fields by `face(**values)`), options about the run
+    rather than the job (`run_params`, passed to `runner(pipe, job, runtime, report, **values)`; the default runner
+    makes one result), and the runtime options."""
+    face_names, run_names = [p.name for p in face_params], [p.name for p in run_params]
 
-    typer reads a command's options from its signature, so the wrapper's signature is the command's own
-    parameters followed by the shared ones (annotations evaluated: typer does not evaluate a given signature).
-    """
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "shared"]
-    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
-             for name, kind, default in SHARED_OPTIONS]
+    def command(**kwargs):
+        runtime = Runtime(**{k: kwargs.pop(k) for k in RUNTIME_OPTIONS})
+        run_values = {k: kwargs.pop(k) for k in run_names}
+        fields = {k: v for k, v in kwargs.items() if k not in face_names}
+        try:
+            if face is not None:
+                fields |= face(**{k: kwargs[k] for k in face_names})
+            job_value = job.from_dict(fields, flag=True)
+        except SpectrodiffError as exc:
+            raise UsageError(str(exc)) from None
+        pipe = runtime.load()
+        with _stages() as report:
+            (runner or _run_one)(pipe, job_value, runtime, report, **run_values)
 
-    @functools.wraps(command)
-    def wrapper(**kwargs):
-        shared = Shared(**{name: kwargs.pop(name) for name, _, _ in SHARED_OPTIONS})
-        return command(shared=shared, **kwargs)
+    runtime_params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=getattr(Runtime, k), annotation=a)
+                      for k, a in RUNTIME_OPTIONS.items()]
+    params = [*face_params, *job_options(job), *run_params, *runtime_params]
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = f"{job.__doc__}\n\nExample: spectrodiff {name} {example}"
+    command.__name__ = f"{name.replace('-', '_')}_command"
+    app.command(name)(handle_errors(command))
 
-    wrapper.__signature__ = signature.replace(parameters=own + extra)
-    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
-    return wrapper
+
+def _run_one(pipe, job, runtime: Runtime, report) -> None:
+    from .generation.modes import run
+    from .generation.output import Output
+
+    _print_result(run(pipe, job, Output(runtime.out, report)))
 
 
 def _print_result(result) -> None:
@@ -395,212 +426,116 @@ def _print_result(result) -> None:
                       markup=False)
 
 
-@app.command("generate")
-@handle_errors
-@with_shared_options
-def generate_command(
-    prompt: Annotated[str, typer.Argument(help="What to hear, e.g. 'jazzy saxophone'.")],
-    seed: Annotated[int, typer.Option(help="Seed of the first clip.")] = 0,
-    guidance: GuidanceOption = 7.0,
-    negative: NegativeOption = "",
-    count: Annotated[int, typer.Option(help="Clips to make (seeds seed, seed+1, ...).", min=1, max=100)] = 1,
-    seconds: Annotated[float, typer.Option(help="Length; more than one tile (5.12 s) makes a longer loop.")] = 5.12,
-    loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Seamless loop (default) or a plain clip.")] = True,
-    shared: Shared | None = None,
-) -> None:
-    """Text -> a seamless loop: WAV, spectrogram PNG and a JSON sidecar that redoes it.
-
-    Example: spectrodiff generate "jazzy saxophone" --seed 3 --seconds 10
-    """
-    from .generation.modes import generate
-    from .generation.timeline import Keyframe
-
-    out = shared.out
-    if count > 1 and out is not None and out.suffix:
-        raise SpectrodiffError("--count above 1 needs -o to name a folder, not a file")
-    pipe = shared.load()
-    with _stages() as report:
-        for n in range(count):
-            keyframe = Keyframe(prompt, seed=seed + n, guidance=guidance, negative=negative)
-            target = out / f"{n:03d}" if count > 1 and out is not None else out
-            _print_result(generate(pipe, keyframe, seconds, loop, shared.settings(report, target)))
-
-
 def _comma_list(text: str | None, kind: type, name: str, count: int) -> list:
     if text is None:
         return []
     try:
         values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SpectrodiffError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"--{name} must be comma-separated numbers, got {text!r}"[:200]) from None
     if len(values) not in (1, count):
-        raise SpectrodiffError(f"--{name} needs 1 or {count} values (one per prompt), got {len(values)}")
+        raise UsageError(f"--{name} needs 1 or {count} values (one per prompt), got {len(values)}")
     return values * count if len(values) == 1 else values
 
 
-@app.command("morph")
-@handle_errors
-@with_shared_options
-def morph_command(
-    prompts: Annotated[list[str], typer.Argument(help="Two or more prompts, in order.")],
-    seconds: Annotated[float, typer.Option(help="Length of the whole morph.")] = 20.0,
-    seeds: Annotated[str | None, typer.Option(help="Seeds, comma-separated, one per prompt (default 0,1,2...).")]
-    = None,
-    guidance: Annotated[str | None, typer.Option(help="Guidance per prompt, comma-separated (default 7).")] = None,
-    negative: NegativeOption = "",
-    shared: Shared | None = None,
-) -> None:
-    """Morph from one prompt to the next across one clip (embeddings lerped, noise slerped, guidance lerped).
-
-    Example: spectrodiff morph "church bells" "electronic beats" --seconds 30 --seeds 42,7
-    """
-    from .generation.modes import morph
-    from .generation.timeline import Keyframe
-
+def _morph_face(prompts: list[str], seeds: str | None, guidance: str | None, negative: str) -> dict:
+    """The morph command's prompts, --seeds and --guidance lists and --negative -> the job's keyframes."""
     if len(prompts) < 2:
-        raise SpectrodiffError("morph needs at least two prompts")
+        raise UsageError("morph needs at least two prompts")
     seed_list = _comma_list(seeds, int, "seeds", len(prompts)) or list(range(len(prompts)))
-    guidance_list = _comma_list(guidance, float, "guidance", len(prompts)) or [7.0] * len(prompts)
-    keyframes = [Keyframe(p, seed=s, guidance=g, negative=negative)
-                 for p, s, g in zip(prompts, seed_list, guidance_list, strict=True)]
-    pipe = shared.load()
-    with _stages() as report:
-        _print_result(morph(pipe, keyframes, seconds, shared.settings(report)))
+    guidance_list = _comma_list(guidance, float, "guidance", len(prompts)) or [DEFAULT_GUIDANCE] * len(prompts)
+    return {"keyframes": [{"prompt": p, "seed": s, "guidance": g, "negative": negative}
+                          for p, s, g in zip(prompts, seed_list, guidance_list, strict=True)]}
 
 
-@app.command("compose")
-@handle_errors
-@with_shared_options
-def compose_command(
-    plan: Annotated[Path, typer.Argument(help="YAML plan of keyframes (see prompts/).")],
-    shared: Shared | None = None,
-) -> None:
-    """A timeline of keyframes (prompt, seed, seconds, guidance) -> one long seamless clip.
-
-    Example: spectrodiff compose prompts/jazz-to-techno.yaml -o jazz-to-techno.wav
-    """
-    from .generation.modes import compose
+def _compose_face(plan: Path) -> dict:
+    """The compose command's plan file -> the job's keyframes and transition."""
     from .generation.plans import load_plan
 
-    keyframes, transition = load_plan(plan)
-    pipe = shared.load()
-    with _stages() as report:
-        _print_result(compose(pipe, keyframes, transition, shared.settings(report)))
+    return load_plan(plan)
 
 
-AudioArgument = Annotated[Path, typer.Argument(help="Your audio file (wav, flac, ogg, mp3).")]
-PromptOption = Annotated[str, typer.Option("--prompt", "-p", help="What the new audio should be.")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Noise seed.")]
+def _generate_many(pipe, job, runtime: Runtime, report, count: int) -> None:
+    """`generate --count N`: N clips, seeds seed, seed + 1, ... (into numbered folders of -o)."""
+    if count > 1 and runtime.out is not None and runtime.out.suffix:
+        raise SpectrodiffError("--count above 1 needs -o to name a folder, not a file")
+    for n in range(count):
+        target = runtime.out / f"{n:03d}" if count > 1 and runtime.out is not None else runtime.out
+        _run_one(pipe, dataclasses.replace(job, seed=job.seed + n), dataclasses.replace(runtime, out=target), report)
 
 
-@app.command("remix")
-@handle_errors
-@with_shared_options
-def remix_command(
-    audio: AudioArgument,
-    prompt: PromptOption,
-    strength: Annotated[float, typer.Option(help="How far from the input: (0, 1], 1 ignores it.")] = 0.6,
-    seed: SeedOption = 0,
-    guidance: GuidanceOption = 7.0,
-    negative: NegativeOption = "",
-    shared: Shared | None = None,
-) -> None:
-    """Audio-to-audio: re-imagine your whole track in the prompt's style, seamlessly across tiles.
-
-    Example: spectrodiff remix song.wav --prompt "church organ" --strength 0.5
-    """
-    from .generation.modes import remix
-    from .generation.timeline import Keyframe
-
-    _require_file(audio)
-    keyframe = Keyframe(prompt, seed=seed, strength=strength, guidance=guidance, negative=negative)
-    pipe = shared.load()
-    with _stages() as report:
-        _print_result(remix(pipe, audio, keyframe, shared.settings(report)))
+def _argument(name: str, annotation) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation)
 
 
-@app.command("extend")
-@handle_errors
-@with_shared_options
-def extend_command(
-    audio: AudioArgument,
-    prompt: PromptOption,
-    seconds: Annotated[float, typer.Option(help="Seconds to add after the input.")],
-    seed: SeedOption = 0,
-    guidance: GuidanceOption = 7.0,
-    negative: NegativeOption = "",
-    shared: Shared | None = None,
-) -> None:
-    """Continue your audio; its own samples open the output untouched.
-
-    Example: spectrodiff extend riff.wav --prompt "blues guitar" --seconds 10
-    """
-    from .generation.modes import extend
-    from .generation.timeline import Keyframe
-
-    _require_file(audio)
-    keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-    pipe = shared.load()
-    with _stages() as report:
-        _print_result(extend(pipe, audio, keyframe, seconds, shared.settings(report)))
+def _option(name: str, annotation, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-@app.command("inpaint")
-@handle_errors
-@with_shared_options
-def inpaint_command(
-    audio: AudioArgument,
-    prompt: PromptOption,
-    start: Annotated[float, typer.Option(help="Start of the span to regenerate, seconds.")],
-    end: Annotated[float, typer.Option(help="End of the span, seconds.")],
-    seed: SeedOption = 0,
-    guidance: GuidanceOption = 7.0,
-    negative: NegativeOption = "",
-    shared: Shared | None = None,
-) -> None:
-    """Regenerate a span of your audio; outside it nothing changes but a 20 ms crossfade at each edge.
-
-    Example: spectrodiff inpaint take.wav --prompt "drum fill" --start 4.0 --end 6.0
-    """
-    from .generation.modes import inpaint
-    from .generation.timeline import Keyframe
-
-    _require_file(audio)
-    keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-    pipe = shared.load()
-    with _stages() as report:
-        _print_result(inpaint(pipe, audio, keyframe, start, end, shared.settings(report)))
+generation_command("generate", GenerateJob, '"jazzy saxophone" --seed 3 --seconds 10', runner=_generate_many,
+                   run_params=(_option("count", Annotated[int, typer.Option(
+                       help="Clips to make, seeds --seed, --seed + 1, ...", min=1, max=100)], 1),))
+generation_command("morph", MorphJob, '"church bells" "electronic beats" --seconds 30 --seeds 42,7', _morph_face, (
+    _argument("prompts", Annotated[list[str], typer.Argument(help="Two or more prompts, in order.")]),
+    _option("seeds", Annotated[str | None, typer.Option(help="Seeds, comma-separated, one per prompt (default "
+                                                         "0,1,2...).")], None),
+    _option("guidance", Annotated[str | None, typer.Option(help="Guidance per prompt, comma-separated (default "
+                                                            f"{DEFAULT_GUIDANCE:g}).")], None),
+    _option("negative", Annotated[str, typer.Option(help="What not to hear.")], "")))
+generation_command("compose", ComposeJob, "prompts/jazz-to-techno.yaml -o jazz-to-techno.wav", _compose_face, (
+    _argument("plan", Annotated[Path, typer.Argument(help="YAML plan of keyframes (see prompts/).")]),))
+generation_command("remix", RemixJob, 'song.wav --prompt "church organ" --strength 0.5')
+generation_command("extend", ExtendJob, 'riff.wav --prompt "blues guitar" --seconds 10')
+generation_command("inpaint", InpaintJob, 'take.wav --prompt "drum fill" --start 4.0 --end 6.0')
 
 
-@app.command("batch")
-@handle_errors
-@with_shared_options
-def batch_command(
-    jobs: Annotated[Path, typer.Argument(help="JSON lines, one job each: {\"mode\": \"generate\", \"prompt\": ...}.")],
-    shared: Shared | None = None,
-) -> None:
-    """Many jobs, one model load. Each line is a job: the "job" object of any JSON sidecar redoes that result.
-    --steps, --iters, --scheduler, --sample-rate and -o are defaults for jobs that do not set them. Under
-    `accelerate launch` the jobs are split across processes, each on its own device.
-
-    Example: spectrodiff batch jobs.jsonl   |   accelerate launch -m spectrodiff.cli batch jobs.jsonl
-    """
+def _batch(jobs: Path, runtime: Runtime, shared: dict) -> None:
+    """Run the lines of a batch file; under `accelerate launch` each process takes its share on its own device."""
     from accelerate import PartialState
 
-    from .generation.batch import run_job
+    from .generation.batch import line_job, run_line
     from .generation.plans import load_jobs
 
     entries = load_jobs(jobs)
+    for line, job in entries:  # every line checked before the model loads and the first job runs
+        try:
+            line_job(job, shared)
+        except SpectrodiffError as exc:
+            raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
     state = PartialState()
     if state.num_processes > 1:
-        shared = dataclasses.replace(shared, device=str(state.device))
-    pipe = shared.load()
+        runtime = dataclasses.replace(runtime, device=str(state.device))
+    pipe = runtime.load()
     with state.split_between_processes(entries) as mine, _stages() as report:
         for line, job in mine:
             try:
-                _print_result(run_job(pipe, job, shared.settings(report)))
+                _print_result(run_line(pipe, job, shared, runtime.out, report))
             except SpectrodiffError as exc:
                 raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
+
+
+def batch_command(jobs: Path, **options) -> None:
+    """Many jobs, one model load. Each line is a job: the "job" object of any JSON sidecar redoes that result (a
+    line may add "out"). The shared settings given here (--steps, --iters, ...) and -o are defaults for the lines
+    that leave them out. Under `accelerate launch` the jobs are split across processes, each on its own device.
+
+    Example: spectrodiff batch jobs.jsonl   |   accelerate launch -m spectrodiff.cli batch jobs.jsonl
+    """
+    runtime = Runtime(**{k: options.pop(k) for k in RUNTIME_OPTIONS})
+    try:
+        shared = Job.from_dict(options, flag=True).to_dict()
+    except SpectrodiffError as exc:
+        raise UsageError(str(exc)) from None
+    _batch(jobs, runtime, {k: v for k, v in shared.items() if k in options and k != "mode"})
+
+
+_batch_params = [inspect.Parameter("jobs", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+    Path, typer.Argument(help='JSON lines, one job each: {"mode": "generate", "prompt": ...}.')])]
+_batch_params += job_options(Job) + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=getattr(Runtime, k),
+                                                        annotation=a) for k, a in RUNTIME_OPTIONS.items()]
+batch_command.__signature__ = inspect.Signature(_batch_params)
+batch_command.__annotations__ = {p.name: p.annotation for p in _batch_params}
+app.command("batch")(handle_errors(batch_command))
 
 
 @app.command("serve")

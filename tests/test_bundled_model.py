@@ -8,13 +8,14 @@ from typer.testing import CliRunner
 
 from spectrodiff.bundled import MODELS_DIR as BUNDLED_MODELS_DIR
 from spectrodiff.cli import DEFAULT_MODEL, app
-from spectrodiff.generation.modes import Settings, generate
+from spectrodiff.generation.jobs import GenerateJob
+from spectrodiff.generation.modes import generate
+from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
-from spectrodiff.generation.timeline import Keyframe
 from spectrodiff.training.bundle import BUNDLE_LIMIT_MB, folder_megabytes
 
 MINI = BUNDLED_MODELS_DIR / "mini"
-FAST = dict(steps=6, griffin_lim_iters=8)
+FAST = dict(steps=6, iters=8)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_mini_loads_offline_with_its_own_parameters(mini):
 
 def test_mini_generates_a_loop_deterministically(mini, tmp_path):
     def run(seed: int, name: str):
-        return generate(mini, Keyframe("jazzy saxophone", seed=seed), settings=Settings(out=tmp_path / name, **FAST))
+        return generate(mini, GenerateJob(prompt="jazzy saxophone", seed=seed, **FAST), Output(tmp_path / name))
 
     first, again, other = run(0, "a.wav"), run(0, "b.wav"), run(1, "c.wav")
     audio, rate = soundfile.read(first.audio)

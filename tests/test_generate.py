@@ -17,26 +17,19 @@ from spectrodiff import SpectrodiffError
 from spectrodiff.cli import app
 from spectrodiff.codec.convert import audio_to_image, audio_to_pixels, save_image
 from spectrodiff.codec.image import image_params
-from spectrodiff.generation.batch import run_job
-from spectrodiff.generation.modes import (
-    Settings,
-    compose,
-    extend,
-    generate,
-    inpaint,
-    morph,
-    remix,
-    riffuse,
-)
+from spectrodiff.generation.batch import run_line
+from spectrodiff.generation.jobs import JOBS, Keyframe
+from spectrodiff.generation.modes import run
+from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import ENCODE_REFINE_LR, SpectrodiffPipeline
 from spectrodiff.generation.plans import load_plan
-from spectrodiff.generation.timeline import Keyframe, Timeline
+from spectrodiff.generation.timeline import Timeline
 from spectrodiff.metrics import loop_wrap_ratio, magnitude_convergence, seam_ratio
 from spectrodiff.signals import mix
 from spectrodiff.testing import build_tiny_pipeline
 
 SR, HOP = 44100, 441
-FAST = dict(steps=3, griffin_lim_iters=4)
+FAST = dict(steps=3, iters=4)
 
 
 
@@ -47,8 +40,9 @@ def song(tmp_path) -> Path:
     return path
 
 
-def settings(out: Path, **kwargs) -> Settings:
-    return Settings(out=out, **{**FAST, **kwargs})
+def make(pipe, mode: str, out: Path | None, **fields):
+    """Run a `mode` job of `fields` (few steps) into `out`."""
+    return run(pipe, JOBS[mode].from_dict(FAST | fields), Output(out))
 
 
 def read(path: Path) -> np.ndarray:
@@ -60,7 +54,7 @@ def digest(path: Path) -> str:
 
 
 def test_generate_writes_a_loop_triple(pipe, tmp_path):
-    result = generate(pipe, Keyframe("jazzy saxophone", seed=3), settings=settings(tmp_path / "sax.wav"))
+    result = make(pipe, "generate", tmp_path / "sax.wav", prompt="jazzy saxophone", seed=3)
     assert (result.audio, result.image, result.sidecar) == (tmp_path / "sax.wav", tmp_path / "sax.png",
                                                             tmp_path / "sax.json")
     assert soundfile.info(result.audio).frames == 512 * HOP, "a 5.12 s loop is 512 columns of 441 samples"
@@ -70,21 +64,22 @@ def test_generate_writes_a_loop_triple(pipe, tmp_path):
     assert params == pipe.spectrogram, "the PNG decodes on its own with the model's parameters"
     record = json.loads(result.sidecar.read_text())
     assert record["job"] == {"mode": "generate", "prompt": "jazzy saxophone", "seed": 3, "guidance": 7.0,
-                             "seconds": 5.12, "loop": True, "steps": 3, "scheduler": "dpm", "iters": 4}
-    assert record["steps"] == 3 and record["scheduler"] == "dpm" and len(record["model"]["sha256"]) == 64
-    assert record["spectrodiff"] and record["loop"] is True
+                             "negative": "", "seconds": 5.12, "loop": True, "steps": 3, "scheduler": "dpm",
+                             "iters": 4, "vocoder": None, "sample_rate": None}
+    assert len(record["model"]["sha256"]) == 64 and record["spectrodiff"] and record["seconds"] == 5.12
+    assert "steps" not in record and "loop" not in record, "each setting once: in the job"
 
 
 def test_loop_wraps_without_a_seam(pipe, tmp_path):
-    result = generate(pipe, Keyframe("loop", seed=5), settings=settings(tmp_path / "l.wav", griffin_lim_iters=16))
+    result = make(pipe, "generate", tmp_path / "l.wav", prompt="loop", seed=5, iters=16)
     audio = read(result.audio).T / 32768
     assert loop_wrap_ratio(audio, pipe.spectrogram) <= 1.0
 
 
 def test_generate_is_deterministic(pipe, tmp_path):
-    a = generate(pipe, Keyframe("x", seed=9), settings=settings(tmp_path / "a.wav"))
-    b = generate(pipe, Keyframe("x", seed=9), settings=settings(tmp_path / "b.wav"))
-    c = generate(pipe, Keyframe("x", seed=10), settings=settings(tmp_path / "c.wav"))
+    a = make(pipe, "generate", tmp_path / "a.wav", prompt="x", seed=9)
+    b = make(pipe, "generate", tmp_path / "b.wav", prompt="x", seed=9)
+    c = make(pipe, "generate", tmp_path / "c.wav", prompt="x", seed=10)
     assert digest(a.audio) == digest(b.audio) != digest(c.audio)
 
 
@@ -103,40 +98,44 @@ def test_every_mode_writes_the_asked_length_to_the_sample(pipe, tmp_path, rate):
 
     song = tmp_path / "song.wav"
     soundfile.write(song, mix(7.3), SR, subtype="PCM_16")
-    s = {name: settings(tmp_path / f"{name}.wav", sample_rate=rate) for name in "gmcrel"}
-    keys = [Keyframe("a", seconds=3.0), Keyframe("b", seed=2, seconds=4.3)]
-    assert length(generate(pipe, Keyframe("x"), 7.3, False, s["g"])) == round(7.3 * out)
-    assert length(morph(pipe, keys, 15.0, s["m"])) == 15 * out
-    assert length(compose(pipe, keys, 1.0, s["c"])) == round(7.3 * out)
-    assert length(remix(pipe, song, Keyframe("organ", strength=0.5), s["r"])) == round(7.3 * out)
-    assert length(extend(pipe, song, Keyframe("more"), 7.3, s["e"])) == round(14.6 * out)
-    assert length(generate(pipe, Keyframe("x"), 12.0, True, s["l"])) == 1200 * HOP * out // SR
+    keys = [{"prompt": "a", "seconds": 3.0}, {"prompt": "b", "seed": 2, "seconds": 4.3}]
+
+    def made(mode: str, **fields) -> int:
+        return length(make(pipe, mode, tmp_path / f"{mode}-{len(list(tmp_path.iterdir()))}.wav", sample_rate=rate,
+                           **fields))
+
+    assert made("generate", prompt="x", seconds=7.3, loop=False) == round(7.3 * out)
+    assert made("morph", keyframes=keys, seconds=15.0) == 15 * out
+    assert made("compose", keyframes=keys, transition=1.0) == round(7.3 * out)
+    assert made("remix", audio=song, prompt="organ", strength=0.5) == round(7.3 * out)
+    assert made("extend", audio=song, prompt="more", seconds=7.3) == round(14.6 * out)
+    assert made("generate", prompt="x", seconds=12.0) == 1200 * HOP * out // SR
 
 
 def test_never_overwrites(pipe, tmp_path):
-    generate(pipe, Keyframe("x"), settings=settings(tmp_path / "x.wav"))
+    make(pipe, "generate", tmp_path / "x.wav", prompt="x")
     before = digest(tmp_path / "x.wav")
     with pytest.raises(SpectrodiffError, match="already exists"):
-        generate(pipe, Keyframe("x", seed=4), settings=settings(tmp_path / "x.wav"))
+        make(pipe, "generate", tmp_path / "x.wav", prompt="x", seed=4)
     assert digest(tmp_path / "x.wav") == before
 
 
 def test_default_folder_is_dated_slug_seed(pipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = generate(pipe, Keyframe("Jazzy Saxophone!", seed=7), settings=Settings(**FAST))
-    second = generate(pipe, Keyframe("Jazzy Saxophone!", seed=7), settings=Settings(**FAST))
+    first = make(pipe, "generate", None, prompt="Jazzy Saxophone!", seed=7)
+    second = make(pipe, "generate", None, prompt="Jazzy Saxophone!", seed=7)
     assert first.audio.parent.name.endswith("-jazzy-saxophone-7") and first.audio.parent.parent.name == "outputs"
     assert second.audio.parent.name == first.audio.parent.name + "-2"
 
 
 def test_morph_and_compose(pipe, tmp_path):
-    keys = [Keyframe("church bells", seed=1), Keyframe("electronic beats", seed=2)]
-    result = morph(pipe, keys, 8.0, settings(tmp_path / "m.wav"))
+    keys = [{"prompt": "church bells", "seed": 1}, {"prompt": "electronic beats", "seed": 2}]
+    result = make(pipe, "morph", tmp_path / "m.wav", keyframes=keys, seconds=8.0)
     assert soundfile.info(result.audio).frames == 8 * SR
-    assert json.loads(result.sidecar.read_text())["timeline"]["positions"] == [0.0, 1.0]
-    keyframes, transition = load_plan(Path(__file__).parents[1] / "prompts" / "bells-to-beats.yaml")
-    short = [Keyframe(k.prompt, seed=k.seed, seconds=4.0) for k in keyframes]
-    composed = compose(pipe, short, transition=1.0, settings=settings(tmp_path / "c.wav"))
+    assert json.loads(result.sidecar.read_text())["job"]["keyframes"][1]["prompt"] == "electronic beats"
+    plan = load_plan(Path(__file__).parents[1] / "prompts" / "bells-to-beats.yaml")
+    short = [{"prompt": k.prompt, "seed": k.seed, "seconds": 4.0} for k in plan["keyframes"]]
+    composed = make(pipe, "compose", tmp_path / "c.wav", keyframes=short, transition=1.0)
     audio = read(composed.audio).T / 32768
     assert audio.shape[1] == 8 * SR
     # Tiles of the random model share latent context and phase across joins: no join stands out.
@@ -144,7 +143,7 @@ def test_morph_and_compose(pipe, tmp_path):
 
 
 def test_remix_keeps_length(pipe, tmp_path, song):
-    result = remix(pipe, song, Keyframe("organ", strength=0.5), settings(tmp_path / "r.wav"))
+    result = make(pipe, "remix", tmp_path / "r.wav", audio=song, prompt="organ", strength=0.5)
     assert soundfile.info(result.audio).frames == soundfile.info(song).frames
     assert json.loads(result.sidecar.read_text())["input"]["sha256"] == hashlib.sha256(song.read_bytes()).hexdigest()
 
@@ -159,7 +158,7 @@ def test_strength_sets_how_far_latents_move(pipe):
 
 
 def test_extend_keeps_the_input_bit_exact(pipe, tmp_path, song):
-    result = extend(pipe, song, Keyframe("more"), 4.0, settings(tmp_path / "e.wav"))
+    result = make(pipe, "extend", tmp_path / "e.wav", audio=song, prompt="more", seconds=4.0)
     source, out = read(song), read(result.audio)
     assert len(out) == len(source) + 4 * SR
     assert np.array_equal(out[: len(source)], source)
@@ -167,7 +166,7 @@ def test_extend_keeps_the_input_bit_exact(pipe, tmp_path, song):
 
 
 def test_inpaint_leaves_the_outside_untouched(pipe, tmp_path, song):
-    result = inpaint(pipe, song, Keyframe("fill"), 2.0, 3.0, settings(tmp_path / "i.wav"))
+    result = make(pipe, "inpaint", tmp_path / "i.wav", audio=song, prompt="fill", start=2.0, end=3.0)
     source, out = read(song), read(result.audio)
     assert len(out) == len(source)
     a, b = 2 * SR, 3 * SR
@@ -190,28 +189,30 @@ def test_riffuse_grows_from_a_seed_image_between_two_prompts(pipe, tmp_path):
     seed_image = save_image(tmp_path / "seed.png", audio_to_image(mix(5.12)[None], params))
     mask = tmp_path / "mask.png"
     Image.fromarray(np.full((params.num_frequencies, 512), 255, np.uint8)).save(mask)
-    start, end = Keyframe("bells", seed=1, strength=0.75), Keyframe("beats", seed=2, strength=0.75)
-    results = [riffuse(pipe, start, end, alpha, seed_image, settings=settings(tmp_path / f"{alpha}.wav"))
-               for alpha in (0.0, 0.5)]
+    start, end = {"prompt": "bells", "seed": 1, "strength": 0.75}, {"prompt": "beats", "seed": 2, "strength": 0.75}
+
+    def riffuse(out: str, **fields):
+        return make(pipe, "riffuse", tmp_path / out, start=start, end=end, seed_image=seed_image, **fields)
+
+    results = [riffuse(f"{alpha}.wav", alpha=alpha) for alpha in (0.0, 0.5)]
     assert results[0].seconds == pytest.approx(511 * HOP / SR)
     assert digest(results[0].audio) != digest(results[1].audio)
     # An all-white mask repaints everything: the same as no mask.
-    masked = riffuse(pipe, start, end, 0.5, seed_image, mask, settings(tmp_path / "masked.wav"))
+    masked = riffuse("masked.wav", alpha=0.5, mask_image=mask)
     assert digest(masked.audio) == digest(results[1].audio)
     # The sidecar's job redoes it.
     job = json.loads(results[1].sidecar.read_text())["job"]
-    again = run_job(pipe, job | {"out": str(tmp_path / "again.wav")}, Settings(**FAST))
+    again = run_line(pipe, job | {"out": str(tmp_path / "again.wav")})
     assert digest(again.audio) == digest(results[1].audio)
-    with pytest.raises(SpectrodiffError, match="alpha"):
-        riffuse(pipe, start, end, 1.5, seed_image, settings=settings(tmp_path / "bad.wav"))
+    with pytest.raises(SpectrodiffError, match="alpha must be between 0 and 1, got 1.5"):
+        riffuse("bad.wav", alpha=1.5)
     with pytest.raises(SpectrodiffError, match="spectrogram parameters"):
-        riffuse(pipe, start, end, 0.5, save_image(tmp_path / "other.png", audio_to_image(mix(1.0)[None],
-                                                                                        type(params)())),
-                settings=settings(tmp_path / "bad.wav"))
+        make(pipe, "riffuse", tmp_path / "bad.wav", start=start, end=end, alpha=0.5, seed_image=save_image(
+            tmp_path / "other.png", audio_to_image(mix(1.0)[None], type(params)())))
 
 
 def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path):
-    first = generate(pipe, Keyframe("redo me", seed=4), settings=settings(tmp_path / "first.wav"))
+    first = make(pipe, "generate", tmp_path / "first.wav", prompt="redo me", seed=4)
     job = json.loads(first.sidecar.read_text())["job"]
     jobs = tmp_path / "jobs.jsonl"
     lines = [dict(job, out=str(tmp_path / "again.wav")),
@@ -224,7 +225,7 @@ def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path
     assert digest(tmp_path / "again.wav") == digest(first.audio), "a sidecar's job reproduces the audio exactly"
     assert (tmp_path / "morph" / "a-to-b.wav").exists()
     record = json.loads((tmp_path / "d.json").read_text())
-    assert (record["steps"], record["griffin_lim_iters"]) == (1, 1), "batch options are the jobs' defaults"
+    assert (record["job"]["steps"], record["job"]["iters"]) == (1, 1), "batch options are the jobs' defaults"
 
 
 @pytest.mark.parametrize("args", [
@@ -250,8 +251,8 @@ def test_cli_modes(model_dir, tmp_path, song, args):
     (["generate", "x", "--model", "nope"], "unknown model 'nope': not a folder, not a bundled model (mini)"),
     (["generate", "x", "--model", "MODEL", "--steps", "0"], "--steps"),
     (["generate", "x", "--model", "MODEL", "--steps", "1001"], "--steps"),
-    (["generate", "x", "--model", "MODEL", "--seconds", "0"], "seconds must be in (0, 600]"),
-    (["generate", "x", "--model", "MODEL", "--seconds", "601"], "seconds must be in (0, 600]"),
+    (["generate", "x", "--model", "MODEL", "--seconds", "0"], "--seconds must be in (0, 600], got 0"),
+    (["generate", "x", "--model", "MODEL", "--seconds", "601"], "--seconds must be in (0, 600], got 601"),
     (["remix", "SONG", "--prompt", "p", "--strength", "0", "--model", "MODEL"], "strength must be in (0, 1]"),
     (["remix", "SONG", "--prompt", "p", "--strength", "1.5", "--model", "MODEL"], "strength must be in (0, 1]"),
     (["inpaint", "SONG", "--prompt", "p", "--start", "5", "--end", "9", "--model", "MODEL"], "inside the audio"),
@@ -259,7 +260,7 @@ def test_cli_modes(model_dir, tmp_path, song, args):
     (["compose", "BADFIELD", "--model", "MODEL"], "line 3: unknown field 'tempo'"),
     (["compose", "NOSECONDS", "--model", "MODEL"], "line 2: keyframe has no seconds"),
     (["morph", "only-one", "--model", "MODEL"], "at least two prompts"),
-    (["generate", "x", "--model", "MODEL", "--scheduler", "magic"], "unknown scheduler 'magic'"),
+    (["generate", "x", "--model", "MODEL", "--scheduler", "magic"], "--scheduler must be one of dpm,"),
 ])
 def test_bad_input_is_one_clear_line(model_dir, tmp_path, song, args, message):
     plans = {"EMPTY": "", "BADFIELD": "keyframes:\n  - prompt: a\n    tempo: 120\n    seconds: 3\n",
@@ -284,7 +285,7 @@ def test_missing_component_via_cli(model_dir, tmp_path):
 
 def test_long_prompt_warns_and_still_generates(pipe, tmp_path):
     with pytest.warns(UserWarning, match="truncated"):
-        generate(pipe, Keyframe("sax " * 60), settings=settings(tmp_path / "long.wav"))
+        make(pipe, "generate", tmp_path / "long.wav", prompt="sax " * 60)
     assert (tmp_path / "long.wav").exists()
 
 
@@ -293,7 +294,7 @@ def test_stereo_model_makes_stereo(tmp_path):
     from spectrodiff.testing import build_tiny_pipeline
 
     stereo = build_tiny_pipeline(SpectrogramParams(num_frequencies=64, stereo=True))
-    result = generate(stereo, Keyframe("wide"), settings=settings(tmp_path / "st.wav"))
+    result = make(stereo, "generate", tmp_path / "st.wav", prompt="wide")
     assert soundfile.info(result.audio).channels == 2
     assert np.asarray(Image.open(result.image))[..., 0].max() == 0
 
@@ -322,15 +323,15 @@ def test_encode_steps_default_to_the_models_and_the_sidecar_keeps_them(tmp_path,
     model.save_pretrained(tmp_path / "model")
     model = SpectrodiffPipeline.load(str(tmp_path / "model"))
     model.set_progress_bar_config(disable=True)
-    refined = remix(model, song, Keyframe("organ", strength=0.3), settings(tmp_path / "refined.wav"))
-    plain = remix(model, song, Keyframe("organ", strength=0.3), settings(tmp_path / "plain.wav", encode_steps=0))
+    refined = make(model, "remix", tmp_path / "refined.wav", audio=song, prompt="organ", strength=0.3)
+    plain = make(model, "remix", tmp_path / "plain.wav", audio=song, prompt="organ", strength=0.3, encode_steps=0)
     assert digest(plain.audio) != digest(refined.audio)
     assert json.loads(refined.sidecar.read_text())["job"]["encode_steps"] == 3
     job = json.loads(plain.sidecar.read_text())["job"]
     assert job["encode_steps"] == 0
-    again = run_job(model, job | {"out": str(tmp_path / "again.wav")}, Settings(**FAST))
+    again = run_line(model, job | {"out": str(tmp_path / "again.wav")})
     assert digest(again.audio) == digest(plain.audio)
-    with pytest.raises(SpectrodiffError, match="encode-steps"):
-        remix(model, song, Keyframe("organ"), settings(tmp_path / "bad.wav", encode_steps=-1))
+    with pytest.raises(SpectrodiffError, match="encode_steps must be between 0 and 1000, got -1"):
+        make(model, "remix", tmp_path / "bad.wav", audio=song, prompt="organ", encode_steps=-1)
     result = CliRunner().invoke(app, ["remix", str(song), "--prompt", "organ", "--encode-steps", "-1"])
     assert result.exit_code != 0 and "encode-steps" in result.output

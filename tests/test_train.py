@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from spectrodiff.cli import app, main
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.jobs import Keyframe
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
-from spectrodiff.generation.timeline import Keyframe, Timeline
+from spectrodiff.generation.timeline import Timeline
 from spectrodiff.signals import chord, drums
 from spectrodiff.testing import build_tiny_pipeline
 from spectrodiff.training.prepare import prepare_dataset
@@ -188,9 +189,10 @@ def test_prompts_steer_generations_toward_their_styles(dataset, tmp_path):
     centroid than every clip for "piano chords", as the training audio does. (Over the tiny config's random VAE
     the two prompts give the same centroid: a random decoder paints every latent alike.)"""
     from spectrodiff.bundled import MODELS_DIR as BUNDLED_MODELS_DIR
-    from spectrodiff.generation.modes import Settings, generate
+    from spectrodiff.generation.jobs import GenerateJob
+    from spectrodiff.generation.modes import generate
+    from spectrodiff.generation.output import Output
     from spectrodiff.generation.pipeline import SpectrodiffPipeline
-    from spectrodiff.generation.timeline import Keyframe
 
     catalogue = dataset.parent / "catalogue"
     prepare_dataset(catalogue, tmp_path / "dataset", seconds=1.28, validation=0.25, n_mels=128)
@@ -205,8 +207,8 @@ def test_prompts_steer_generations_toward_their_styles(dataset, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     centroids = {}
     for prompt in ("piano chords", "drum beat"):
-        results = [generate(pipe, Keyframe(prompt, seed=seed), seconds=1.28, loop=False,
-                            settings=Settings(steps=12, griffin_lim_iters=8, out=tmp_path / f"{prompt}-{seed}.wav"))
+        results = [generate(pipe, GenerateJob(prompt=prompt, seed=seed, seconds=1.28, loop=False, steps=12, iters=8),
+                            Output(tmp_path / f"{prompt}-{seed}.wav"))
                    for seed in range(3)]
         centroids[prompt] = [spectral_centroid(soundfile.read(r.audio, always_2d=True)[0].T) for r in results]
     data = {name: np.mean([spectral_centroid(soundfile.read(p)[0]) for p in (catalogue / name).glob("*.wav")])

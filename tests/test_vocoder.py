@@ -16,9 +16,10 @@ from spectrodiff import SpectrodiffError, SpectrogramParams, audio_to_image, ima
 from spectrodiff.cli import app
 from spectrodiff.codec.mel import waveform_to_mel
 from spectrodiff.generation.components import NeuralVocoder
-from spectrodiff.generation.modes import Settings, extend, generate, inpaint
+from spectrodiff.generation.jobs import ExtendJob, GenerateJob, InpaintJob
+from spectrodiff.generation.modes import extend, generate, inpaint
+from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
-from spectrodiff.generation.timeline import Keyframe
 from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence
 from spectrodiff.signals import SIGNALS
 from spectrodiff.training import vocoder as vocoder_training
@@ -348,8 +349,8 @@ def test_generation_through_each_vocoder(tmp_path, voiced_model, model_dir):
     assert isinstance(pipe.vocoder, NeuralVocoder)
     outputs = {}
     for choice in (None, "griffin-lim", "neural", str(voiced_model / "vocoder")):
-        settings = Settings(steps=2, vocoder=choice, out=tmp_path / f"{len(outputs)}.wav")
-        result = generate(pipe, Keyframe("piano", seed=3), settings=settings)
+        result = generate(pipe, GenerateJob(prompt="piano", seed=3, steps=2, vocoder=choice),
+                          Output(tmp_path / f"{len(outputs)}.wav"))
         outputs[choice] = soundfile.read(result.audio)[0]
         assert result.record["vocoder"] == {None: "neural", "griffin-lim": "griffin-lim", "neural": "neural"}.get(
             choice, choice)
@@ -362,18 +363,18 @@ def test_generation_through_each_vocoder(tmp_path, voiced_model, model_dir):
 
     source = tmp_path / "source.wav"
     soundfile.write(source, SIGNALS["mix"](3.0, seed=4), 44100, subtype="PCM_16")
-    settings = Settings(steps=2, vocoder="neural", out=tmp_path / "ext.wav")
-    extended = extend(pipe, source, Keyframe("drums", seed=1), 2.0, settings)
+    extended = extend(pipe, ExtendJob(audio=source, prompt="drums", seed=1, seconds=2.0, steps=2, vocoder="neural"),
+                      Output(tmp_path / "ext.wav"))
     original = soundfile.read(source)[0]
     assert np.array_equal(soundfile.read(extended.audio)[0][: len(original)], original)
-    settings.out = tmp_path / "inp.wav"
-    filled = soundfile.read(inpaint(pipe, source, Keyframe("drums"), 1.0, 2.0, settings).audio)[0]
+    job = InpaintJob(audio=source, prompt="drums", start=1.0, end=2.0, steps=2, vocoder="neural")
+    filled = soundfile.read(inpaint(pipe, job, Output(tmp_path / "inp.wav")).audio)[0]
     assert len(filled) == len(original) and np.array_equal(filled[:40000], original[:40000])
 
     # A model without a vocoder: the default stays Griffin-Lim, and a vocoder for other parameters is refused.
     plain = SpectrodiffPipeline.load(str(model_dir))
     plain.set_progress_bar_config(disable=True)
-    result = generate(plain, Keyframe("piano"), settings=Settings(steps=2, out=tmp_path / "plain.wav"))
+    result = generate(plain, GenerateJob(prompt="piano", steps=2), Output(tmp_path / "plain.wav"))
     assert result.record["vocoder"] == "griffin-lim"
     tiny_vocoder(SpectrogramParams(num_frequencies=128)).save_pretrained(tmp_path / "v128")
     cli = invoke("generate", "piano", "--model", model_dir, "--steps", 2, "--vocoder", tmp_path / "v128", "-o",

@@ -134,7 +134,8 @@ def test_generate_returns_a_loop_its_spectrogram_and_settings_deterministically(
     image = Image.open(io.BytesIO(client.get(first["image_url"]).content))
     assert image.size == (512, 128) and image_params(image)[0].num_frequencies == 128
     sidecar = client.get(first["sidecar_url"]).json()
-    assert sidecar["job"] == first["settings"]["job"] and sidecar["job"]["seed"] == 3 and sidecar["loop"] is True
+    assert sidecar["job"] == first["settings"]["job"]
+    assert sidecar["job"]["seed"] == 3 and sidecar["job"]["loop"] is True
 
 
 def test_run_inference_speaks_riffusions_shapes(client):
@@ -173,7 +174,7 @@ def test_morph_and_compose(client):
     morph = client.post("/api/morph", json={"keyframes": [{"prompt": "church bells"},
                                                           {"prompt": "electronic beats", "seed": 1}],
                                             "seconds": 6, "steps": FAST}).json()
-    assert morph["seconds"] == pytest.approx(6, abs=0.06) and morph["settings"]["mode"] == "morph"
+    assert morph["seconds"] == pytest.approx(6, abs=0.06) and morph["settings"]["job"]["mode"] == "morph"
     compose = client.post("/api/compose", json={"keyframes": [{"prompt": "jazzy saxophone", "seconds": 3},
                                                               {"prompt": "drum beat", "seconds": 3}],
                                                 "transition": 1, "steps": FAST}).json()
@@ -212,7 +213,7 @@ def test_spectrogram_tools_round_trip(client, clip):
     ("/api/generate", {"prompt": "ok", "seconds": 600}, 422, "seconds"),
     ("/api/generate", {"prompt": "ok", "seed": -1}, 422, "seed"),
     ("/api/morph", {"keyframes": [{"prompt": "only one"}]}, 422, "keyframes"),
-    ("/api/compose", {"keyframes": [{"prompt": "no seconds"}]}, 400, "needs seconds"),
+    ("/api/compose", {"keyframes": [{"prompt": "no seconds"}]}, 422, "keyframe 1 has no seconds"),
     ("/run_inference/", riffusion_request(alpha=1.5), 422, "alpha"),
     ("/run_inference/", riffusion_request(seed_image_id="../../etc/passwd"), 422, "seed_image_id"),
     ("/run_inference/", riffusion_request(seed_image_id="nope"), 400, "unknown seed image"),

@@ -613,16 +613,17 @@ def validation_prompts(opts: TrainOptions, dataset: Dataset) -> list[str]:
 def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Path, opts: TrainOptions,
                       seconds: float) -> list[Path]:
     """Generate one clip per prompt (seed = run seed) into `folder`: WAV + PNG + JSON each. Returns the WAVs."""
-    from spectrodiff.generation.modes import Settings, generate, slugify
-    from spectrodiff.generation.timeline import Keyframe
+    from spectrodiff.generation.jobs import GenerateJob
+    from spectrodiff.generation.modes import generate
+    from spectrodiff.generation.output import Output, slugify
 
     shutil.rmtree(folder, ignore_errors=True)
     wavs = []
     pipe.model_id = "training"
     for n, prompt in enumerate(prompts):
-        settings = Settings(steps=opts.validation_steps, griffin_lim_iters=opts.validation_iters,
-                            out=folder / f"{n:02d}-{slugify(prompt)}.wav")
-        wavs.append(generate(pipe, Keyframe(prompt, seed=opts.seed), seconds, loop=False, settings=settings).audio)
+        job = GenerateJob(prompt=prompt, seed=opts.seed, seconds=seconds, loop=False, steps=opts.validation_steps,
+                          iters=opts.validation_iters)
+        wavs.append(generate(pipe, job, Output(folder / f"{n:02d}-{slugify(prompt)}.wav")).audio)
     return wavs
 
 

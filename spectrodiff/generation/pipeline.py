@@ -48,23 +48,14 @@ from ..metrics import magnitude_convergence
 from ..vocoding.registry import choose_vocoder
 from ..vocoding.render import mel_to_audio
 from .components import NeuralVocoder, SpectrogramParams
-from .timeline import DEFAULT_GUIDANCE, Keyframe, Timeline
+from .jobs import DEFAULT_GUIDANCE, MAX_SECONDS, SCHEDULER_NAMES, TILE_SECONDS, Keyframe
+from .timeline import Timeline
 
-SCHEDULERS = {
-    "dpm": DPMSolverMultistepScheduler,
-    "ddim": DDIMScheduler,
-    "ddpm": DDPMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "euler-a": EulerAncestralDiscreteScheduler,
-    "lms": LMSDiscreteScheduler,
-    "pndm": PNDMScheduler,
-    "unipc": UniPCMultistepScheduler,
-}
+SCHEDULERS = dict(zip(SCHEDULER_NAMES, (DPMSolverMultistepScheduler, DDIMScheduler, DDPMScheduler,
+                                        EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler,
+                                        PNDMScheduler, UniPCMultistepScheduler), strict=True))
 REQUIRED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-TILE_SECONDS = 5.12
-# The longest clip any mode makes, in seconds.
-MAX_SECONDS = 600.0
 # Prompts are padded to this many tokens: CLIP's length, and plenty for music prompts with longer encoders (BERT
 # takes 512; padding that far would only slow cross-attention down).
 MAX_TEXT_TOKENS = 77

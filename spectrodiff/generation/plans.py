@@ -8,10 +8,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpectrodiffError
-from .timeline import Keyframe
+from .jobs import ComposeJob, Keyframe, check, keyframe_from
 
-KEYFRAME_FIELDS = {"prompt": str, "seed": int, "seconds": (int, float), "strength": (int, float),
-                   "guidance": (int, float), "negative": str}
 PLAN_FIELDS = {"keyframes", "transition"}
 
 
@@ -25,36 +23,17 @@ class _LineLoader(yaml.SafeLoader):
         return mapping
 
 
-def keyframe_from_dict(data: dict, where: str, require_seconds: bool = False) -> Keyframe:
-    """Validate one keyframe mapping; `where` (e.g. "plan.yaml") prefixes every error, with the line when known."""
+def keyframe_from_lines(data: dict, path: Path) -> Keyframe:
+    """A plan's keyframe mapping (with the lines `_LineLoader` recorded) -> a Keyframe; errors name the line of the
+    field at fault."""
     lines, start = data.get("__lines__", {}), data.get("__line__")
-
-    def at(key: str | None = None) -> str:
-        line = lines.get(key, start)
-        return f"{where} line {line}" if line else where
-
-    data = {k: v for k, v in data.items() if k not in ("__line__", "__lines__")}
-    unknown = sorted(set(data) - set(KEYFRAME_FIELDS))
-    if unknown:
-        raise SpectrodiffError(f"{at(unknown[0])}: unknown field {unknown[0]!r} "
-                               f"(fields: {', '.join(KEYFRAME_FIELDS)})")
-    for name, kinds in KEYFRAME_FIELDS.items():
-        if name in data and (not isinstance(data[name], kinds) or isinstance(data[name], bool)):
-            raise SpectrodiffError(f"{at(name)}: {name} must be a {getattr(kinds, '__name__', 'number')}, "
-                                   f"got {data[name]!r}")
-    if "prompt" not in data:
-        raise SpectrodiffError(f"{at()}: keyframe has no prompt")
-    if require_seconds and "seconds" not in data:
-        raise SpectrodiffError(f"{at()}: keyframe has no seconds")
-    try:
-        return Keyframe(**data)
-    except SpectrodiffError as exc:
-        raise SpectrodiffError(f"{at()}: {exc}") from None
+    fields = {k: v for k, v in data.items() if k not in ("__line__", "__lines__")}
+    return keyframe_from(fields, lambda name: f"{path} line {lines.get(name, start)}")
 
 
-def load_plan(path: Path) -> tuple[list[Keyframe], float]:
+def load_plan(path: Path) -> dict:
     """A compose plan: `keyframes` (each prompt, seconds, and optionally seed, strength, guidance, negative) and
-    `transition` seconds (default 2). Returns the keyframes and the transition."""
+    `transition` seconds (default 2). Returns them as the fields of a ComposeJob."""
     path = Path(path)
     if not path.is_file():
         raise SpectrodiffError(f"no such file: {path}")
@@ -75,11 +54,16 @@ def load_plan(path: Path) -> tuple[list[Keyframe], float]:
     for item in data["keyframes"]:
         if not isinstance(item, dict):
             raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {item!r}")
-        keyframes.append(keyframe_from_dict(item, str(path), require_seconds=True))
-    transition = data.get("transition", 2.0)
-    if isinstance(transition, bool) or not isinstance(transition, (int, float)) or transition < 0:
-        raise SpectrodiffError(f"{path}: transition must be a number of seconds >= 0, got {transition!r}")
-    return keyframes, float(transition)
+        keyframe = keyframe_from_lines(item, path)
+        if keyframe.seconds is None:
+            raise SpectrodiffError(f"{path} line {item['__line__']}: keyframe has no seconds")
+        keyframes.append(keyframe)
+    plan = {"keyframes": keyframes}
+    if "transition" in data:
+        spec = ComposeJob.fields()["transition"].metadata["spec"]
+        plan["transition"] = check(f"{path} line {data['__lines__']['transition']}: transition", data["transition"],
+                                   float, spec)
+    return plan
 
 
 def load_jobs(path: Path) -> list[tuple[int, dict]]:

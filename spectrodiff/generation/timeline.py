@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import SpectrodiffError
-
-DEFAULT_GUIDANCE = 7.0
-
-
-@dataclass(frozen=True)
-class Keyframe:
-    """One point of a timeline. `seconds` is the span it owns in a composition (unused by morphs)."""
-
-    prompt: str
-    seed: int = 0
-    strength: float = 1.0
-    guidance: float = DEFAULT_GUIDANCE
-    negative: str = ""
-    seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise SpectrodiffError("a keyframe needs a non-empty prompt")
-        if not 0 < self.strength <= 1:
-            raise SpectrodiffError(f"strength must be in (0, 1], got {self.strength}")
-        if not 0 <= self.guidance <= 50:
-            raise SpectrodiffError(f"guidance must be between 0 and 50, got {self.guidance}")
-        if self.seconds is not None and self.seconds <= 0:
-            raise SpectrodiffError(f"seconds must be positive, got {self.seconds}")
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+from .jobs import Keyframe
 
 
 @dataclass(frozen=True)

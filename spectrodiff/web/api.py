@@ -3,37 +3,75 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from ..codec.audio import AUDIO_SUFFIXES
 from ..errors import SpectrodiffError
-from ..generation.timeline import DEFAULT_GUIDANCE, Keyframe
+from ..generation.jobs import JOBS, KEYFRAME_TYPES, REQUIRED, Keyframe, Spec
 from .service import (
     IMAGE_SUFFIXES,
-    MAX_KEYFRAMES,
-    MAX_PROMPT_CHARS,
-    MAX_SECONDS,
-    MAX_STEPS,
     MAX_UPLOAD_BYTES,
+    SERVER_CONTROLLED,
+    SERVER_HIGHS,
     Busy,
+    InvalidRequest,
     StoredResult,
     Studio,
     TooLarge,
 )
 
-Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to hear.")]
-Negative = Annotated[str, Field(max_length=MAX_PROMPT_CHARS, description="What not to hear.")]
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Noise seed.")]
-Guidance = Annotated[float, Field(ge=0, le=50, description="Classifier-free guidance scale.")]
-Steps = Annotated[int, Field(ge=1, le=MAX_STEPS, description="Denoising steps.")]
-Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, description="Length in seconds.")]
-ImageId = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# ---- request schemas, made from the job declarations (spectrodiff/generation/jobs.py) ------------------------------
+# Types, defaults and help come from the declarations; ranges are checked by the jobs themselves, so that a bad
+# value is answered (400) in the same words as on the command line; the schema documents them.
+
+
+def _field(name: str, kind: Any, default: Any, spec: Spec) -> tuple[Any, Any]:
+    high = SERVER_HIGHS.get(name, spec.high)
+    limits = {} if isinstance(kind, type) and kind is str else {
+        **({"minimum": spec.low} if spec.low is not None else {}), **({"maximum": high} if high is not None else {})}
+    return kind, Field(... if default is REQUIRED else default, description=spec.help,
+                       json_schema_extra=limits or None)
+
+
+KeyframeInput = create_model("KeyframeInput", **{
+    f.name: _field(f.name, KEYFRAME_TYPES[f.name], f.default, f.metadata["spec"])
+    for f in Keyframe.__dataclass_fields__.values()})
+
+
+def request_model(mode: str) -> type[BaseModel]:
+    """The JSON request of a mode: its job's fields, less what the server controls and files."""
+    fields = {}
+    for name, f in JOBS[mode].fields().items():
+        kind = f.type
+        if name in SERVER_CONTROLLED or kind in (FilePath, FilePath | None):
+            continue
+        if typing.get_origin(kind) is tuple:
+            kind = list[KeyframeInput]
+        elif kind is Keyframe:
+            kind = KeyframeInput
+        fields[name] = _field(name, kind, f.default, f.metadata["spec"])
+    return create_model(f"{mode.title()}Request", **fields)
+
+
+def upload_parameters(mode: str) -> list[inspect.Parameter]:
+    """Form fields of an upload mode (the audio comes as the file)."""
+    params = []
+    for name, f in JOBS[mode].fields().items():
+        if name in SERVER_CONTROLLED or f.type is FilePath:
+            continue
+        kind, info = _field(name, f.type, f.default, f.metadata["spec"])
+        form = Form(description=info.description, json_schema_extra=info.json_schema_extra)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=typing.Annotated[kind, form],
+                                        default=inspect.Parameter.empty if f.default is REQUIRED else f.default))
+    return params
 
 
 # ---- Riffusion's shapes ------------------------------------------------------------------------------------------
@@ -41,15 +79,15 @@ ImageId = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 class PromptInput(BaseModel):
     """One end of Riffusion's interpolation."""
 
-    prompt: Prompt
-    seed: Seed
-    negative_prompt: Negative | None = None
-    denoising: float = Field(0.75, gt=0, le=1, description="Img2img strength over the seed image.")
-    guidance: Guidance = DEFAULT_GUIDANCE
+    prompt: str = Field(description="What to hear.")
+    seed: int = Field(description="Noise seed.")
+    negative_prompt: str | None = None
+    denoising: float = Field(0.75, description="Img2img strength over the seed image.")
+    guidance: float = Field(7.0, description="Classifier-free guidance scale.")
 
-    def keyframe(self) -> Keyframe:
-        return Keyframe(self.prompt, seed=self.seed, strength=self.denoising, guidance=self.guidance,
-                        negative=self.negative_prompt or "")
+    def keyframe(self) -> dict:
+        return {"prompt": self.prompt, "seed": self.seed, "strength": self.denoising, "guidance": self.guidance,
+                "negative": self.negative_prompt or ""}
 
 
 class InferenceInput(BaseModel):
@@ -57,10 +95,10 @@ class InferenceInput(BaseModel):
 
     start: PromptInput
     end: PromptInput
-    alpha: float = Field(ge=0, le=1, description="0 is all start, 1 all end.")
-    num_inference_steps: Steps = 50
-    seed_image_id: ImageId = "og_beat"
-    mask_image_id: ImageId | None = None
+    alpha: float = Field(description="0 is all start, 1 all end.")
+    num_inference_steps: int = 50
+    seed_image_id: str = Field("og_beat", max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    mask_image_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class InferenceOutput(BaseModel):
@@ -69,43 +107,6 @@ class InferenceOutput(BaseModel):
     image: str
     audio: str
     duration_s: float
-
-
-# ---- our shapes ----------------------------------------------------------------------------------------------------
-
-class KeyframeInput(BaseModel):
-    prompt: Prompt
-    seed: Seed = 0
-    guidance: Guidance = DEFAULT_GUIDANCE
-    negative: Negative = ""
-    seconds: Seconds | None = Field(None, description="Span it holds in a composition.")
-
-    def keyframe(self) -> Keyframe:
-        return Keyframe(self.prompt, seed=self.seed, guidance=self.guidance, negative=self.negative,
-                        seconds=self.seconds)
-
-
-class GenerateInput(BaseModel):
-    prompt: Prompt
-    seed: Seed = 0
-    guidance: Guidance = DEFAULT_GUIDANCE
-    negative: Negative = ""
-    seconds: Seconds = 5.12
-    loop: bool = Field(True, description="A seamless loop (else a plain clip).")
-    steps: Steps = 25
-
-
-class MorphInput(BaseModel):
-    keyframes: list[KeyframeInput] = Field(min_length=2, max_length=MAX_KEYFRAMES)
-    seconds: Seconds = 20.0
-    steps: Steps = 25
-
-
-class ComposeInput(BaseModel):
-    keyframes: list[KeyframeInput] = Field(min_length=1, max_length=MAX_KEYFRAMES,
-                                           description="Each with its seconds.")
-    transition: float = Field(2.0, ge=0, le=MAX_SECONDS)
-    steps: Steps = 25
 
 
 class ResultOutput(BaseModel):
@@ -119,26 +120,41 @@ class ResultOutput(BaseModel):
     settings: dict
 
 
-# Form fields of the upload endpoints (module level: FastAPI resolves these annotations by name).
-Upload = Annotated[UploadFile, File(description="Audio (wav, flac, ogg, mp3), at most 60 s and 25 MiB.")]
-ImageUpload = Annotated[UploadFile, File(description="A spectrogram PNG with its EXIF.")]
-FormPrompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT_CHARS)]
-FormSeed = Annotated[int, Form(ge=0, le=2**32 - 1)]
-FormGuidance = Annotated[float, Form(ge=0, le=50)]
-FormNegative = Annotated[str, Form(max_length=MAX_PROMPT_CHARS)]
-FormSteps = Annotated[int, Form(ge=1, le=MAX_STEPS)]
-Strength = Annotated[float, Form(gt=0, le=1)]
-FormSeconds = Annotated[float, Form(gt=0, le=MAX_SECONDS)]
-SpanStart = Annotated[float, Form(ge=0)]
-SpanEnd = Annotated[float, Form(gt=0)]
-ResultId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
-ResultKind = Annotated[str, Path(pattern=r"^(audio|image|sidecar)$")]
+Upload = typing.Annotated[UploadFile, File(description="Audio (wav, flac, ogg, opus, mp3), at most 60 s and "
+                                                        "25 MiB.")]
+ImageUpload = typing.Annotated[UploadFile, File(description="A spectrogram PNG with its EXIF.")]
+ResultId = typing.Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+ResultKind = typing.Annotated[str, Path(pattern=r"^(audio|image|sidecar)$")]
 
 
 def _result(stored: StoredResult) -> ResultOutput:
     base = f"/api/results/{stored.id}"
     return ResultOutput(id=stored.id, seconds=round(stored.seconds, 6), audio_url=f"{base}/audio",
                         image_url=f"{base}/image", sidecar_url=f"{base}/sidecar", settings=stored.record)
+
+
+def _json_route(studio: Studio, mode: str):
+    """`POST /api/<mode>` taking the mode's JSON request."""
+    model = request_model(mode)
+
+    def route(request) -> ResultOutput:
+        return _result(studio.run(studio.job(mode, request.model_dump(exclude_unset=True))))
+
+    route.__signature__ = inspect.Signature([inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY,
+                                                               annotation=model)])
+    return route
+
+
+def _upload_route(studio: Studio, mode: str):
+    """`POST /api/<mode>` taking the audio as a file and the mode's other fields as form fields."""
+    async def route(file: UploadFile, **fields) -> ResultOutput:
+        audio = await _upload(studio, file)
+        job = studio.job(mode, {"audio": audio, **{k: v for k, v in fields.items() if v is not None}})
+        return _result(await _in_thread(studio.run, job))
+
+    route.__signature__ = inspect.Signature([inspect.Parameter("file", inspect.Parameter.KEYWORD_ONLY,
+                                                               annotation=Upload), *upload_parameters(mode)])
+    return route
 
 
 async def _upload(studio: Studio, file: UploadFile, kinds: tuple[str, ...] = AUDIO_SUFFIXES) -> FilePath:
@@ -162,48 +178,12 @@ def api_router(studio: Studio) -> APIRouter:
         """The model, its spectrogram parameters, the seed image ids and the request limits."""
         return studio.model_info()
 
-    @router.post("/api/generate", response_model=ResultOutput, tags=["studio"])
-    def generate(request: GenerateInput) -> ResultOutput:
-        """Text -> a clip (by default a seamless loop)."""
-        keyframe = Keyframe(request.prompt, seed=request.seed, guidance=request.guidance, negative=request.negative)
-        return _result(studio.generate(keyframe, request.seconds, request.loop, request.steps))
-
-    @router.post("/api/morph", response_model=ResultOutput, tags=["studio"])
-    def morph(request: MorphInput) -> ResultOutput:
-        """Morph through the keyframes across one clip of `seconds`."""
-        return _result(studio.morph([k.keyframe() for k in request.keyframes], request.seconds, request.steps))
-
-    @router.post("/api/compose", response_model=ResultOutput, tags=["studio"])
-    def compose(request: ComposeInput) -> ResultOutput:
-        """A timeline of keyframes, each holding its seconds, blended over `transition` at the boundaries."""
-        return _result(studio.compose([k.keyframe() for k in request.keyframes], request.transition, request.steps))
-
-    @router.post("/api/remix", response_model=ResultOutput, tags=["studio"])
-    async def remix(file: Upload, prompt: FormPrompt, strength: Strength = 0.6,
-                    seed: FormSeed = 0, guidance: FormGuidance = DEFAULT_GUIDANCE, negative: FormNegative = "",
-                    steps: FormSteps = 25) -> ResultOutput:
-        """Re-imagine the uploaded audio in the prompt's style."""
-        audio = await _upload(studio, file)
-        keyframe = Keyframe(prompt, seed=seed, strength=strength, guidance=guidance, negative=negative)
-        return _result(await _in_thread(studio.remix, audio, keyframe, steps))
-
-    @router.post("/api/extend", response_model=ResultOutput, tags=["studio"])
-    async def extend(file: Upload, prompt: FormPrompt, seconds: FormSeconds,
-                     seed: FormSeed = 0, guidance: FormGuidance = DEFAULT_GUIDANCE, negative: FormNegative = "",
-                     steps: FormSteps = 25) -> ResultOutput:
-        """Continue the uploaded audio by `seconds`."""
-        audio = await _upload(studio, file)
-        keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-        return _result(await _in_thread(studio.extend, audio, keyframe, seconds, steps))
-
-    @router.post("/api/inpaint", response_model=ResultOutput, tags=["studio"])
-    async def inpaint(file: Upload, prompt: FormPrompt, start: SpanStart, end: SpanEnd, seed: FormSeed = 0,
-                      guidance: FormGuidance = DEFAULT_GUIDANCE, negative: FormNegative = "",
-                      steps: FormSteps = 25) -> ResultOutput:
-        """Regenerate the span [start, end) seconds of the uploaded audio."""
-        audio = await _upload(studio, file)
-        keyframe = Keyframe(prompt, seed=seed, guidance=guidance, negative=negative)
-        return _result(await _in_thread(studio.inpaint, audio, keyframe, start, end, steps))
+    for mode in ("generate", "morph", "compose"):
+        router.post(f"/api/{mode}", response_model=ResultOutput, tags=["studio"], summary=JOBS[mode].__doc__,
+                    name=mode)(_json_route(studio, mode))
+    for mode in ("remix", "extend", "inpaint"):
+        router.post(f"/api/{mode}", response_model=ResultOutput, tags=["studio"], summary=JOBS[mode].__doc__,
+                    name=mode)(_upload_route(studio, mode))
 
     @router.post("/api/audio-to-image", response_class=FileResponse, tags=["spectrogram tools"])
     async def audio_to_image(file: Upload) -> FileResponse:
@@ -257,6 +237,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TooLarge)
     async def too_large(_: Request, exc: TooLarge) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(SpectrodiffError)
     async def bad_input(_: Request, exc: SpectrodiffError) -> JSONResponse:

@@ -4,6 +4,7 @@ requests wait their turn, and a temporary folder for uploads and results that is
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -25,17 +26,18 @@ from ..codec.audio import AUDIO_SUFFIXES, audio_info, load_audio, normalize_loud
 from ..codec.convert import audio_to_image, save_image
 from ..codec.image import image_params, open_image
 from ..errors import SpectrodiffError
-from ..generation.modes import Result, Settings, compose, extend, generate, inpaint, morph, remix, riffuse
+from ..generation.jobs import JOBS, Job, Keyframe
+from ..generation.modes import run
+from ..generation.output import Output, Result
 from ..generation.pipeline import SpectrodiffPipeline
-from ..generation.timeline import Keyframe
 from ..vocoding.render import image_to_audio
 
-# What one request may ask for. The server is meant for one machine's users, so the limits keep one request from
-# holding the queue for long or filling the disk.
-MAX_PROMPT_CHARS = 500
-MAX_STEPS = 100
-MAX_SECONDS = 60.0
-MAX_KEYFRAMES = 12
+# What one request may ask for, tighter than the command line's ranges (spectrodiff.generation.jobs): the server is
+# meant for one machine's users, so the limits keep one request from holding the queue for long or filling the
+# disk. A client never names the vocoder (an operator's choice, and a server path).
+SERVER_HIGHS = {"prompt": 500, "negative": 500, "steps": 100, "seconds": 60.0, "keyframes": 12, "iters": 100,
+                "encode_steps": 20, "transition": 60.0, "start": 60.0, "end": 60.0}
+SERVER_CONTROLLED = ("vocoder",)
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_UPLOAD_SECONDS = 60.0
 IMAGE_SUFFIXES = (".png",)
@@ -59,6 +61,10 @@ class Busy(SpectrodiffError):
 
 class TooLarge(SpectrodiffError):
     """An upload over MAX_UPLOAD_BYTES."""
+
+
+class InvalidRequest(SpectrodiffError):
+    """A request's settings break its job's declaration or the server's limits."""
 
 
 @dataclass(frozen=True)
@@ -86,20 +92,6 @@ class StoredResult:
             soundfile.write(buffer, audio, rate, format=fmt)
             mime = {"MP3": "audio/mpeg", "WAV": "audio/wav"}[fmt]
         return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
-
-
-def check_prompt(prompt: str, name: str = "prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise SpectrodiffError(f"{name} is empty")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise SpectrodiffError(f"{name} is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
-    return prompt
-
-
-def check_range(value: float, low: float, high: float, name: str) -> float:
-    if not low <= value <= high:
-        raise SpectrodiffError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
-    return value
 
 
 class Studio:
@@ -146,10 +138,8 @@ class Studio:
         return {"model": getattr(self.pipe, "model_id", None) or self.pipe.name_or_path,
                 "spectrogram": params.to_dict(),
                 "tile_seconds": self.tile_seconds,
-                "seed_images": sorted(self.seed_images), "limits": {
-                    "prompt_chars": MAX_PROMPT_CHARS, "steps": MAX_STEPS, "seconds": MAX_SECONDS,
-                    "keyframes": MAX_KEYFRAMES, "upload_bytes": MAX_UPLOAD_BYTES,
-                    "upload_seconds": MAX_UPLOAD_SECONDS}}
+                "seed_images": sorted(self.seed_images),
+                "limits": {**SERVER_HIGHS, "upload_bytes": MAX_UPLOAD_BYTES, "upload_seconds": MAX_UPLOAD_SECONDS}}
 
     @property
     def tile_seconds(self) -> float:
@@ -199,10 +189,23 @@ class Studio:
 
     # ---- running jobs ----------------------------------------------------------------------------------------------
 
-    def _run(self, job: Callable[[Settings], Result], steps: int,
-             progress: Callable[[str, int, int], None] | None) -> StoredResult:
+    def job(self, mode: str, values: dict) -> Job:
+        """A request's job: `values` checked against the mode's declaration and SERVER_HIGHS, the vocoder the
+        operator's."""
+        job_class = JOBS.get(mode)
+        if job_class is None:
+            raise SpectrodiffError(f"unknown mode {mode!r}")
+        refused = sorted(set(values) & set(SERVER_CONTROLLED))
+        if refused:
+            raise SpectrodiffError(f"{refused[0]} is the server's choice, not a request's")
+        try:
+            job = job_class.from_dict(values, highs=SERVER_HIGHS)
+        except SpectrodiffError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return dataclasses.replace(job, vocoder=self.vocoder)
+
+    def run(self, job: Job, progress: Callable[[str, int, int], None] | None = None) -> StoredResult:
         """Wait for the model (at most MAX_WAITING requests wait), run `job` into a fresh result folder."""
-        check_range(steps, 1, MAX_STEPS, "steps")
         with self._count_lock:
             if self._waiting >= MAX_WAITING:
                 raise Busy(f"{self._waiting} requests are already waiting; try again shortly")
@@ -212,9 +215,8 @@ class Studio:
                 result_id = uuid.uuid4().hex
                 folder = self.root / "results" / result_id
                 folder.mkdir()
-                settings = Settings(steps=steps, vocoder=self.vocoder, out=folder, progress=progress)
                 try:
-                    result = job(settings)
+                    result = run(self.pipe, job, Output(folder, progress))
                 except SpectrodiffError as exc:
                     shutil.rmtree(folder, ignore_errors=True)
                     raise self._public(exc) from None
@@ -238,63 +240,19 @@ class Studio:
                 _, old = self._results.popitem(last=False)
                 shutil.rmtree(old.folder, ignore_errors=True)
 
-    def generate(self, keyframe: Keyframe, seconds: float, loop: bool = True, steps: int = 25,
-                 progress: Callable | None = None) -> StoredResult:
-        check_prompt(keyframe.prompt)
-        check_range(seconds, 0.1, MAX_SECONDS, "seconds")
-        return self._run(lambda s: generate(self.pipe, keyframe, seconds, loop, s), steps, progress)
-
-    def morph(self, keyframes: list[Keyframe], seconds: float, steps: int = 25,
-              progress: Callable | None = None) -> StoredResult:
-        self._check_keyframes(keyframes, 2)
-        check_range(seconds, 0.1, MAX_SECONDS, "seconds")
-        return self._run(lambda s: morph(self.pipe, keyframes, seconds, s), steps, progress)
-
-    def compose(self, keyframes: list[Keyframe], transition: float = 2.0, steps: int = 25,
-                progress: Callable | None = None) -> StoredResult:
-        self._check_keyframes(keyframes, 1)
-        if any(k.seconds is None for k in keyframes):
-            raise SpectrodiffError("every keyframe of a composition needs seconds")
-        check_range(sum(k.seconds for k in keyframes), 0.1, MAX_SECONDS, "the composition's total seconds")
-        check_range(transition, 0, MAX_SECONDS, "transition")
-        return self._run(lambda s: compose(self.pipe, keyframes, transition, s), steps, progress)
-
-    def remix(self, audio: Path, keyframe: Keyframe, steps: int = 25,
-              progress: Callable | None = None) -> StoredResult:
-        check_prompt(keyframe.prompt)
-        return self._run(lambda s: remix(self.pipe, audio, keyframe, s), steps, progress)
-
-    def extend(self, audio: Path, keyframe: Keyframe, seconds: float, steps: int = 25,
-               progress: Callable | None = None) -> StoredResult:
-        check_prompt(keyframe.prompt)
-        check_range(seconds, 0.1, MAX_SECONDS, "seconds")
-        return self._run(lambda s: extend(self.pipe, audio, keyframe, seconds, s), steps, progress)
-
-    def inpaint(self, audio: Path, keyframe: Keyframe, start: float, end: float, steps: int = 25,
-                progress: Callable | None = None) -> StoredResult:
-        check_prompt(keyframe.prompt)
-        return self._run(lambda s: inpaint(self.pipe, audio, keyframe, start, end, s), steps, progress)
-
-    def riffuse(self, start: Keyframe, end: Keyframe, alpha: float, seed_image_id: str,
+    def riffuse(self, start: Keyframe | dict, end: Keyframe | dict, alpha: float, seed_image_id: str,
                 mask_image_id: str | None = None, steps: int = 50, progress: Callable | None = None) -> StoredResult:
         """Riffusion's `/run_inference/`: seed and mask images are named by id, never by path."""
-        check_prompt(start.prompt, "start.prompt")
-        check_prompt(end.prompt, "end.prompt")
         seed = self._seed_image(seed_image_id)
         mask = self._seed_image(mask_image_id) if mask_image_id else None
-        return self._run(lambda s: riffuse(self.pipe, start, end, alpha, seed, mask, s), steps, progress)
+        job = self.job("riffuse", {"start": start, "end": end, "alpha": alpha, "seed_image": seed,
+                                   "mask_image": mask, "steps": steps})
+        return self.run(job, progress)
 
     def _seed_image(self, name: str) -> Path:
         if name not in self.seed_images:
             raise SpectrodiffError(f"unknown seed image {name!r}; known: {', '.join(sorted(self.seed_images))}")
         return self.seed_images[name]
-
-    @staticmethod
-    def _check_keyframes(keyframes: list[Keyframe], least: int) -> None:
-        if not least <= len(keyframes) <= MAX_KEYFRAMES:
-            raise SpectrodiffError(f"give between {least} and {MAX_KEYFRAMES} keyframes, got {len(keyframes)}")
-        for n, keyframe in enumerate(keyframes, 1):
-            check_prompt(keyframe.prompt, f"keyframe {n} prompt")
 
     # ---- spectrogram tools (no model, no queue) -------------------------------------------------------------------
 

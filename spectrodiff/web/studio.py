@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 from ..codec.audio import audio_info, load_audio
 from ..errors import SpectrodiffError
-from ..generation.timeline import DEFAULT_GUIDANCE, Keyframe
-from .service import IMAGE_SUFFIXES, MAX_KEYFRAMES, MAX_PROMPT_CHARS, MAX_SECONDS, MAX_STEPS, StoredResult, Studio
+from ..generation.jobs import DEFAULT_GUIDANCE, JOBS, REQUIRED
+from .service import IMAGE_SUFFIXES, SERVER_HIGHS, StoredResult, Studio
 
 WAVEFORM_SIZE = (900, 120)
 # A handler's parameter defaulting to a gr.Progress gets a progress bar of its own for each call.
@@ -77,6 +77,13 @@ def _guarded(function: Callable) -> Callable:
     return run
 
 
+def _whole(value: float | None, name: str) -> int | None:
+    """A number box's value as a whole number (the box gives floats); the job checks its range."""
+    if value is None or float(value) != int(value):
+        raise SpectrodiffError(f"{name} must be a whole number, got {value}")
+    return int(value)
+
+
 def _result_panel() -> list[gr.components.Component]:
     with gr.Column():
         # The browser's own player (a real <audio> element) rather than the waveform widget.
@@ -88,20 +95,31 @@ def _result_panel() -> list[gr.components.Component]:
     return [audio, image, settings, files]
 
 
-def _prompt(label: str = "Prompt", value: str = "") -> gr.Textbox:
-    return gr.Textbox(label=label, value=value, max_length=MAX_PROMPT_CHARS, elem_classes="prompt")
+# Steps of the sliders, by setting; anything else numeric is a number box.
+SLIDER_STEPS = {"steps": 1, "seconds": 0.01, "guidance": 0.5, "strength": 0.05, "transition": 0.5}
+# Guidance past 20 is rarely useful: the slider stops there (the API takes up to the declared 50).
+SLIDER_HIGHS = {"guidance": 20.0}
 
 
-def _steps() -> gr.Slider:
-    return gr.Slider(1, MAX_STEPS, value=25, step=1, label="Steps")
-
-
-def _seed(value: int = 0, label: str = "Seed") -> gr.Number:
-    return gr.Number(value=value, precision=0, minimum=0, label=label)
-
-
-def _guidance() -> gr.Slider:
-    return gr.Slider(0, 20, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
+def control(mode: str, name: str, **override) -> gr.components.Component:
+    """The studio's control for a setting of a mode, made from its declaration (spectrodiff/generation/jobs.py):
+    label, help, default and range, the server's limits applied; `override` sets anything else (a label, a value)."""
+    f = JOBS[mode].fields()[name]
+    spec, kind = f.metadata["spec"], f.type
+    options = {"label": name.replace("_", " ").capitalize(), "info": spec.help, "elem_classes": name.replace("_", "-")}
+    if f.default is not REQUIRED and f.default is not None:
+        options["value"] = f.default
+    options |= override
+    high = min(SERVER_HIGHS.get(name, spec.high), SLIDER_HIGHS.get(name, spec.high)) if spec.high else None
+    high = options.pop("maximum", high)
+    if kind is bool:
+        return gr.Checkbox(**options)
+    if kind is str:
+        return gr.Textbox(max_length=int(high) if high else None, **options)
+    if name in SLIDER_STEPS:
+        return gr.Slider(spec.low + (SLIDER_STEPS[name] if spec.above else 0), high, step=SLIDER_STEPS[name],
+                         **options)
+    return gr.Number(precision=0 if kind is int else None, minimum=spec.low, maximum=high, **options)
 
 
 def build_studio(studio: Studio) -> gr.Blocks:
@@ -112,40 +130,40 @@ def build_studio(studio: Studio) -> gr.Blocks:
             raise SpectrodiffError("upload an audio file first")
         return studio.save_upload(Path(path).name, Path(path).read_bytes())
 
+    def run(mode: str, values: dict, progress: gr.Progress) -> tuple:
+        return _show(studio.run(studio.job(mode, values), _reporter(progress)))
+
     @_guarded
     def run_generate(prompt, seed, seconds, guidance, negative, loop, steps, progress=PROGRESS):
-        keyframe = Keyframe(prompt, seed=int(seed), guidance=guidance, negative=negative)
-        return _show(studio.generate(keyframe, seconds, loop, int(steps), _reporter(progress)))
+        return run("generate", {"prompt": prompt, "seed": _whole(seed, "seed"), "seconds": seconds,
+                                "guidance": guidance, "negative": negative, "loop": loop, "steps": int(steps)},
+                   progress)
 
     @_guarded
     def run_morph(first, second, seed_a, seed_b, seconds, guidance, steps, progress=PROGRESS):
-        keyframes = [Keyframe(first, seed=int(seed_a), guidance=guidance),
-                     Keyframe(second, seed=int(seed_b), guidance=guidance)]
-        return _show(studio.morph(keyframes, seconds, int(steps), _reporter(progress)))
+        keyframes = [{"prompt": first, "seed": _whole(seed_a, "seed (from)"), "guidance": guidance},
+                     {"prompt": second, "seed": _whole(seed_b, "seed (to)"), "guidance": guidance}]
+        return run("morph", {"keyframes": keyframes, "seconds": seconds, "steps": int(steps)}, progress)
 
     @_guarded
     def run_compose(table, transition, steps, progress=PROGRESS):
         rows = table.values.tolist() if hasattr(table, "values") else list(table)
         keyframes = []
-        for n, row in enumerate(r for r in rows if str(r[0]).strip()):
+        for n, row in enumerate((r for r in rows if str(r[0]).strip()), 1):
             try:
-                keyframes.append(Keyframe(str(row[0]), seed=int(row[1]), seconds=float(row[2]),
-                                          guidance=float(row[3])))
+                keyframes.append({"prompt": str(row[0]), "seed": int(row[1]), "seconds": float(row[2]),
+                                  "guidance": float(row[3])})
             except (TypeError, ValueError):
-                raise SpectrodiffError(f"timeline row {n + 1}: seed, seconds and guidance must be numbers") from None
-        return _show(studio.compose(keyframes, transition, int(steps), _reporter(progress)))
+                raise SpectrodiffError(f"timeline row {n}: seed, seconds and guidance must be numbers") from None
+        return run("compose", {"keyframes": keyframes, "transition": transition, "steps": int(steps)}, progress)
 
     @_guarded
     def run_edit(path, mode, prompt, seed, strength, seconds, start, end, guidance, steps, progress=PROGRESS):
-        audio = upload(path)
-        report = _reporter(progress)
-        if mode == "Remix":
-            keyframe = Keyframe(prompt, seed=int(seed), strength=strength, guidance=guidance)
-            return _show(studio.remix(audio, keyframe, int(steps), report))
-        keyframe = Keyframe(prompt, seed=int(seed), guidance=guidance)
-        if mode == "Extend":
-            return _show(studio.extend(audio, keyframe, seconds, int(steps), report))
-        return _show(studio.inpaint(audio, keyframe, start, end, int(steps), report))
+        values = {"audio": upload(path), "prompt": prompt, "seed": _whole(seed, "seed"), "guidance": guidance,
+                  "steps": int(steps)}
+        extra = {"Remix": {"strength": strength}, "Extend": {"seconds": seconds},
+                 "Inpaint": {"start": start, "end": end}}[mode]
+        return run(mode.lower(), values | extra, progress)
 
     @_guarded
     def run_audio_to_image(path):
@@ -167,11 +185,11 @@ def build_studio(studio: Studio) -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column():
-                    prompt = _prompt(value="jazzy saxophone")
+                    prompt = control("generate", "prompt", value="jazzy saxophone")
                     with gr.Row():
-                        seed, seconds = _seed(), gr.Slider(0.5, MAX_SECONDS, value=tile, step=0.01, label="Seconds")
-                    guidance, negative = _guidance(), gr.Textbox(label="Negative prompt", max_length=MAX_PROMPT_CHARS)
-                    loop, steps = gr.Checkbox(value=True, label="Seamless loop"), _steps()
+                        seed, seconds = control("generate", "seed"), control("generate", "seconds", value=tile)
+                    guidance, negative = control("generate", "guidance"), control("generate", "negative")
+                    loop, steps = control("generate", "loop", label="Seamless loop"), control("generate", "steps")
                     button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 outputs = _result_panel()
             button.click(run_generate, [prompt, seed, seconds, guidance, negative, loop, steps], outputs,
@@ -179,11 +197,13 @@ def build_studio(studio: Studio) -> gr.Blocks:
         with gr.Tab("Morph"):
             with gr.Row():
                 with gr.Column():
-                    first, second = _prompt("From", "church bells"), _prompt("To", "electronic beats")
+                    first = control("generate", "prompt", label="From", value="church bells")
+                    second = control("generate", "prompt", label="To", value="electronic beats")
                     with gr.Row():
-                        seed_a, seed_b = _seed(0, "Seed (from)"), _seed(1, "Seed (to)")
-                    seconds = gr.Slider(1, MAX_SECONDS, value=20, step=0.5, label="Seconds")
-                    guidance, steps = _guidance(), _steps()
+                        seed_a = control("generate", "seed", label="Seed (from)")
+                        seed_b = control("generate", "seed", label="Seed (to)", value=1)
+                    seconds = control("morph", "seconds")
+                    guidance, steps = control("generate", "guidance"), control("morph", "steps")
                     button = gr.Button("Morph", variant="primary")
                 outputs = _result_panel()
             button.click(run_morph, [first, second, seed_a, seed_b, seconds, guidance, steps], outputs,
@@ -195,9 +215,8 @@ def build_studio(studio: Studio) -> gr.Blocks:
                                                 ["electronic beats", 1, 8, DEFAULT_GUIDANCE]],
                                          headers=COMPOSE_COLUMNS, datatype=["str", "number", "number", "number"],
                                          row_count=2, column_count=4,
-                                         label=f"Timeline: one keyframe a row, up to {MAX_KEYFRAMES}")
-                    transition = gr.Slider(0, 10, value=2, step=0.5, label="Transition (seconds)")
-                    steps = _steps()
+                                         label=f"Timeline: one keyframe a row, up to {SERVER_HIGHS['keyframes']}")
+                    transition, steps = control("compose", "transition", maximum=10), control("compose", "steps")
                     button = gr.Button("Compose", variant="primary")
                 outputs = _result_panel()
             button.click(run_compose, [table, transition, steps], outputs, concurrency_id="model")
@@ -207,17 +226,18 @@ def build_studio(studio: Studio) -> gr.Blocks:
                     source = gr.Audio(label="Your audio (at most 60 s)", type="filepath", sources=["upload"],
                                       format=None)
                     mode = gr.Radio(["Remix", "Extend", "Inpaint"], value="Remix", label="Mode")
-                    prompt = _prompt(value="church organ")
-                    seed, guidance = _seed(), _guidance()
-                    strength = gr.Slider(0.05, 1, value=0.6, step=0.05, label="Strength (remix)")
-                    seconds = gr.Slider(0.5, MAX_SECONDS, value=5, step=0.5, label="Seconds to add (extend)")
+                    prompt = control("remix", "prompt", value="church organ")
+                    seed, guidance = control("remix", "seed"), control("remix", "guidance")
+                    strength = control("remix", "strength", label="Strength (remix)")
+                    seconds = control("extend", "seconds", label="Seconds to add (extend)", value=5)
                     with gr.Row():
-                        start = gr.Number(value=0.0, minimum=0, label="Span start, s (inpaint)",
-                                          elem_classes="span-start")
-                        end = gr.Number(value=1.0, minimum=0, label="Span end, s (inpaint)", elem_classes="span-end")
+                        start = control("inpaint", "start", label="Span start, s (inpaint)", value=0.0,
+                                        elem_classes="span-start")
+                        end = control("inpaint", "end", label="Span end, s (inpaint)", value=1.0,
+                                      elem_classes="span-end")
                     span = gr.Image(label="Span to regenerate (click the waveform to move its nearer end)",
                                     interactive=False, type="pil", elem_classes="span-picture")
-                    steps = _steps()
+                    steps = control("remix", "steps")
                     button = gr.Button("Run", variant="primary")
                 outputs = _result_panel()
             for trigger in (source.change, start.change, end.change):

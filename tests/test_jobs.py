@@ -1,0 +1,169 @@
+"""The job declarations (spectrodiff/generation/jobs.py) are the one place a mode's settings live: the command line,
+batch lines, the HTTP API, the studio and the sidecar all take them from there and word a bad value alike."""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import typer
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from spectrodiff import SpectrodiffError
+from spectrodiff.cli import app, job_options
+from spectrodiff.generation import jobs
+from spectrodiff.generation.jobs import JOBS, REQUIRED, GenerateJob, Keyframe, check, job_from_dict, setting, span
+from spectrodiff.generation.modes import MODES
+from spectrodiff.web import Studio, create_app
+from spectrodiff.web.api import request_model, upload_parameters
+from spectrodiff.web.service import SERVER_CONTROLLED, SERVER_HIGHS
+
+# The fields each mode requires, filled in.
+REQUIRED_VALUES = {
+    "generate": {"prompt": "jazzy saxophone"},
+    "morph": {"keyframes": [{"prompt": "bells"}, {"prompt": "beats", "seed": 2}]},
+    "compose": {"keyframes": [{"prompt": "bells", "seconds": 3}]},
+    "remix": {"audio": "song.wav", "prompt": "organ"},
+    "extend": {"audio": "song.wav", "prompt": "drums", "seconds": 2},
+    "inpaint": {"audio": "song.wav", "prompt": "fill", "start": 1, "end": 2},
+    "riffuse": {"start": {"prompt": "a"}, "end": {"prompt": "b"}, "seed_image": "seed.png"},
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SwingJob(GenerateJob):
+    """A mode with one more setting, declared as a contributor would add it."""
+
+    swing: float = setting(0.0, "Delay of every second 16th note, as a share of it.", low=0, high=0.75)
+
+
+def test_every_mode_has_a_declaration_and_every_setting_its_help():
+    assert set(JOBS) == set(MODES)
+    for mode, job in JOBS.items():
+        for name, f in job.fields().items():
+            assert f.metadata["spec"].help, f"{mode}.{name} has no help"
+
+
+@pytest.mark.parametrize("mode", sorted(JOBS))
+def test_a_job_round_trips_through_its_dictionary(mode):
+    job = job_from_dict({"mode": mode, **REQUIRED_VALUES[mode]})
+    data = job.to_dict()
+    assert data["mode"] == mode and json.loads(json.dumps(data)) == data
+    assert job_from_dict(data) == job
+
+
+@pytest.mark.parametrize("mode", sorted(JOBS))
+def test_every_face_takes_every_setting(mode):
+    """The command line, the API's requests and the studio's controls are made from the declaration."""
+    from spectrodiff.web.studio import SLIDER_HIGHS, control
+
+    command = typer.main.get_command(app).commands.get(mode)  # riffuse is the API's alone
+    options = {p.name for p in command.params} if command else set()
+    uploads = mode in ("remix", "extend", "inpaint")
+    api = {p.name for p in upload_parameters(mode)} if uploads else set(request_model(mode).model_fields)
+    for name, f in JOBS[mode].fields().items():
+        spec = f.metadata["spec"]
+        if command is not None and spec.cli != "":
+            assert name in options, f"spectrodiff {mode} lacks {name}"
+        if name not in SERVER_CONTROLLED and not (uploads and name == "audio") and f.type not in (Path, Path | None):
+            assert name in api, f"POST /api/{mode} lacks {name}"
+        if spec.high is not None and f.type in (int, float) and mode != "riffuse":
+            high = min(SERVER_HIGHS.get(name, spec.high), SLIDER_HIGHS.get(name, spec.high))
+            assert control(mode, name).maximum == high, f"the studio's {name}"
+
+
+def test_a_new_setting_is_one_declaration(monkeypatch):
+    """Adding a field to a job class puts it on the command line (with its range in --help), in the API's schema,
+    in batch lines and in the sidecar's job, each checking it the same way."""
+    monkeypatch.setitem(JOBS, "generate", SwingJob)
+    option = next(p for p in job_options(SwingJob) if p.name == "swing")
+    assert option.default == 0.0 and "between 0 and 0.75" in option.annotation.__metadata__[0].help
+    schema = request_model("generate").model_json_schema()["properties"]["swing"]
+    assert (schema["default"], schema["minimum"], schema["maximum"]) == (0.0, 0, 0.75)
+    job = job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.5})
+    assert job.to_dict()["swing"] == 0.5
+    with pytest.raises(SpectrodiffError, match=r"^swing must be between 0 and 0.75, got 0.9$"):
+        job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.9})
+    # Control: without the declaration the field is unknown everywhere.
+    monkeypatch.setitem(JOBS, "generate", GenerateJob)
+    assert "swing" not in request_model("generate").model_json_schema()["properties"]
+    with pytest.raises(SpectrodiffError, match="unknown field 'swing'"):
+        job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.5})
+
+
+@pytest.mark.parametrize("value, kind, message", [
+    (-1, int, "seed must be between 0 and 4294967295, got -1"),
+    (2**32, int, "seed must be between 0 and 4294967295, got 4294967296"),
+    (1.5, int, "seed must be a whole number, got 1.5"),
+    (True, int, "seed must be a whole number, got True"),
+    ("3", int, "seed must be a whole number, got '3'"),
+    (math.nan, float, "seed is not a number, got nan"),
+    (math.inf, float, "seed is not a number, got inf"),
+    (None, int, "seed is required"),
+])
+def test_check_words_every_bad_value(value, kind, message):
+    spec = GenerateJob.fields()["seed"].metadata["spec"]
+    with pytest.raises(SpectrodiffError, match=f"^{message.replace('(', '[(]').replace(')', '[)]')}$"):
+        check("seed", value, kind, spec)
+    assert check("seed", 7, int, spec) == 7  # control: a good value passes unchanged
+
+
+def test_ranges_read_as_words():
+    fields = GenerateJob.fields()
+    assert span(fields["seconds"].metadata["spec"]) == "in (0, 600]"
+    assert span(fields["steps"].metadata["spec"]) == "between 1 and 1000"
+    assert span(fields["steps"].metadata["spec"], high=100) == "between 1 and 100"
+    assert span(fields["prompt"].metadata["spec"], text=True) == "at most 1000 characters"
+    with pytest.raises(SpectrodiffError, match="prompt is empty"):
+        GenerateJob(prompt="  ")
+    with pytest.raises(SpectrodiffError, match="prompt is 1001 characters; at most 1000 characters"):
+        GenerateJob(prompt="x" * 1001)
+
+
+def test_keyframes_are_checked_field_by_field():
+    with pytest.raises(SpectrodiffError, match="keyframe 2: strength must be in \\(0, 1\\], got 0"):
+        job_from_dict({"mode": "morph", "keyframes": [{"prompt": "a"}, {"prompt": "b", "strength": 0}]})
+    with pytest.raises(SpectrodiffError, match="keyframe 1: unknown field 'sed'"):
+        job_from_dict({"mode": "morph", "keyframes": [{"prompt": "a", "sed": 1}, {"prompt": "b"}]})
+    with pytest.raises(SpectrodiffError, match="keyframes: give between 2 and 64 keyframes, got 1"):
+        job_from_dict({"mode": "morph", "keyframes": [{"prompt": "a"}]})
+    with pytest.raises(SpectrodiffError, match="the keyframes' seconds add up to 700; at most 600"):
+        job_from_dict({"mode": "compose", "keyframes": [{"prompt": "a", "seconds": 350}] * 2})
+    assert Keyframe("a", seed=3) == jobs.keyframe_from({"prompt": "a", "seed": 3}, "here")
+
+
+def test_one_bad_value_reads_alike_on_every_face(tmp_path, model_dir, pipe):
+    """The command line names the option, the others the field; the words after it are the same."""
+    words = "must be between 1 and 1000, got 5000"
+    cli = CliRunner().invoke(app, ["generate", "x", "--steps", "5000", "--model", str(model_dir), "-o",
+                                   str(tmp_path / "a.wav")])
+    assert cli.exit_code == 2 and f"--steps {words}" in cli.output
+    lines = tmp_path / "jobs.jsonl"
+    lines.write_text(json.dumps({"mode": "generate", "prompt": "x", "out": str(tmp_path / "b.wav")}) + "\n" +
+                     json.dumps({"mode": "generate", "prompt": "x", "steps": 5000}) + "\n")
+    batch = CliRunner().invoke(app, ["batch", str(lines), "--model", str(model_dir)])
+    assert batch.exit_code == 1 and f"jobs.jsonl line 2: steps {words}" in batch.output
+    lines.unlink()
+    with TestClient(create_app(Studio(pipe))) as client:
+        response = client.post("/api/generate", json={"prompt": "x", "steps": 5000})
+        assert response.status_code == 422
+        assert response.json()["detail"] == "steps must be between 1 and 100, got 5000"  # the server's own limit
+        response = client.post("/api/generate", json={"prompt": "x", "steps": 0})
+        assert response.json()["detail"] == "steps must be between 1 and 100, got 0"
+    assert not any(tmp_path.iterdir())
+
+
+def test_required_settings_have_no_default():
+    for mode, values in REQUIRED_VALUES.items():
+        required = {name for name, f in JOBS[mode].fields().items() if f.default is REQUIRED}
+        assert required == set(values), mode
+        for name in required:
+            with pytest.raises(SpectrodiffError, match=f"{name} is required"):
+                job_from_dict({"mode": mode, **{k: v for k, v in values.items() if k != name}})
+
+
+def test_paths_survive_the_sidecar():
+    job = job_from_dict({"mode": "remix", "audio": "in/song.wav", "prompt": "organ"})
+    assert job.audio == Path("in/song.wav") and job.to_dict()["audio"] == "in/song.wav"
