@@ -15,15 +15,16 @@ RECORDINGS := data/recordings
 RECORDING_PACKAGES := sonic-pi-samples lmms-common hydrogen-drumkits
 # Real music that no model or vocoder trains on, for the reconstruction benchmark (benchmarks/real_music.py).
 HELDOUT_MUSIC_PACKAGES := warzone2100-music planetblupi-music-ogg
-# The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats; and
-# the browser the studio's test drives (tests/test_web.py).
-APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats chromium
+# The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats; the
+# browser the studio's test drives (tests/test_web.py); and Open MPI, through which `accelerate launch --cpu` starts
+# several processes (the multi-process tests).
+APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats chromium openmpi-bin
 CHROMIUM := /usr/bin/chromium
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 FREEPATS := /etc/timidity/freepats.cfg
 CATALOGUE_MINUTES ?= 30
 
-.PHONY: install demo test serve bench bench-real-music bench-startup bench-mini bench-encode bench-vocoder bench-load lint \
+.PHONY: install demo test test-fast serve bench bench-real-music bench-startup bench-mini bench-encode bench-vocoder bench-load lint \
 	clean system-deps recording-deps heldout-music catalogue recordings mini vocoders
 
 install: $(STAMP)
@@ -42,6 +43,10 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
+# The fast core for contributors (under 2 minutes): everything but the tests marked slow or browser.
+test-fast: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
 # apt-get install $(1) unless the shell test $(2) holds (as root, else through sudo). Without apt-get, or without
 # root and sudo, it stops with the packages to install.
 define apt_install
@@ -58,7 +63,7 @@ endef
 # The renderers and the browser the tests need; a no-op when present.
 system-deps:
 	$(call apt_install,$(APT_PACKAGES),command -v fluidsynth >/dev/null && command -v timidity >/dev/null \
-		&& [ -f $(SOUNDFONT) ] && [ -f $(FREEPATS) ] && [ -x $(CHROMIUM) ])
+		&& [ -f $(SOUNDFONT) ] && [ -f $(FREEPATS) ] && [ -x $(CHROMIUM) ] && command -v mpirun >/dev/null)
 
 # The reference catalogue the bundled model trains on (fluidsynth) and its held-out twin: the same music,
 # seed 0, rendered by timidity with freepats' different samples.

@@ -492,6 +492,7 @@ generation_command("inpaint", InpaintJob, 'take.wav --prompt "drum fill" --start
 def _batch(jobs: Path, runtime: Runtime, shared: dict) -> None:
     """Run the lines of a batch file; under `accelerate launch` each process takes its share on its own device."""
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     from .generation.batch import line_job, run_line
     from .generation.plans import load_jobs
@@ -502,7 +503,7 @@ def _batch(jobs: Path, runtime: Runtime, shared: dict) -> None:
             line_job(job, shared)
         except SpectrodiffError as exc:
             raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
-    state = PartialState()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # `accelerate launch --cpu`
     if state.num_processes > 1:
         runtime = dataclasses.replace(runtime, device=str(state.device))
     pipe = runtime.load()
@@ -613,6 +614,10 @@ def prepare_command(
     print(summary + (f"; {counts['skipped']} file(s) skipped" if counts["skipped"] else ""))
 
 
+LR_SCHEDULE_HELP = ("Learning-rate schedule: {default} (default), warmup-constant, warmup-cosine, cosine-to-tenth, or "
+                    "one of diffusers' get_scheduler names (linear, cosine, constant_with_warmup, ...).")
+
+
 @app.command("train")
 @handle_errors
 def train_command(
@@ -633,6 +638,10 @@ def train_command(
                                                    min=1, max=1024)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 1e-4; 1e-5 for full fine-tuning).",
                                              min=0, max=1)] = None,
+    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help=LR_SCHEDULE_HELP.format(
+        default="warmup-constant"))] = None,
+    warmup_steps: Annotated[int | None, typer.Option("--warmup-steps", help="Steps of linear warm-up (default 0).",
+                                                     min=0)] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="'latest' continues the run in OUT from its last "
                                                "checkpoint (or a checkpoint folder).")] = None,
     validation_prompts: Annotated[Path | None, typer.Option("--validation-prompts", help="Text file, a prompt per "
@@ -653,6 +662,8 @@ def train_command(
                                               "(default off).", min=0, max=0.999999)] = None,
     crop_width: Annotated[int | None, typer.Option("--crop-width", help="Random crops this many columns wide "
                                                    "(a multiple of 8; default whole tiles).", min=8)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu to force the CPU (default: accelerate's "
+                                               "choice).")] = None,
     allow_pickle: PickleOption = False,
 ) -> None:
     """Fine-tune a model's UNet (full or LoRA) on a prepared dataset, or train a model from a config.
@@ -662,7 +673,8 @@ def train_command(
     from .training.train import TrainOptions, train
 
     opts = TrainOptions(dataset=dataset, out=out, base=base, config=config, lora_rank=lora_rank, max_steps=max_steps,
-                        batch_size=batch_size, grad_accum=grad_accum, lr=lr, resume=resume,
+                        batch_size=batch_size, grad_accum=grad_accum, lr=lr, lr_schedule=lr_schedule,
+                        warmup_steps=warmup_steps, resume=resume, device=device,
                         validation_prompts=validation_prompts, seed=seed, checkpoint_every=checkpoint_every,
                         validate_every=validate_every, validation_steps=validation_steps,
                         mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, ema=ema,
@@ -687,6 +699,8 @@ def train_vocoder_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Segments per device per step (default 16).",
                                                    min=1, max=4096)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default 5e-4).", min=0, max=1)] = None,
+    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help=LR_SCHEDULE_HELP.format(
+        default="warmup-cosine"))] = None,
     seed: Annotated[int, typer.Option(help="Seed of the weights and the segments.", min=0)] = 0,
     mixed_precision: Annotated[str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16 (default: "
                                                         "accelerate's config, else no).")] = None,
@@ -702,7 +716,8 @@ def train_vocoder_command(
     if mixed_precision is not None and mixed_precision not in ("no", "fp16", "bf16"):
         raise SpectrodiffError(f"--mixed-precision must be no, fp16 or bf16, not {mixed_precision!r}")
     opts = VocoderOptions(inputs=inputs, out=out, config=config, resume=resume, max_steps=max_steps,
-                          batch_size=batch_size, lr=lr, seed=seed, mixed_precision=mixed_precision, device=device,
+                          batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
+                          mixed_precision=mixed_precision, device=device,
                           log=lambda line: err_console.print(line, markup=False))
     print(train_vocoder(opts)["out"])
 

@@ -46,3 +46,30 @@ def model_dir(tmp_path_factory, pipe):
     folder = tmp_path_factory.mktemp("model")
     pipe.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Run `spectrodiff ARGS...` as `accelerate launch --num_processes 2 --cpu`: two processes training or generating
+    together over gloo. accelerate starts several CPU processes through mpirun (Open MPI, from the Makefile), which
+    refuses root unless told."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    hosts = tmp_path / "mpi-hosts"
+    hosts.write_text("localhost slots=2\n")
+
+    def run(*args, processes: int = 2) -> subprocess.CompletedProcess:
+        with socket.socket() as probe:  # a free port for the processes' rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = os.environ | {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                            "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--mpirun_hostfile",
+                   str(hosts), "-m", "spectrodiff.cli", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+    return run

@@ -36,6 +36,7 @@ def tremolo_catalogue(root: Path, styles: tuple[str, ...], clicks_at: range | No
     return root
 
 
+@pytest.mark.slow
 def test_catalogue_ceilings_score_the_music_and_see_clicks_at_the_joins(tmp_path, mini_benchmark):
     params = SpectrogramParams(num_frequencies=128)
     tile = 512 * params.hop_length

@@ -122,6 +122,7 @@ def test_version():
     assert re.fullmatch(r"spectrodiff \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
 
 
+@pytest.mark.slow
 def test_help_needs_no_torch_and_the_codec_commands_no_diffusers(tmp_path, tone_wav, tone_png):
     """`--help` of every command imports neither torch nor diffusers (it takes a tenth of a second), and the codec
     commands never import diffusers, transformers or peft (seconds of start-up each). Control: a generating command

@@ -3,6 +3,7 @@ triple, extend keeping the input bit-exact, inpaint leaving the outside untouche
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -226,6 +227,21 @@ def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path
     assert (tmp_path / "morph" / "a-to-b.wav").exists()
     record = json.loads((tmp_path / "d.json").read_text())
     assert (record["job"]["steps"], record["job"]["iters"]) == (1, 1), "batch options are the jobs' defaults"
+
+
+@pytest.mark.slow
+def test_batch_splits_its_jobs_between_processes(model_dir, tmp_path, launch):
+    """`accelerate launch --num_processes 2 --cpu spectrodiff batch`: every job runs once, none is lost."""
+    lines = [{"mode": "generate", "prompt": f"job {n}", "seed": n, "steps": 2, "iters": 2,
+              "out": str(tmp_path / f"{n}.wav")} for n in range(5)]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    result = launch("batch", jobs, "--model", model_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = sorted(re.findall(r"^(\S+\.wav)$", result.stdout, flags=re.M))
+    assert written == sorted(str(tmp_path / f"{n}.wav") for n in range(5)), result.stdout  # each once
+    for n in range(5):
+        assert json.loads((tmp_path / f"{n}.json").read_text())["job"]["seed"] == n
 
 
 @pytest.mark.parametrize("args", [

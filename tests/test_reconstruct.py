@@ -40,6 +40,7 @@ def test_round_trip_quality(params, kind):
     assert spectral_convergence(original, waveform_to_mel(torch.from_numpy(rebuilt), params)) < ROUND_TRIP_LIMITS[kind]
 
 
+@pytest.mark.slow
 def test_consistency_against_classic_griffin_lim(params):
     """32 iterations here vs librosa's classic 32 at Riffusion's FFT size on the same least-squares magnitude."""
     pinv = torch.linalg.pinv(mel_filterbank(params).double())

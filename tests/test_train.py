@@ -3,6 +3,8 @@
 
 import csv
 import json
+import math
+import re
 import struct
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.generation.timeline import Timeline
 from spectrodiff.signals import chord, drums
 from spectrodiff.testing import build_tiny_pipeline
+from spectrodiff.training.core import LR_SCHEDULES, Schedule, learning_rate_scheduler, read_log, weights_digest
 from spectrodiff.training.prepare import prepare_dataset
 from spectrodiff.training.train import LOG_COLUMNS, TrainOptions, train
 
@@ -80,6 +83,7 @@ def unet_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_ends_with_the_same_weights(dataset, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     # With gradient accumulation and EMA (the saved model holds the averages), whose state must resume too.
@@ -122,6 +126,7 @@ def generate_audio(model: Path, out: Path, *extra) -> np.ndarray:
     return audio
 
 
+@pytest.mark.slow
 def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, tmp_path):
     lora_out, full_out = tmp_path / "lora", tmp_path / "full"
     result = invoke("train", dataset, "-o", lora_out, "--base", base_dir, "--lora-rank", 4, "--max-steps", 4,
@@ -166,6 +171,7 @@ def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, tmp_path)
         assert "lora" in errors[0].lower(), errors[0]
 
 
+@pytest.mark.slow
 def test_a_tiny_model_learns(dataset, tmp_path):
     """Held-out loss of the tiny config, trained from scratch on chords vs drums, falls clearly."""
     summary = train(TrainOptions(dataset, tmp_path / "out", config=TINY, max_steps=40, validate_every=20,
@@ -173,6 +179,64 @@ def test_a_tiny_model_learns(dataset, tmp_path):
     first, *_, last = summary["val_losses"]
     print("held-out loss", summary["val_losses"])
     assert last < 0.8 * first, summary["val_losses"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_model(dataset, tmp_path, launch):
+    """`accelerate launch --num_processes 2 --cpu spectrodiff train`: each process takes its share of every step's
+    batch (the epoch counts both), the held-out loss falls, and both end with the weights the model folder holds."""
+    out = tmp_path / "out"
+    result = launch("train", dataset, "-o", out, "--config", TINY, "--max-steps", 30, "--validate-every", 15,
+                    "--checkpoint-every", 30, "--validation-steps", 2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    digests = dict(re.findall(r"process (\d): final weights sha256 ([0-9a-f]{64})", result.stdout))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], result.stdout
+    unet = SpectrodiffPipeline.load(str(out)).unet
+    assert weights_digest({"unet": unet}) == digests["0"]
+    rows = read_log(out)
+    tiles = len((dataset / "train" / "metadata.jsonl").read_text().splitlines())
+    assert float(rows[-1]["epoch"]) == pytest.approx(30 * 4 * 2 / tiles, abs=1e-3)  # batch 4 on each of 2
+    first, *_, last = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    assert last < 0.85 * first, (first, last)
+    # Control: the digest moves with any weight.
+    with torch.no_grad():
+        next(unet.parameters()).view(-1)[0] += 1e-6
+    assert weights_digest({"unet": unet}) != digests["0"]
+
+
+@pytest.mark.parametrize("name", LR_SCHEDULES)
+def test_schedules_count_optimizer_steps_whatever_the_processes(name):
+    """accelerate steps a prepared scheduler once per process at every optimizer step; the rate at step s is the same
+    for one process or two."""
+    schedule = Schedule(max_steps=20, lr=1e-3, lr_schedule=name, warmup_steps=4)
+
+    def rates(processes: int) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        scheduler = learning_rate_scheduler(optimizer, schedule, processes)
+        seen = []
+        for _ in range(schedule.max_steps):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            for _ in range(processes):
+                scheduler.step()
+        return seen
+
+    one = rates(1)
+    assert rates(2) == pytest.approx(one)
+    assert len(set(one)) > 1 or name == "constant"  # control: the rate moves, so equal lists say something
+
+
+@pytest.mark.slow
+def test_a_diffusers_schedule_drives_a_run(dataset, tmp_path):
+    """--lr-schedule cosine is diffusers' get_scheduler: warm-up to the peak, then half a cosine down to zero."""
+    result = invoke("train", dataset, "-o", tmp_path / "out", "--config", TINY, "--max-steps", 6, "--lr", 1e-3,
+                    "--lr-schedule", "cosine", "--warmup-steps", 2, "--validate-every", 6, "--validation-steps", 2)
+    assert result.exit_code == 0, result.output
+    logged = [float(r["lr"]) for r in read_log(tmp_path / "out")[1:]]
+    expected = [1e-3 * (s / 2 if s < 2 else 0.5 * (1 + math.cos(math.pi * (s - 2) / 4))) for s in range(6)]
+    assert logged == pytest.approx(expected, rel=1e-2), logged
+    result = invoke("train", dataset, "-o", tmp_path / "bad", "--config", TINY, "--lr-schedule", "sideways")
+    assert result.exit_code == 1 and "--lr-schedule must be one of warmup-constant" in result.output
 
 
 def spectral_centroid(audio: np.ndarray) -> float:
@@ -183,6 +247,7 @@ def spectral_centroid(audio: np.ndarray) -> float:
     return float(((magnitude * freqs).sum(0) / magnitude.sum(0).clamp_min(1e-9)).mean())
 
 
+@pytest.mark.slow
 def test_prompts_steer_generations_toward_their_styles(dataset, tmp_path):
     """A tiny UNet trained from scratch for 100 steps on piano chords vs drum beats, over the bundled model's
     trained VAE and the pretrained MiniLM text encoder: every clip generated for "drum beat" sits higher in spectral
@@ -262,6 +327,7 @@ def test_options_are_checked_before_work(dataset, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_config_can_train_the_vae_and_set_encode_steps(dataset, tmp_path):
     config = tmp_path / "vae.yaml"
     config.write_text(TINY.read_text().replace("train_vae: false", "train_vae: true") + "encode_steps: 3\n")
@@ -276,6 +342,7 @@ def test_config_can_train_the_vae_and_set_encode_steps(dataset, tmp_path):
     assert json.loads((out / "model_index.json").read_text())["encode_steps"] == 3
 
 
+@pytest.mark.slow
 def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
     """training/decoder.py trains the VAE decoder alone: the encoder (so every latent the UNet learned) and the UNet
     stay bit-for-bit, and the decoder renders the validation tiles more faithfully."""
@@ -296,12 +363,13 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
             assert torch.equal(x, y), key
     assert all(torch.equal(x, y) for x, y in zip(before.unet.parameters(), after.unet.parameters(), strict=True))
     assert not torch.equal(before.vae.decoder.conv_out.weight, after.vae.decoder.conv_out.weight)
-    with pytest.raises(SpectrodiffError, match="already has checkpoints"):
+    with pytest.raises(SpectrodiffError, match="not an empty folder"):
         finetune_decoder(opts, log=lambda _: None)
     opts.resume, opts.max_steps = "latest", 31
     assert finetune_decoder(opts, log=lambda _: None)["steps"] == 31
 
 
+@pytest.mark.slow
 def test_decoder_fine_tune_takes_more_datasets(tmp_path, dataset):
     """Datasets after the first add their training tiles (validation stays the first's); one prepared with other
     mel bins or tile lengths is a one-line error naming it."""

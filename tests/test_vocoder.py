@@ -4,6 +4,7 @@ generation through `--vocoder`."""
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,9 @@ from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence
 from spectrodiff.signals import SIGNALS
-from spectrodiff.training import vocoder as vocoder_training
-from spectrodiff.training.train import save_checkpoint
-from spectrodiff.training.vocoder import VocoderOptions, train_vocoder
+from spectrodiff.training import core
+from spectrodiff.training.core import read_log, weights_digest
+from spectrodiff.training.vocoder import MultiResolutionDiscriminator, VocoderOptions, train_vocoder
 from spectrodiff.vocoding.refine import BASS_BAND_HZ, _at_rate, refine_to_mel, stage_rate
 from spectrodiff.vocoding.registry import choose_vocoder, resolve_vocoder
 from spectrodiff.vocoding.vocoder import load_vocoder
@@ -266,6 +267,7 @@ def write_config(path: Path, **training) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_short_training_run_learns_and_resumes(tmp_path, audio_folder, monkeypatch):
     config = write_config(tmp_path / "v.yaml")
     logs = []
@@ -282,11 +284,13 @@ def test_a_short_training_run_learns_and_resumes(tmp_path, audio_folder, monkeyp
     assert vocoder.params == SpectrogramParams(num_frequencies=64)
 
     # A run killed after its step-20 checkpoint and resumed ends with the same weights as the run never stopped.
+    save_checkpoint = core.save_checkpoint
+
     def killed_after(*args, **kwargs):
         save_checkpoint(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vocoder_training, "save_checkpoint", killed_after)
+    monkeypatch.setattr(core, "save_checkpoint", killed_after)
     with pytest.raises(KeyboardInterrupt):
         train_vocoder(VocoderOptions([audio_folder], tmp_path / "split", config, max_steps=40, device="cpu",
                                      log=logs.append))
@@ -298,6 +302,21 @@ def test_a_short_training_run_learns_and_resumes(tmp_path, audio_folder, monkeyp
         torch.testing.assert_close(x, y, msg=name)
     with pytest.raises(SpectrodiffError, match="not an empty folder"):
         train_vocoder(VocoderOptions([audio_folder], tmp_path / "split", config, device="cpu", log=logs.append))
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_vocoder(tmp_path, audio_folder, launch):
+    """`accelerate launch --num_processes 2 --cpu spectrodiff train-vocoder`: the validation distance falls and both
+    processes end with the weights saved."""
+    config = write_config(tmp_path / "v.yaml", validate_every=30)
+    out = tmp_path / "run"
+    result = launch("train-vocoder", audio_folder, "-o", out, "--config", config, "--max-steps", 30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    digests = dict(re.findall(r"process (\d): final weights sha256 ([0-9a-f]{64})", result.stdout))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], result.stdout
+    assert weights_digest({"vocoder": load_vocoder(out)}) == digests["0"]
+    first, *_, last = [float(r["val_stft"]) for r in read_log(out) if r["val_stft"]]
+    assert last < 0.9 * first, (first, last)
 
 
 def test_adversarial_training_runs_both_networks(tmp_path, audio_folder):
@@ -312,7 +331,13 @@ def test_adversarial_training_runs_both_networks(tmp_path, audio_folder):
 
     keys = load_file(str(saved / "trainable.safetensors"))
     assert any(k.startswith("discriminator.") for k in keys) and any(k.startswith("vocoder.") for k in keys)
-    assert set(torch.load(saved / "optimizer.pt", weights_only=True)) == {"generator", "discriminator"}
+    # accelerate's save_state: one state per optimizer and per schedule, in the order prepared (the vocoder's first).
+    assert {p.name for p in saved.glob("*.bin")} == {"optimizer.bin", "optimizer_1.bin", "scheduler.bin",
+                                                     "scheduler_1.bin"}
+    counts = [len(torch.load(saved / name, weights_only=True)["param_groups"][0]["params"])
+              for name in ("optimizer.bin", "optimizer_1.bin")]
+    assert counts == [len(list(load_vocoder(tmp_path / "run").parameters())), len(list(
+        MultiResolutionDiscriminator().parameters()))]
     assert summary["steps"] == 4
 
 

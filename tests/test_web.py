@@ -301,6 +301,7 @@ def studio_page(server: RunningServer):
             browser.close()
 
 
+@pytest.mark.browser
 def test_the_studio_page_generates_in_a_real_browser(server):
     with studio_page(server) as page:
         page.locator(".prompt textarea").first.fill("smooth sax solo")
@@ -320,6 +321,7 @@ def test_the_studio_page_generates_in_a_real_browser(server):
     assert (ARTIFACTS / "studio-generate.png").stat().st_size > 10_000
 
 
+@pytest.mark.browser
 def test_the_studio_inpaints_a_span_picked_on_the_waveform(server, clip):
     with studio_page(server) as page:
         page.get_by_role("tab", name="Remix / Extend / Inpaint").click()
@@ -342,6 +344,7 @@ def test_the_studio_inpaints_a_span_picked_on_the_waveform(server, clip):
     assert settings and '"end":1.5' in settings[0] and '"start":0' in settings[0]
 
 
+@pytest.mark.browser
 def test_the_studio_composes_its_timeline_and_converts_audio_to_a_spectrogram(server, clip):
     with studio_page(server) as page:
         page.get_by_role("tab", name="Compose").click()
@@ -364,6 +367,7 @@ def test_the_studio_composes_its_timeline_and_converts_audio_to_a_spectrogram(se
     assert width == 301  # 3 s at 10 ms a column
 
 
+@pytest.mark.slow
 def test_load_test_script_reports_percentiles(tmp_path):
     """The bounded load test (benchmarks/load.py) runs against a live server and writes its report."""
     import subprocess

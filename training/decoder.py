@@ -9,14 +9,12 @@ more faithfully. Datasets after the first add their training tiles (e.g. real re
 catalogue lacks); validation is the first one's. The loss is the pixel MSE plus the magnitudes' spectral
 convergence (as the VAE stage's). OUT gets the whole model with the new decoder (a diffusers folder), its
 checkpoints (`--resume latest`), `train_log.csv` (loss = training objective, val_loss = mean mel spectral
-convergence of the validation tiles) and TensorBoard logs.
+convergence of the validation tiles) and TensorBoard logs. The loop is `training/core.py`'s (accelerate).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,17 +26,8 @@ from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.metrics import magnitude_convergence
 
-from .train import (
-    TrainLog,
-    checkpoint_dirs,
-    encode_dataset,
-    load_checkpoint,
-    load_dataset,
-    sample_indices,
-    save_checkpoint,
-    step_generator,
-    tile_pixels,
-)
+from .core import Schedule, Task, Update, check_run, run, step_generator
+from .train import encode_dataset, load_dataset, sample_indices, tile_pixels
 
 
 @dataclass
@@ -50,24 +39,22 @@ class DecoderOptions:
     max_steps: int = 2000
     batch_size: int = 8
     crop_width: int = 256  # pixels, a multiple of 8
-    lr: float = 2e-4  # cosine decay to a tenth
+    lr: float = 2e-4
+    lr_schedule: str = "cosine-to-tenth"
     sc_weight: float = 1.0
     seed: int = 0
     checkpoint_every: int = 250
     validate_every: int = 250
     resume: str | None = None  # "latest"
+    device: str | None = None  # "cpu" forces the CPU; None: accelerate's choice
 
 
 def check_options(opts: DecoderOptions) -> None:
-    for name in ("max_steps", "batch_size", "checkpoint_every", "validate_every"):
-        if getattr(opts, name) < 1:
-            raise SpectrodiffError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")
+    """The decoder's own options (the schedule's are checked by core.Schedule)."""
+    if opts.batch_size < 1:
+        raise SpectrodiffError(f"--batch-size must be at least 1, got {opts.batch_size}")
     if opts.crop_width < 8 or opts.crop_width % 8:
         raise SpectrodiffError(f"--crop-width must be a positive multiple of 8 pixels, got {opts.crop_width}")
-    if not 0 < opts.lr <= 1:
-        raise SpectrodiffError(f"--lr must be in (0, 1], got {opts.lr}")
-    if opts.resume not in (None, "latest"):
-        raise SpectrodiffError(f"--resume takes 'latest', got {opts.resume!r}")
 
 
 def aligned_crops(pixels: torch.Tensor, latents: torch.Tensor, columns: int, factor: int,
@@ -95,10 +82,89 @@ def _tile_width(dataset) -> int:
         return image.width
 
 
+class DecoderObjective(torch.nn.Module):
+    """The decoder's loss as a module accelerate can wrap: `(B, C, h, w)` latents and their `(B, 3, H, W)` target
+    pixels in [-1, 1] -> the pixel MSE plus `sc_weight` times the magnitudes' spectral convergence."""
+
+    def __init__(self, vae, sc_weight: float, power: float):
+        super().__init__()
+        self.vae, self.sc_weight, self.power = vae, sc_weight, power
+
+    def forward(self, latents: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        recon = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return F.mse_loss(recon, target) + self.sc_weight * magnitude_convergence(recon, target, self.power)
+
+
+class DecoderTask(Task):
+    """The VAE's decoder (and post-quant conv) on latents its frozen encoder made once."""
+
+    def __init__(self, opts: DecoderOptions, pipe: SpectrodiffPipeline, train: list[dict], validation: list[dict],
+                 power: float, log):
+        self.opts, self.pipe, self.power = opts, pipe, power
+        vae, self.factor = pipe.vae, pipe.vae_scale_factor
+        vae.requires_grad_(False)
+        for module in (vae.decoder, vae.post_quant_conv):
+            module.requires_grad_(True)
+        log(f"encoding {len(train) + len(validation)} tiles once (the encoder is frozen)")
+        generator = torch.Generator()
+        self.pixels = torch.cat([_uint8(tile_pixels(train[i: i + 64], None, generator))
+                                 for i in range(0, len(train), 64)])
+        self.val_pixels = _uint8(tile_pixels(validation, None, generator))
+        self.latents = encode_dataset(vae, train, "cpu", torch.float32)
+        self.val_latents = encode_dataset(vae, validation, "cpu", torch.float32)
+        self.crop_columns = min(opts.crop_width // self.factor, self.latents.shape[-1])
+
+    def prepare(self, accelerator) -> list[Update]:
+        self.device = accelerator.device
+        params = [p for p in self.pipe.vae.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.opts.lr, weight_decay=1e-2)
+        objective = DecoderObjective(self.pipe.vae, self.opts.sc_weight, self.power)
+        self.objective, optimizer = accelerator.prepare(objective, optimizer)
+        return [Update(optimizer, [self.objective], params, self.loss)]
+
+    def trainable(self) -> dict[str, torch.nn.Module]:
+        return {"vae": self.pipe.vae}
+
+    def batch(self, step: int, micro: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        opts = self.opts
+        generator = step_generator(opts.seed, 3, step, rank)
+        start = (step * world + rank) * opts.batch_size
+        indices = torch.tensor(sample_indices(len(self.latents), opts.seed, start, opts.batch_size))
+        target, latent = aligned_crops(self.pixels[indices], self.latents[indices], self.crop_columns, self.factor,
+                                       generator)
+        return latent.to(self.device), target.to(self.device)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        self.pipe.vae.train()
+        objective = self.objective(*batch)
+        return objective, {"loss": float(objective.detach())}
+
+    def validate(self, step: int) -> float:
+        vae = self.pipe.vae.eval()
+        return validation_convergence(vae, self.val_pixels.to(self.device), self.val_latents.to(self.device),
+                                      self.power)
+
+    def finish(self) -> None:
+        self.pipe.vae.to("cpu").eval()
+        self.pipe.save_pretrained(self.opts.out, safe_serialization=True)
+
+
+def _uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [-1, 1] -> uint8 (a quarter of the memory for tiles held through the run)."""
+    return pixels.add(1).mul(127.5).round().to(torch.uint8)
+
+
 def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
     """Train the decoder of `opts.model` on `opts.dataset` (and `opts.extra`'s training tiles); returns steps, last
     loss and the validation SCs."""
+    schedule = Schedule(opts.max_steps, opts.lr, opts.lr_schedule, checkpoint_every=opts.checkpoint_every,
+                        validate_every=opts.validate_every, keep_checkpoints=2, seed=opts.seed, device=opts.device,
+                        log=log)
     check_options(opts)
+    schedule.check()
+    record = {"model": opts.model, "datasets": [str(p) for p in (opts.dataset, *opts.extra)],
+              **{k: getattr(opts, k) for k in ("batch_size", "crop_width", "sc_weight", "seed")}}
+    check_run(opts.out, opts.resume, record)  # before the model loads
     dataset, extras = load_dataset(opts.dataset), [load_dataset(path) for path in opts.extra]
     pipe = SpectrodiffPipeline.load(opts.model)
     for data in (dataset, *extras):
@@ -110,68 +176,10 @@ def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
             raise SpectrodiffError(f"the dataset {extra.root} has tiles {_tile_width(extra)} columns wide, "
                                    f"{dataset.root} {_tile_width(dataset)}: prepare it with the same --seconds")
     train = dataset.train + [tile for extra in extras for tile in extra.train]
-    out = Path(opts.out)
-    resume = checkpoint_dirs(out)[-1] if opts.resume and checkpoint_dirs(out) else None
-    if not opts.resume and checkpoint_dirs(out):
-        raise SpectrodiffError(f"{out} already has checkpoints: pass --resume latest, or choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    vae, factor, power = pipe.vae, pipe.vae_scale_factor, dataset.params.power_for_image
-    vae.requires_grad_(False)
-    trainable = [vae.decoder, vae.post_quant_conv]
-    for module in trainable:
-        module.requires_grad_(True)
-    log(f"encoding {len(train) + len(dataset.validation)} tiles once (the encoder is frozen)")
-    validation = dataset.validation or dataset.train[:16]
-    generator = torch.Generator()
-    pixels = torch.cat([tile_pixels(train[i: i + 64], None, generator).add(1).mul(127.5).round()
-                        .to(torch.uint8) for i in range(0, len(train), 64)])
-    val_pixels = tile_pixels(validation, None, generator).add(1).mul(127.5).round().to(torch.uint8)
-    latents = encode_dataset(vae, train, "cpu", torch.float32)
-    val_latents = encode_dataset(vae, validation, "cpu", torch.float32)
-    columns = min(opts.crop_width // factor, latents.shape[-1])
-
-    params = [p for module in trainable for p in module.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=1e-2)
-    modules = {"vae": vae}
-    step = load_checkpoint(resume, modules, optimizer, None) if resume else 0
-    if resume:
-        log(f"resuming from {resume} (step {step})")
-    board = TrainLog(out, step)
-    vals = []
-    if step == 0:
-        vals.append(validation_convergence(vae.eval(), val_pixels, val_latents, power))
-        board.row(step=0, lr=opts.lr, val_loss=f"{vals[-1]:.6f}", elapsed_s="0.0")
-        log(f"step 0 validation SC {vals[-1]:.4f}")
-    began, loss = time.monotonic(), None
-    while step < opts.max_steps:
-        lr = opts.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / opts.max_steps)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        generator = step_generator(opts.seed, 3, step)
-        indices = torch.tensor(sample_indices(len(latents), opts.seed, step * opts.batch_size, opts.batch_size))
-        target, latent = aligned_crops(pixels[indices], latents[indices], columns, factor, generator)
-        vae.train()
-        recon = vae.decode(latent / vae.config.scaling_factor).sample
-        objective = F.mse_loss(recon, target) + opts.sc_weight * magnitude_convergence(recon, target, power)
-        objective.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step, loss = step + 1, float(objective.detach())
-        val = None
-        if step % opts.validate_every == 0 or step == opts.max_steps:
-            val = validation_convergence(vae.eval(), val_pixels, val_latents, power)
-            vals.append(val)
-        board.row(step=step, lr=f"{lr:.3g}", loss=f"{loss:.6f}", val_loss=None if val is None else f"{val:.6f}",
-                  elapsed_s=f"{time.monotonic() - began:.1f}")
-        if step % 50 == 0 or val is not None:
-            log(f"step {step}/{opts.max_steps} loss {loss:.4f}" + (f" validation SC {val:.4f}" if val else ""))
-        if step % opts.checkpoint_every == 0 or step == opts.max_steps:
-            save_checkpoint(out, step, modules, optimizer, None, keep=2)
-    board.close()
-    vae.eval()
-    pipe.save_pretrained(out, safe_serialization=True)
-    return {"steps": step, "last_loss": loss, "val_sc": vals, "out": str(out)}
+    task = DecoderTask(opts, pipe, train, dataset.validation or dataset.train[:16], dataset.params.power_for_image,
+                       log)
+    summary = run(task, schedule, opts.out, opts.resume, record)
+    return summary | {"val_sc": summary["val"]}
 
 
 def main() -> None:

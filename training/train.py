@@ -7,10 +7,11 @@ What an output folder holds:
     OUT/run.json                               the options of the run (a resumed run must match them)
     OUT/train_log.csv                          step, epoch, lr, loss, vae_loss, val_loss, elapsed_s
     OUT/tensorboard/                           the same losses as TensorBoard event files
-    OUT/checkpoints/step-NNNNNN/               trainable weights and EMA (safetensors), optimizer state, step
+    OUT/checkpoints/step-NNNNNN/               trainable weights and EMA (safetensors), optimizer and schedule
+                                               state (accelerate's save_state), step
     OUT/validation/step-NNNNNN/<prompt>.wav    validation audio + spectrogram PNG + JSON sidecar per prompt
 
-Resuming is exact: nothing random is carried in a checkpoint. Step s's batch is read from a permutation of the
+The loop is `training/core.py`'s (accelerate). Resuming is exact: step s's batch is read from a permutation of the
 training tiles seeded by (seed, epoch), and its noise, timesteps, crops and caption dropout come from a generator
 seeded by (seed, s, micro-batch, process); the learning rate is a function of s. So a killed run resumed from its
 last checkpoint ends (on CPU, with a fixed seed) with the same weights as a run never interrupted.
@@ -18,11 +19,8 @@ last checkpoint ends (on CPU, with a fixed seed) with the same weights as a run 
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import shutil
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,20 +32,17 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
-from safetensors.torch import load_file, save_file
-from tensorboardX import SummaryWriter
+from safetensors.torch import save_file
 
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline
 from spectrodiff.metrics import magnitude_convergence
 
-CHECKPOINTS = "checkpoints"
-LOG = "train_log.csv"
-TENSORBOARD_DIR = "tensorboard"
+from .core import Schedule, Task, Update, check_run, run, step_generator
+
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-MIXED_PRECISION = ("no", "fp16", "bf16")
 CONFIG_KEYS = {"text_encoder", "seed", "unet", "vae", "train_vae", "vae_sc_weight", "scheduler", "training",
                "encode_steps"}
 # Options that shape the model or the data order: a resumed run must use the same ones.
@@ -69,6 +64,7 @@ class TrainOptions:
     grad_accum: int | None = None  # 1
     lr: float | None = None  # 1e-4 with LoRA, 1e-5 full fine-tuning, 1e-4 from scratch
     warmup_steps: int | None = None  # 0
+    lr_schedule: str | None = None  # "warmup-constant" (linear warm-up, then constant), or any of core.LR_SCHEDULES
     resume: str | None = None  # "latest" or a checkpoint folder
     validation_prompts: Path | None = None
     seed: int = 0
@@ -80,7 +76,7 @@ class TrainOptions:
     ema: float | None = None  # EMA decay, e.g. 0.999; 0 or None: off
     crop_width: int | None = None  # random crop in time, in pixels (a multiple of 8); None: whole tiles
     caption_dropout: float | None = None  # 0.1: captions replaced by "" so classifier-free guidance works
-    latents: str = "sample"  # "sample" the VAE posterior (Stable Diffusion's way) or take its "mean"
+    latents: str | None = None  # "sample" the VAE posterior (Stable Diffusion's way) or take its "mean"
     scaling_factor: float | str | None = None  # "auto": 1 / std of the data's latents (fresh VAEs); None: the VAE's
     validation_tiles: int = 16
     validation_steps: int = 20  # denoising steps of the validation clips
@@ -90,7 +86,8 @@ class TrainOptions:
     log: Callable[[str], None] = field(default=print, repr=False)
 
     DEFAULTS = {"max_steps": 1000, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "checkpoint_every": 500,
-                "validate_every": 500, "ema": 0.0, "caption_dropout": 0.1}
+                "validate_every": 500, "ema": 0.0, "caption_dropout": 0.1, "lr_schedule": "warmup-constant",
+                "latents": "sample"}
 
 
 # ---- options ---------------------------------------------------------------------------------------------------
@@ -110,20 +107,10 @@ def resolve_options(opts: TrainOptions, config: dict) -> TrainOptions:
             setattr(opts, name, value)
     if opts.lr is None:
         opts.lr = 1e-5 if opts.base and not opts.lora_rank else 1e-4
-    checks = [
-        ("--max-steps", opts.max_steps, 1, 10_000_000), ("--batch-size", opts.batch_size, 1, 4096),
-        ("--grad-accum", opts.grad_accum, 1, 1024), ("--lora-rank", opts.lora_rank, 0, 1024),
-        ("--warmup-steps", opts.warmup_steps, 0, 10_000_000), ("--checkpoint-every", opts.checkpoint_every, 1, None),
-        ("--validate-every", opts.validate_every, 1, None), ("--keep-checkpoints", opts.keep_checkpoints, 1, None),
-    ]
-    for name, value, low, high in checks:
-        if not isinstance(value, int) or value < low or (high is not None and value > high):
-            span = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise SpectrodiffError(f"{name} must be an integer {span}, got {value}")
-    if not (isinstance(opts.lr, int | float) and 0 < opts.lr <= 1 and math.isfinite(opts.lr)):
-        raise SpectrodiffError(f"--lr must be in (0, 1], got {opts.lr}")
-    if not 0 <= opts.ema < 1:
-        raise SpectrodiffError(f"--ema must be a decay in [0, 1), got {opts.ema}")
+    for name, value, low, high in (("--batch-size", opts.batch_size, 1, 4096), ("--lora-rank", opts.lora_rank, 0,
+                                                                                1024)):
+        if not isinstance(value, int) or value < low or value > high:
+            raise SpectrodiffError(f"{name} must be a whole number between {low} and {high}, got {value}")
     if not 0 <= opts.caption_dropout <= 1:
         raise SpectrodiffError(f"caption_dropout must be in [0, 1], got {opts.caption_dropout}")
     if opts.crop_width is not None and (opts.crop_width < 8 or opts.crop_width % 8):
@@ -133,10 +120,6 @@ def resolve_options(opts: TrainOptions, config: dict) -> TrainOptions:
     if opts.scaling_factor not in (None, "auto") and not (isinstance(opts.scaling_factor, int | float)
                                                           and opts.scaling_factor > 0):
         raise SpectrodiffError(f"scaling_factor must be 'auto' or a positive number, got {opts.scaling_factor!r}")
-    if opts.mixed_precision is not None and opts.mixed_precision not in MIXED_PRECISION:
-        raise SpectrodiffError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
-    if opts.resume not in (None, "latest") and not Path(opts.resume).is_dir():
-        raise SpectrodiffError(f"--resume takes 'latest' or a checkpoint folder, got {opts.resume!r}")
     return opts
 
 
@@ -257,12 +240,6 @@ def _permutation(count: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
-def step_generator(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator seeded by (seed, *keys): the same numbers for the same step whether or not a run resumed."""
-    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-
-
 # ---- model -----------------------------------------------------------------------------------------------------
 
 
@@ -356,57 +333,6 @@ def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {f"unet.{k}": v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
 
 
-def trainable_state(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
-    """`{"unet.<name>": tensor}` of every parameter that requires grad (what a checkpoint holds)."""
-    return {f"{prefix}.{name}": p.detach().cpu().clone() for prefix, module in modules.items()
-            for name, p in module.named_parameters() if p.requires_grad}
-
-
-def load_trainable(modules: dict[str, torch.nn.Module], state: dict[str, torch.Tensor]) -> None:
-    params = {f"{prefix}.{name}": p for prefix, module in modules.items() for name, p in module.named_parameters()
-              if p.requires_grad}
-    if set(params) != set(state):
-        raise SpectrodiffError("the checkpoint does not match this model (different base, config or LoRA rank)")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(state[name])
-
-
-class EMA:
-    """Exponential moving average of the trainable parameters, bias-corrected as Adam's moments are.
-
-    `shadow` starts at zero and follows shadow = decay * shadow + (1 - decay) * param; the average after t updates
-    is shadow / (1 - decay ** t). Starting from the initial weights instead would keep decay ** t of the random
-    initialisation in the average (37 % after 1000 steps at 0.999).
-    """
-
-    def __init__(self, params: dict[str, torch.nn.Parameter], decay: float):
-        self.params, self.decay, self.updates = params, decay, 0
-        self.shadow = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in params.items()}
-        self._live: dict[str, torch.Tensor] | None = None
-
-    @torch.no_grad()
-    def update(self) -> None:
-        for k, p in self.params.items():
-            self.shadow[k].lerp_(p.detach().float(), 1 - self.decay)
-        self.updates += 1
-
-    @torch.no_grad()
-    def swap(self) -> None:
-        """Put the averages into the model; the next call puts the live weights back. No-op before any update."""
-        if self._live is None:
-            if not self.updates:
-                return
-            self._live = {k: p.detach().clone() for k, p in self.params.items()}
-            correction = 1 - self.decay ** self.updates
-            for k, p in self.params.items():
-                p.copy_((self.shadow[k] / correction).to(p.dtype))
-        else:
-            for k, p in self.params.items():
-                p.copy_(self._live[k])
-            self._live = None
-
-
 # ---- the objective -------------------------------------------------------------------------------------------
 
 
@@ -488,91 +414,6 @@ def text_table(pipe: SpectrodiffPipeline, captions: list[str]) -> dict[str, torc
     return out
 
 
-# ---- checkpoints and logs ------------------------------------------------------------------------------------
-
-
-def checkpoint_dirs(out: Path) -> list[Path]:
-    """Finished checkpoints, oldest first."""
-    folder = Path(out) / CHECKPOINTS
-    dirs = [p for p in folder.glob("step-*") if p.is_dir() and (p / "state.json").is_file()]
-    return sorted(dirs, key=lambda p: int(p.name.split("-")[1]))
-
-
-def save_checkpoint(out: Path, step: int, modules: dict, optimizer, ema: EMA | None, keep: int) -> Path:
-    """Write `out/checkpoints/step-NNNNNN/` atomically (a temporary folder renamed), keeping the last `keep`."""
-    final = Path(out) / CHECKPOINTS / f"step-{step:06d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(modules), str(tmp / "trainable.safetensors"))
-    if ema is not None:
-        save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    scaling = modules["vae"].config.scaling_factor if "vae" in modules else None
-    (tmp / "state.json").write_text(json.dumps({"step": step, "scaling_factor": scaling}) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in checkpoint_dirs(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def load_checkpoint(folder: Path, modules: dict, optimizer, ema: EMA | None) -> int:
-    """Restore weights, optimizer and EMA from a checkpoint this program wrote; returns its step."""
-    folder = Path(folder)
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        step = int(state["step"])
-        if state.get("scaling_factor") and "vae" in modules:
-            modules["vae"].register_to_config(scaling_factor=float(state["scaling_factor"]))
-        load_trainable(modules, load_file(str(folder / "trainable.safetensors")))
-        # Our own file; weights_only refuses anything but tensors and plain containers.
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        if ema is not None:
-            shadow = load_file(str(folder / "ema.safetensors"))
-            for k in ema.shadow:
-                ema.shadow[k].copy_(shadow[k])
-            ema.updates = step
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise SpectrodiffError(f"cannot resume from {folder}: {exc}") from None
-    return step
-
-
-class TrainLog:
-    """Losses to OUT/train_log.csv and to TensorBoard event files in OUT/tensorboard (written with tensorboardX,
-    which has the event format without TensorBoard's server stack). A resumed run first drops what a killed run
-    logged past its last checkpoint, in both."""
-
-    def __init__(self, out: Path, resumed_step: int, columns: tuple[str, ...] = LOG_COLUMNS):
-        self.path, self.columns = Path(out) / LOG, columns
-        rows = []
-        if resumed_step and self.path.is_file():
-            with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        self.board = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=resumed_step + 1 if resumed_step
-                                   else None)
-
-    def row(self, **row) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.columns).writerow({k: ("" if v is None else v) for k, v in row.items()})
-        for name in self.columns:
-            if name not in ("step", "epoch", "elapsed_s") and row.get(name) not in (None, ""):
-                self.board.add_scalar(f"train/{name}", float(row[name]), row["step"])
-        self.board.flush()
-
-    def close(self) -> None:
-        self.board.close()
-
-
-def read_log(out: Path) -> list[dict]:
-    with (Path(out) / LOG).open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 # ---- validation ----------------------------------------------------------------------------------------------
 
 
@@ -630,249 +471,197 @@ def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Pat
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 
-def _check_run(opts: TrainOptions) -> int | Path:
-    """Check OUT against --resume: returns the checkpoint to resume from, or 0 for a fresh run."""
-    out = Path(opts.out)
-    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k in RUN_KEYS}
-    run_file = out / "run.json"
-    if opts.resume is None:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise SpectrodiffError(f"{out} is not an empty folder; pass --resume latest to continue its run, or "
-                                   "choose another folder")
-        return 0
-    if opts.resume != "latest":
-        return Path(opts.resume)
-    if not run_file.is_file():
-        raise SpectrodiffError(f"--resume latest: {out} holds no run to resume")
-    saved = json.loads(run_file.read_text())
-    changed = [k for k in RUN_KEYS if saved.get(k) != record.get(k)]
-    if changed:
-        raise SpectrodiffError(f"--resume: {', '.join(changed)} differ from the run in {out}; use the same options")
-    found = checkpoint_dirs(out)
-    return found[-1] if found else 0
+class AutoencoderObjective(torch.nn.Module):
+    """The VAE trained with the UNet, as one module whose forward accelerate can wrap (distributed training
+    synchronises what runs through a wrapped forward).
+
+    forward: `(B, 3, H, W)` pixels in [-1, 1] and `(B, C, H/f, W/f)` standard normal draws -> (`(B, C, H/f, W/f)`
+    latents for the UNet, sampled from the posterior (or its mean) times the scaling factor, detached; the VAE's
+    loss: reconstruction MSE, a small KL term and, with `sc_weight`, the magnitudes' spectral convergence)."""
+
+    def __init__(self, vae, sc_weight: float, power: float, sample: bool):
+        super().__init__()
+        self.vae, self.sc_weight, self.power, self.sample = vae, sc_weight, power, sample
+
+    def forward(self, pixels: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.vae.encode(pixels).latent_dist
+        latents = dist.mean + dist.std * draws.to(dist.mean) if self.sample else dist.mean
+        recon = self.vae.decode(latents).sample
+        loss = F.mse_loss(recon.float(), pixels) + 1e-6 * dist.kl().mean()
+        if self.sc_weight:
+            loss = loss + self.sc_weight * magnitude_convergence(recon.float(), pixels, self.power)
+        return (latents * self.vae.config.scaling_factor).detach(), loss
 
 
-def _start_run(opts: TrainOptions) -> None:
-    """Create OUT and record the options a resumed run must repeat (only once the model has loaded)."""
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k in RUN_KEYS}
-    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+class UNetTask(Task):
+    """The UNet (full or LoRA), and with `train_vae` the VAE beside it, on a prepared dataset."""
 
+    columns = LOG_COLUMNS
 
-def lr_at(opts: TrainOptions, step: int) -> float:
-    """Constant learning rate after a linear warm-up of `warmup_steps`."""
-    return opts.lr * min(1.0, (step + 1) / opts.warmup_steps) if opts.warmup_steps else opts.lr
+    def __init__(self, opts: TrainOptions, config: dict, dataset: Dataset, prompts: list[str]):
+        self.opts, self.dataset, self.prompts = opts, dataset, prompts
+        self.pipe = build_pipeline(opts, config, dataset.params)
+        self.train_vae = bool(config.get("train_vae")) and not opts.base
+        self.sc_weight = float(config.get("vae_sc_weight", 0.0))
+
+    def prepare(self, accelerator) -> list[Update]:
+        from diffusers import DDPMScheduler
+
+        opts, pipe, dataset = self.opts, self.pipe, self.dataset
+        self.accelerator, self.device = accelerator, accelerator.device
+        unet, vae = pipe.unet, pipe.vae
+        pipe.text_encoder.requires_grad_(False).eval()
+        vae.requires_grad_(self.train_vae)
+        vae.train(self.train_vae)
+        if opts.lora_rank:
+            add_lora(unet, opts.lora_rank)
+        else:
+            unet.requires_grad_(True)
+        unet.train()
+        if opts.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        self.frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            accelerator.mixed_precision, torch.float32) if self.device.type == "cuda" else torch.float32
+        self.texts = text_table(pipe, [item["text"] for item in dataset.train + dataset.validation] + self.prompts)
+        pipe.text_encoder.to(self.device)
+        if not self.train_vae and (self.device.type != "cpu" or self.frozen_dtype != torch.float32):
+            vae.to(self.device, self.frozen_dtype)
+        params = [p for module in self.trainable().values() for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=1e-2)
+        if opts.scaling_factor == "auto":
+            # From the initial VAE: a resumed run that trains the VAE reads the value back from its checkpoint.
+            scaling = data_scaling_factor(vae, dataset.train, opts.crop_width, opts.seed, vae.device, vae.dtype)
+            vae.register_to_config(scaling_factor=scaling)
+        elif opts.scaling_factor is not None:
+            vae.register_to_config(scaling_factor=float(opts.scaling_factor))
+        if self.train_vae:
+            objective = AutoencoderObjective(vae, self.sc_weight, dataset.params.power_for_image,
+                                             opts.latents == "sample")
+            self.unet, self.vae_objective, optimizer = accelerator.prepare(unet, objective, optimizer)
+            modules = [self.unet, self.vae_objective]
+        else:
+            self.unet, optimizer = accelerator.prepare(unet, optimizer)
+            modules = [self.unet]
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.noise_scheduler.config.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+        self.cache = None
+        if not self.train_vae and opts.latents == "mean":
+            opts.log(f"encoding {len(dataset.train)} training tiles once (frozen VAE)")
+            self.cache = encode_dataset(vae, dataset.train, vae.device, vae.dtype).to(self.device)
+        return [Update(optimizer, modules, params, self.loss)]
+
+    def trainable(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.pipe.unet} | ({"vae": self.pipe.vae} if self.train_vae else {})
+
+    def batch(self, step: int, micro: int, rank: int, world: int) -> dict:
+        opts, vae = self.opts, self.pipe.vae
+        generator = step_generator(opts.seed, 0, step, micro, rank)
+        start = ((step * opts.grad_accum + micro) * world + rank) * opts.batch_size
+        indices = sample_indices(len(self.dataset.train), opts.seed, start, opts.batch_size)
+        items = [self.dataset.train[i] for i in indices]
+        captions = [item["text"] for item in items]
+        if opts.caption_dropout:
+            drop = torch.rand(len(items), generator=generator) < opts.caption_dropout
+            captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        batch = {"generator": generator, "text": torch.stack([self.texts[c] for c in captions]).to(self.device)}
+        if self.cache is not None:
+            columns = opts.crop_width and opts.crop_width // self.pipe.vae_scale_factor
+            batch["latents"] = latent_crops(self.cache, indices, columns, generator)
+        elif self.train_vae:
+            pixels = tile_pixels(items, opts.crop_width, generator).to(self.device)
+            factor = self.pipe.vae_scale_factor
+            batch["pixels"] = pixels
+            batch["draws"] = torch.randn((len(items), vae.config.latent_channels, pixels.shape[-2] // factor,
+                                          pixels.shape[-1] // factor), generator=generator)
+        else:
+            pixels = tile_pixels(items, opts.crop_width, generator).to(self.device, self.frozen_dtype)
+            with torch.no_grad():
+                batch["latents"], _ = encode_latents(vae, pixels, generator, opts.latents == "sample")
+        return batch
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        parts = {}
+        if self.train_vae:
+            latents, vae_loss = self.vae_objective(batch["pixels"], batch["draws"])
+            parts["vae_loss"] = float(vae_loss.detach())
+        else:
+            latents, vae_loss = batch["latents"], 0
+        loss = diffusion_loss(self.unet, self.noise_scheduler, latents.float(), batch["text"], batch["generator"])
+        return loss + vae_loss, {"loss": float(loss.detach())} | parts
+
+    def validate(self, step: int) -> float | None:
+        unet = self.accelerator.unwrap_model(self.unet)
+        unet.eval()
+        loss = validation_loss(unet, self.pipe.vae, self.noise_scheduler, self.dataset.validation, self.texts,
+                               self.opts, self.device, torch.float32 if self.train_vae else self.frozen_dtype)
+        if self.prompts:
+            render_validation(self._current_pipe(), self.prompts,
+                              Path(self.opts.out) / "validation" / f"step-{step:06d}", self.opts,
+                              _tile_seconds(self.dataset, self.opts))
+        unet.train()
+        return loss
+
+    def row(self, step: int) -> dict:
+        per_step = self.opts.batch_size * self.opts.grad_accum * self.accelerator.num_processes
+        return {"epoch": f"{step * per_step / len(self.dataset.train):.3f}"}
+
+    def state(self) -> dict:
+        return {"scaling_factor": self.pipe.vae.config.scaling_factor} if self.train_vae else {}
+
+    def load_state(self, state: dict) -> None:
+        if state.get("scaling_factor") and self.train_vae:
+            self.pipe.vae.register_to_config(scaling_factor=float(state["scaling_factor"]))
+
+    def _current_pipe(self) -> SpectrodiffPipeline:
+        """A pipeline over the live modules, for validation clips and the output."""
+        from diffusers import DPMSolverMultistepScheduler
+
+        pipe = self.pipe
+        result = SpectrodiffPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                     unet=self.accelerator.unwrap_model(self.unet),
+                                     scheduler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
+                                     spectrogram=pipe.spectrogram, encode_steps=pipe.config.encode_steps)
+        result.set_progress_bar_config(disable=True)
+        return result
+
+    def finish(self) -> None:
+        """LoRA: OUT/lora.safetensors. Full: the whole pipeline as a diffusers folder in OUT (float32, safetensors)."""
+        opts, out = self.opts, Path(self.opts.out)
+        if opts.lora_rank:
+            save_file(lora_state_dict(self.pipe.unet), str(out / LORA_FILE),
+                      metadata={"format": "spectrodiff-lora", "rank": str(opts.lora_rank), "base": str(opts.base)})
+            return
+        result = self._current_pipe()
+        if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in result.vae.parameters()):
+            result.vae.to("cpu", torch.float32)
+        if isinstance(self.pipe.scheduler, type(result.scheduler)):
+            result.scheduler = self.pipe.scheduler
+        result.save_pretrained(out, safe_serialization=True)
 
 
 def train(opts: TrainOptions) -> dict:
-    """Run (or resume) training; returns a summary: steps, first/last losses, output paths."""
-    from accelerate import Accelerator
-    from diffusers import DDPMScheduler
-
+    """Run (or resume) training; returns a summary: steps, last loss, validation losses, output paths."""
     if bool(opts.base) == bool(opts.config):
         raise SpectrodiffError("give exactly one of --base MODEL (fine-tune) and --config CONFIG.yaml (from scratch)")
     config = load_config(opts.config)
     opts = resolve_options(opts, config)
     if opts.lora_rank and not opts.base:
         raise SpectrodiffError("--lora-rank needs --base: LoRA adapts an existing model")
+    schedule = Schedule(opts.max_steps, opts.lr, opts.lr_schedule, opts.warmup_steps, opts.grad_accum,
+                        opts.checkpoint_every, opts.validate_every, opts.keep_checkpoints, opts.seed, opts.ema,
+                        opts.mixed_precision, opts.device, log_every=10, log=opts.log)
+    schedule.check()
+    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k in RUN_KEYS}
+    check_run(opts.out, opts.resume, record)  # before the model loads
     dataset = load_dataset(opts.dataset)
-    prompts = validation_prompts(opts, dataset)
-    accelerator = Accelerator(mixed_precision=opts.mixed_precision, cpu=opts.device == "cpu")
-    resume = _check_run(opts)
-    accelerator.wait_for_everyone()  # every process has looked at OUT before the main one writes there
-    device = accelerator.device
-    pipe = build_pipeline(opts, config, dataset.params)
-    if accelerator.is_main_process and (opts.resume is None or not (Path(opts.out) / "run.json").is_file()):
-        _start_run(opts)
-    train_vae = bool(config.get("train_vae")) and not opts.base
-    sc_weight, power = float(config.get("vae_sc_weight", 0.0)), dataset.params.power_for_image
-    unet, vae = pipe.unet, pipe.vae
-    pipe.text_encoder.requires_grad_(False).eval()
-    vae.requires_grad_(train_vae)
-    vae.train(train_vae)
-    if opts.lora_rank:
-        add_lora(unet, opts.lora_rank)
-    else:
-        unet.requires_grad_(True)
-    unet.train()
-    if opts.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32) \
-        if device.type == "cuda" else torch.float32
-    texts = text_table(pipe, [item["text"] for item in dataset.train + dataset.validation] + prompts)
-    pipe.text_encoder.to(device)
-    if not train_vae and (device.type != "cpu" or frozen_dtype != torch.float32):
-        vae.to(device, frozen_dtype)
+    task = UNetTask(opts, config, dataset, validation_prompts(opts, dataset))
+    summary = run(task, schedule, opts.out, opts.resume, record)
+    return summary | {"val_losses": summary["val"],
+                      "lora": str(Path(opts.out) / LORA_FILE) if opts.lora_rank else None}
 
-    modules = {"unet": unet} | ({"vae": vae} if train_vae else {})
-    trainable = {f"{prefix}.{n}": p for prefix, m in modules.items() for n, p in m.named_parameters()
-                 if p.requires_grad}
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=opts.lr, weight_decay=1e-2)
-    ema = EMA(trainable, opts.ema) if opts.ema else None
-    if opts.scaling_factor == "auto":
-        # From the initial VAE: a resumed run that trains the VAE reads the value back from its checkpoint.
-        scaling = data_scaling_factor(vae, dataset.train, opts.crop_width, opts.seed, vae.device, vae.dtype)
-        vae.register_to_config(scaling_factor=scaling)
-    elif opts.scaling_factor is not None:
-        vae.register_to_config(scaling_factor=float(opts.scaling_factor))
-    step = load_checkpoint(resume, modules, optimizer, ema) if resume else 0
-    if resume:
-        opts.log(f"resuming from {resume} (step {step})")
-    log = TrainLog(opts.out, step) if accelerator.is_main_process else None
-    if train_vae:
-        unet, vae, optimizer = accelerator.prepare(unet, vae, optimizer)
-    else:
-        unet, optimizer = accelerator.prepare(unet, optimizer)
-    if ema is not None:
-        for k in ema.shadow:
-            ema.shadow[k] = ema.shadow[k].to(device)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    noise_scheduler.config.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-    tile_seconds = _tile_seconds(dataset, opts)
-    cache, scale = None, pipe.vae_scale_factor
-    if not train_vae and opts.latents == "mean":
-        opts.log(f"encoding {len(dataset.train)} training tiles once (frozen VAE)")
-        cache = encode_dataset(vae, dataset.train, vae.device, vae.dtype).to(device)
-
-    def validate(at: int) -> float | None:
-        if ema is not None:
-            ema.swap()
-        unet.eval()
-        loss = validation_loss(accelerator.unwrap_model(unet), accelerator.unwrap_model(vae), noise_scheduler,
-                               dataset.validation, texts, opts, device, frozen_dtype if not train_vae else
-                               torch.float32)
-        if accelerator.is_main_process and prompts:
-            render_validation(_current_pipe(pipe, accelerator, unet, vae), prompts,
-                              Path(opts.out) / "validation" / f"step-{at:06d}", opts, tile_seconds)
-        unet.train()
-        if ema is not None:
-            ema.swap()
-        return loss
-
-    began = time.monotonic()
-    first_val = validate(step) if step == 0 else None
-    if step == 0 and accelerator.is_main_process:
-        log.row(step=0, epoch=0, lr=lr_at(opts, 0), val_loss=_fmt(first_val), elapsed_s="0.0")
-    world, rank = accelerator.num_processes, accelerator.process_index
-    per_step = opts.batch_size * opts.grad_accum * world
-    last_loss = None
-    while step < opts.max_steps:
-        lr = lr_at(opts, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        total, vae_total = 0.0, 0.0
-        for micro in range(opts.grad_accum):
-            generator = step_generator(opts.seed, 0, step, micro, rank)
-            start = ((step * opts.grad_accum + micro) * world + rank) * opts.batch_size
-            indices = sample_indices(len(dataset.train), opts.seed, start, opts.batch_size)
-            items = [dataset.train[i] for i in indices]
-            captions = [item["text"] for item in items]
-            if opts.caption_dropout:
-                drop = torch.rand(len(items), generator=generator) < opts.caption_dropout
-                captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-            text = torch.stack([texts[c] for c in captions]).to(device)
-            sync = micro == opts.grad_accum - 1
-            with accelerator.no_sync(unet) if not sync else _null():
-                with accelerator.autocast():
-                    if cache is not None:
-                        latents = latent_crops(cache, indices, opts.crop_width and opts.crop_width // scale,
-                                               generator)
-                        vae_loss = None
-                    elif train_vae:
-                        pixels = tile_pixels(items, opts.crop_width, generator).to(device)
-                        latents, kl = encode_latents(vae, pixels, generator, opts.latents == "sample")
-                        recon = accelerator.unwrap_model(vae).decode(
-                            latents / accelerator.unwrap_model(vae).config.scaling_factor).sample
-                        vae_loss = F.mse_loss(recon.float(), pixels) + 1e-6 * kl.mean()
-                        if sc_weight:
-                            vae_loss = vae_loss + sc_weight * magnitude_convergence(recon.float(), pixels, power)
-                        latents = latents.detach()
-                    else:
-                        pixels = tile_pixels(items, opts.crop_width, generator).to(device, frozen_dtype)
-                        with torch.no_grad():
-                            latents, _ = encode_latents(vae, pixels, generator,
-                                                        opts.latents == "sample")
-                        vae_loss = None
-                    loss = diffusion_loss(unet, noise_scheduler, latents.float(), text, generator)
-                    objective = loss + (vae_loss if vae_loss is not None else 0)
-                accelerator.backward(objective / opts.grad_accum)
-            total += loss.item() / opts.grad_accum
-            vae_total += vae_loss.item() / opts.grad_accum if vae_loss is not None else 0.0
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(list(trainable.values()), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update()
-        step += 1
-        last_loss = float(accelerator.gather(torch.tensor([total], device=device)).mean())
-        val = None
-        if step % opts.validate_every == 0 or step == opts.max_steps:
-            val = validate(step)
-        if accelerator.is_main_process:
-            log.row(step=step, epoch=f"{step * per_step / len(dataset.train):.3f}", lr=f"{lr:.3g}",
-                    loss=f"{last_loss:.6f}", vae_loss=f"{vae_total:.6f}" if train_vae else None,
-                    val_loss=_fmt(val), elapsed_s=f"{time.monotonic() - began:.1f}")
-        if step % 10 == 0 or step == opts.max_steps:
-            opts.log(f"step {step}/{opts.max_steps} loss {last_loss:.4f}" + (f" val {val:.4f}" if val else ""))
-        if accelerator.is_main_process and (step % opts.checkpoint_every == 0 or step == opts.max_steps):
-            save_checkpoint(opts.out, step, {k: accelerator.unwrap_model(m) for k, m in
-                                             (("unet", unet),) + ((("vae", vae),) if train_vae else ())},
-                            optimizer, ema, opts.keep_checkpoints)
-        accelerator.wait_for_everyone()
-
-    if accelerator.is_main_process:
-        log.close()
-        if ema is not None:
-            ema.swap()
-        _save_output(pipe, accelerator, unet, vae, opts)
-    accelerator.wait_for_everyone()
-    log = read_log(opts.out)
-    vals = [float(r["val_loss"]) for r in log if r["val_loss"]]
-    return {"steps": step, "last_loss": last_loss, "val_losses": vals, "out": str(opts.out),
-            "lora": str(Path(opts.out) / LORA_FILE) if opts.lora_rank else None}
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def _fmt(value: float | None) -> str | None:
-    return None if value is None else f"{value:.6f}"
 
 
 def _tile_seconds(dataset: Dataset, opts: TrainOptions) -> float:
     """Seconds of the validation clips: the training crop, or one tile."""
     width = opts.crop_width or _read_tile(dataset.train[0]["path"]).shape[-1]
     return width * dataset.params.step_size_ms / 1000
-
-
-def _current_pipe(pipe: SpectrodiffPipeline, accelerator, unet, vae) -> SpectrodiffPipeline:
-    """A pipeline over the live (unwrapped) modules, float32, for validation clips."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    result = SpectrodiffPipeline(vae=accelerator.unwrap_model(vae), text_encoder=pipe.text_encoder,
-                                 tokenizer=pipe.tokenizer, unet=accelerator.unwrap_model(unet),
-                                 scheduler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
-                                 spectrogram=pipe.spectrogram, encode_steps=pipe.config.encode_steps)
-    result.set_progress_bar_config(disable=True)
-    return result
-
-
-def _save_output(pipe: SpectrodiffPipeline, accelerator, unet, vae, opts: TrainOptions) -> None:
-    """LoRA: OUT/lora.safetensors. Full: the whole pipeline as a diffusers folder in OUT (float32, safetensors)."""
-    out = Path(opts.out)
-    unet = accelerator.unwrap_model(unet)
-    if opts.lora_rank:
-        save_file(lora_state_dict(unet), str(out / LORA_FILE),
-                  metadata={"format": "spectrodiff-lora", "rank": str(opts.lora_rank), "base": str(opts.base)})
-        return
-    result = _current_pipe(pipe, accelerator, unet, vae)
-    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in result.vae.parameters()):
-        result.vae.to("cpu", torch.float32)
-    if isinstance(pipe.scheduler, type(result.scheduler)):
-        result.scheduler = pipe.scheduler
-    result.save_pretrained(out, safe_serialization=True)

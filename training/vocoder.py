@@ -6,22 +6,22 @@ What an output folder holds:
     OUT/run.json                                          the config and inputs of the run (a resumed run must match)
     OUT/train_log.csv                                     step, lr, loss, mel, stft, adversarial, val_stft, elapsed_s
     OUT/tensorboard/                                      the same figures as TensorBoard event files
-    OUT/checkpoints/step-NNNNNN/                          weights (safetensors), optimizer state, step
+    OUT/checkpoints/step-NNNNNN/                          weights (safetensors), optimizer states, step
     OUT/validation/step-NNNNNN/<clip>.wav                 the validation clips as the vocoder renders them
 
 The loss is the benchmark's multi-resolution STFT distance (DESIGN.md section 5) plus an L1 distance of log mels
 in the vocoder's own parameters; with `adversarial_weight` above 0, a multi-resolution spectrogram discriminator
-(UnivNet's, as Vocos uses) adds hinge and feature-matching losses from `adversarial_start` on. Like `train`,
-resuming is exact: step s's segments come from a generator seeded by (seed, s, process).
+(UnivNet's, as Vocos uses) adds hinge and feature-matching losses from `adversarial_start` on. The loop is
+`training/core.py`'s; as with `train`, resuming is exact: step s's segments come from a generator seeded by
+(seed, s, process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
-import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,14 +39,14 @@ from spectrodiff.generation.components import NeuralVocoder
 from spectrodiff.metrics import STFT_SIZES, multi_resolution_stft_distance, multi_resolution_stft_loss, stft_magnitude
 from spectrodiff.vocoding.vocoder import MEL_FLOOR
 
-from .train import TrainLog, checkpoint_dirs, load_checkpoint, save_checkpoint, step_generator
+from .core import Schedule, Task, Update, check_run, run, step_generator
 
 LOG_COLUMNS = ("step", "lr", "loss", "mel", "stft", "adversarial", "val_stft", "elapsed_s")
 CONFIG_KEYS = {"spectrogram", "vocoder", "training"}
 TRAINING_DEFAULTS = {
     "max_steps": 20000, "batch_size": 16, "lr": 5e-4, "warmup_steps": 200, "segment_frames": 48,
     "checkpoint_every": 500, "validate_every": 500, "mel_weight": 1.0, "stft_weight": 1.0,
-    "adversarial_weight": 0.0, "feature_weight": 2.0, "adversarial_start": 0,
+    "adversarial_weight": 0.0, "feature_weight": 2.0, "adversarial_start": 0, "lr_schedule": "warmup-cosine",
 }
 RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "validate_every")
 VALIDATION_SECONDS = 5.12
@@ -66,6 +66,7 @@ class VocoderOptions:
     max_steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    lr_schedule: str | None = None
     seed: int = 0
     mixed_precision: str | None = None
     device: str | None = None
@@ -102,18 +103,15 @@ def load_vocoder_config(path: Path | None) -> dict:
 
 
 def resolve_training(opts: VocoderOptions, config: dict) -> dict:
-    """The run's training settings: command line over config over defaults, ranges checked."""
+    """The run's training settings: command line over config over defaults, the vocoder's own ranges checked."""
     settings = TRAINING_DEFAULTS | (config.get("training") or {})
-    for name in ("max_steps", "batch_size", "lr"):
+    for name in ("max_steps", "batch_size", "lr", "lr_schedule"):
         if getattr(opts, name) is not None:
             settings[name] = getattr(opts, name)
-    for name in ("max_steps", "batch_size", "segment_frames", "checkpoint_every", "validate_every"):
+    for name in ("batch_size", "segment_frames"):  # the schedule's own settings are checked by core.Schedule
         if not isinstance(settings[name], int) or settings[name] < 1:
             raise SpectrodiffError(f"{name} must be a positive integer, got {settings[name]!r}")
-    if not (isinstance(settings["lr"], int | float) and 0 < settings["lr"] <= 1 and math.isfinite(settings["lr"])):
-        raise SpectrodiffError(f"lr must be in (0, 1], got {settings['lr']}")
-    for name in ("mel_weight", "stft_weight", "adversarial_weight", "feature_weight", "warmup_steps",
-                 "adversarial_start"):
+    for name in ("mel_weight", "stft_weight", "adversarial_weight", "feature_weight", "adversarial_start"):
         if not isinstance(settings[name], int | float) or settings[name] < 0:
             raise SpectrodiffError(f"{name} must be a number >= 0, got {settings[name]!r}")
     return settings
@@ -235,46 +233,12 @@ def generator_losses(real: list, fake: list) -> tuple[torch.Tensor, torch.Tensor
     return adversarial, matching
 
 
-class Optimizers:
-    """Several optimizers saved and restored as one state dict (a checkpoint holds one `optimizer.pt`)."""
-
-    def __init__(self, **optimizers):
-        self.optimizers = optimizers
-
-    def state_dict(self) -> dict:
-        return {name: o.state_dict() for name, o in self.optimizers.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state[name])
-
-
 # ---- training ------------------------------------------------------------------------------------------------
 
 
 def log_mel(audio: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
     """`(B, N)` -> `(B, n_mels, T)` log of the Riffusion-scale mel, floored as the vocoder's input is."""
     return torch.log(waveform_to_mel(audio, params).clamp(min=MEL_FLOOR))
-
-
-def _check_run(out: Path, resume: str | None, record: dict) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); OUT must be new or empty unless resuming its own run."""
-    if resume is None:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise SpectrodiffError(f"{out} is not an empty folder; pass --resume latest to continue its run, or "
-                                   "choose another folder")
-        return None
-    if resume != "latest":
-        raise SpectrodiffError(f"--resume takes 'latest', got {resume!r}")
-    run_file = out / "run.json"
-    if not run_file.is_file():
-        raise SpectrodiffError(f"--resume latest: {out} holds no vocoder run to resume")
-    saved = json.loads(run_file.read_text())
-    changed = [k for k in record if saved.get(k) != record[k]]
-    if changed:
-        raise SpectrodiffError(f"--resume: {', '.join(changed)} differ from the run in {out}; use the same ones")
-    found = checkpoint_dirs(out)
-    return found[-1] if found else None
 
 
 def validate(vocoder: NeuralVocoder, clips: list[Clip], params: SpectrogramParams, folder: Path | None) -> float:
@@ -294,12 +258,103 @@ def validate(vocoder: NeuralVocoder, clips: list[Clip], params: SpectrogramParam
     return float(np.mean(distances))
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """`module`'s parameters gather no gradients inside (the discriminator while it judges the generator)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+class VocoderTask(Task):
+    """The vocoder (and with `adversarial_weight` its discriminator, updated first each step) on audio segments."""
+
+    columns = LOG_COLUMNS
+    validation_column = "val_stft"
+
+    def __init__(self, settings: dict, model_config: dict, params: SpectrogramParams, train_clips: list[Clip],
+                 val_clips: list[Clip], out: Path, seed: int, config_path: Path | None):
+        self.settings, self.params, self.out, self.seed = settings, params, out, seed
+        self.train_clips, self.val_clips = train_clips, val_clips
+        self.lengths = np.array([len(c.audio) for c in train_clips])
+        self.samples = settings["segment_frames"] * params.hop_length
+        torch.manual_seed(seed)
+        try:
+            self.vocoder = NeuralVocoder(**model_config)
+        except TypeError as exc:
+            raise SpectrodiffError(f"{config_path}: bad vocoder section ({exc})") from None
+        self.adversarial = settings["adversarial_weight"] > 0
+        self.discriminator = MultiResolutionDiscriminator() if self.adversarial else None
+
+    def prepare(self, accelerator) -> list[Update]:
+        self.accelerator, lr = accelerator, self.settings["lr"]
+        optimizer = torch.optim.AdamW(self.vocoder.parameters(), lr=lr, betas=(0.8, 0.9))
+        self.wrapped, optimizer = accelerator.prepare(self.vocoder, optimizer)
+        updates = [Update(optimizer, [self.wrapped], list(self.vocoder.parameters()), self.generator_loss, clip=10.0)]
+        if self.adversarial:
+            d_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=(0.8, 0.9))
+            self.judge, d_optimizer = accelerator.prepare(self.discriminator, d_optimizer)
+            updates.insert(0, Update(d_optimizer, [self.judge], list(self.discriminator.parameters()),
+                                     self.discriminator_loss, clip=10.0, active=self.adversarial_at))
+        self.vocoder.train()
+        return updates
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"vocoder": self.vocoder} | ({"discriminator": self.discriminator} if self.adversarial else {})
+
+    def adversarial_at(self, step: int) -> bool:
+        return self.adversarial and step >= self.settings["adversarial_start"]
+
+    def batch(self, step: int, micro: int, rank: int, world: int) -> dict:
+        generator = step_generator(self.seed, 5, step, rank)
+        target = segment_batch(self.train_clips, self.lengths, self.samples, self.settings["batch_size"],
+                               generator).to(self.accelerator.device)
+        mel = waveform_to_mel(target, self.params)
+        return {"step": step, "target": target, "mel": mel, "audio": self.wrapped(mel).float()}
+
+    def discriminator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Hinge loss of the discriminator on real segments and the vocoder's (detached)."""
+        loss = discriminator_loss(self.judge(batch["target"]), self.judge(batch["audio"].detach()))
+        return loss, {}
+
+    def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Log-mel L1 and multi-resolution STFT distances, and once adversarial, hinge and feature matching
+        against the discriminator (frozen: this loss trains the vocoder alone)."""
+        s, target, audio = self.settings, batch["target"], batch["audio"]
+        mel_loss = F.l1_loss(log_mel(audio, self.params), torch.log(batch["mel"].float().clamp(min=MEL_FLOOR)))
+        stft_loss = multi_resolution_stft_loss(target, audio)
+        objective = s["mel_weight"] * mel_loss + s["stft_weight"] * stft_loss
+        parts = {"mel": float(mel_loss.detach()), "stft": float(stft_loss.detach())}
+        if self.adversarial_at(batch["step"]):
+            with frozen(self.discriminator):
+                adversarial, matching = generator_losses(self.discriminator(target), self.discriminator(audio))
+            objective = objective + s["adversarial_weight"] * adversarial + s["feature_weight"] * matching
+            parts["adversarial"] = float(adversarial.detach())
+        return objective, {"loss": float(objective.detach())} | parts
+
+    def validate(self, step: int) -> float:
+        self.vocoder.eval()
+        value = validate(self.vocoder, self.val_clips, self.params, self.out / "validation" / f"step-{step:06d}")
+        self.vocoder.train()
+        return value
+
+    def finish(self) -> None:
+        self.vocoder.eval().save_pretrained(self.out, safe_serialization=True)
+
+
 def train_vocoder(opts: VocoderOptions) -> dict:
     """Run (or resume) a vocoder training; returns steps, last loss, validation distances and OUT."""
-    from accelerate import Accelerator
-
     config = load_vocoder_config(opts.config)
     settings = resolve_training(opts, config)
+    schedule = Schedule(settings["max_steps"], settings["lr"], settings["lr_schedule"], settings["warmup_steps"],
+                        checkpoint_every=settings["checkpoint_every"], validate_every=settings["validate_every"],
+                        keep_checkpoints=opts.keep_checkpoints, seed=opts.seed, mixed_precision=opts.mixed_precision,
+                        device=opts.device, log=opts.log)
+    schedule.check()
     files, dataset_params = audio_sources(opts.inputs)
     spectrogram = config.get("spectrogram")
     try:
@@ -311,104 +366,11 @@ def train_vocoder(opts: VocoderOptions) -> dict:
     # What a resumed run must repeat (its length and checkpoint cadence may change).
     record = {"inputs": [str(p) for p in opts.inputs], "model": model_config, "seed": opts.seed,
               "training": {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}}
-    resume = _check_run(out, opts.resume, record)
+    check_run(out, opts.resume, record)  # before the audio loads
     clips = load_clips(files, params.sample_rate, opts.log)
     train_clips, val_clips = split_clips(clips)
     opts.log(f"{len(train_clips)} training and {len(val_clips)} validation files, "
              f"{sum(len(c.audio) for c in train_clips) / params.sample_rate / 60:.1f} min of training audio")
-
-    accelerator = Accelerator(mixed_precision=opts.mixed_precision, cpu=opts.device == "cpu")
-    torch.manual_seed(opts.seed)
-    try:
-        vocoder = NeuralVocoder(**model_config)
-    except TypeError as exc:
-        raise SpectrodiffError(f"{opts.config}: bad vocoder section ({exc})") from None
-    adversarial = settings["adversarial_weight"] > 0
-    discriminator = MultiResolutionDiscriminator() if adversarial else None
-    opt_g = torch.optim.AdamW(vocoder.parameters(), lr=settings["lr"], betas=(0.8, 0.9))
-    opt_d = torch.optim.AdamW(discriminator.parameters(), lr=settings["lr"], betas=(0.8, 0.9)) if adversarial \
-        else None
-    modules = {"vocoder": vocoder} | ({"discriminator": discriminator} if adversarial else {})
-    optimizers = Optimizers(generator=opt_g, **({"discriminator": opt_d} if adversarial else {}))
-    step = load_checkpoint(resume, modules, optimizers, None) if resume else 0
-    if resume:
-        opts.log(f"resuming from {resume} (step {step})")
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    vocoder, opt_g = accelerator.prepare(vocoder, opt_g)
-    if adversarial:
-        discriminator, opt_d = accelerator.prepare(discriminator, opt_d)
-    log = TrainLog(out, step, LOG_COLUMNS) if accelerator.is_main_process else None
-    device, rank = accelerator.device, accelerator.process_index
-    lengths = np.array([len(c.audio) for c in train_clips])
-    samples = settings["segment_frames"] * params.hop_length
-    bare = accelerator.unwrap_model(vocoder)
-
-    def run_validation(at: int) -> float:
-        bare.eval()
-        value = validate(bare, val_clips, params, out / "validation" / f"step-{at:06d}"
-                         if accelerator.is_main_process else None)
-        bare.train()
-        return value
-
-    began, loss, vals = time.monotonic(), None, []
-    if step == 0 and accelerator.is_main_process:
-        vals.append(run_validation(0))
-        log.row(step=0, lr=settings["lr"], val_stft=f"{vals[-1]:.4f}", elapsed_s="0.0")
-    vocoder.train()
-    while step < settings["max_steps"]:
-        lr = settings["lr"] * min(1.0, (step + 1) / max(settings["warmup_steps"], 1)) * \
-            (0.5 * (1 + math.cos(math.pi * step / settings["max_steps"])))
-        for optimizer in optimizers.optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        generator = step_generator(opts.seed, 5, step, rank)
-        target = segment_batch(train_clips, lengths, samples, settings["batch_size"], generator).to(device)
-        with accelerator.autocast():
-            mel = waveform_to_mel(target, params)
-            audio = vocoder(mel).float()
-        adversarial_now = adversarial and step >= settings["adversarial_start"]
-        if adversarial_now:
-            loss_d = discriminator_loss(discriminator(target), discriminator(audio.detach()))
-            accelerator.backward(loss_d)
-            accelerator.clip_grad_norm_(discriminator.parameters(), 10.0)
-            opt_d.step()
-            opt_d.zero_grad(set_to_none=True)
-        mel_loss = F.l1_loss(log_mel(audio, params), torch.log(mel.float().clamp(min=MEL_FLOOR)))
-        stft_loss = multi_resolution_stft_loss(target, audio)
-        objective = settings["mel_weight"] * mel_loss + settings["stft_weight"] * stft_loss
-        adv_value = None
-        if adversarial_now:
-            adv, matching = generator_losses(discriminator(target), discriminator(audio))
-            objective = objective + settings["adversarial_weight"] * adv + settings["feature_weight"] * matching
-            adv_value = float(adv.detach())
-        accelerator.backward(objective)
-        accelerator.clip_grad_norm_(vocoder.parameters(), 10.0)
-        opt_g.step()
-        opt_g.zero_grad(set_to_none=True)
-        step += 1
-        loss = float(accelerator.gather(objective.detach()[None]).mean())
-        val = None
-        if step % settings["validate_every"] == 0 or step == settings["max_steps"]:
-            if accelerator.is_main_process:
-                val = run_validation(step)
-                vals.append(val)
-        if accelerator.is_main_process:
-            log.row(step=step, lr=f"{lr:.3g}", loss=f"{loss:.5f}", mel=f"{float(mel_loss.detach()):.5f}",
-                    stft=f"{float(stft_loss.detach()):.5f}",
-                    adversarial=None if adv_value is None else f"{adv_value:.5f}",
-                    val_stft=None if val is None else f"{val:.4f}", elapsed_s=f"{time.monotonic() - began:.1f}")
-            if step % 50 == 0 or val is not None:
-                opts.log(f"step {step}/{settings['max_steps']} loss {loss:.4f}"
-                         + (f" validation STFT distance {val:.4f}" if val is not None else ""))
-            if step % settings["checkpoint_every"] == 0 or step == settings["max_steps"]:
-                save_checkpoint(out, step, {k: accelerator.unwrap_model(m) for k, m in
-                                            (("vocoder", vocoder), ("discriminator", discriminator)) if m is not None},
-                                optimizers, None, opts.keep_checkpoints)
-        accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        log.close()
-        bare.eval().save_pretrained(out, safe_serialization=True)
-    accelerator.wait_for_everyone()
-    return {"steps": step, "last_loss": loss, "val_stft": vals, "out": str(out)}
+    task = VocoderTask(settings, model_config, params, train_clips, val_clips, out, opts.seed, opts.config)
+    summary = run(task, schedule, out, opts.resume, record)
+    return summary | {"val_stft": summary["val"]}

@@ -1,0 +1,490 @@
+"""One training loop on accelerate for the three trainers: the UNet (`train.py`), the VAE decoder (`decoder.py`) and
+the neural vocoder (`vocoder.py`).
+
+A trainer describes its work as a `Task`: the updates of a step (each an optimizer and the loss it follows), its
+batches, its validation, what a checkpoint holds besides weights and optimizers, and its output. `run` does the
+rest, the same way for all three:
+
+- devices, processes and mixed precision by accelerate's `Accelerator`; gradient accumulation by
+  `accelerator.accumulate`; clipping by `accelerator.clip_grad_norm_`;
+- the learning rate by diffusers' `get_scheduler` (any of its schedules) or one of the trainers' own rules
+  (`LR_RULES`: each trainer's default, so that its figures stay reproducible);
+- OUT checked once: a fresh run needs a new or empty folder; `--resume latest` (or a checkpoint folder) a folder
+  holding a run with the same record (`run.json`);
+- checkpoints by `accelerator.save_state`/`load_state` in OUT/checkpoints/step-NNNNNN/; their hooks store the
+  trainable weights alone (safetensors: frozen weights are never copied), the EMA and the step (`state.json`);
+  accelerate adds the optimizers' and schedulers' states;
+- the CSV and TensorBoard log (`TrainLog`), and at the end a check that every process holds the same weights.
+
+Exact resume: nothing random is carried between steps. A step's data and noise come from generators seeded by
+(seed, step, micro-batch, process) (`step_generator`) and its learning rate is a function of the step, so a run
+resumed from a checkpoint ends (on CPU, with a fixed seed) with the weights of a run never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from spectrodiff.errors import SpectrodiffError
+
+CHECKPOINTS = "checkpoints"
+LOG = "train_log.csv"
+TENSORBOARD_DIR = "tensorboard"
+RUN_FILE = "run.json"
+STATE_FILE = "state.json"
+TRAINABLE_FILE = "trainable.safetensors"
+EMA_FILE = "ema.safetensors"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+# diffusers' schedules (diffusers.optimization.SchedulerType), by name.
+DIFFUSERS_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+def _warmup(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup else 1.0
+
+
+def _cosine(step: int, total: int) -> float:
+    return 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+# The trainers' own rules: the factor of the base rate at optimizer step `s` (from 0) of `total`, after `warmup`.
+LR_RULES: dict[str, Callable[[int, int, int], float]] = {
+    "warmup-constant": lambda s, warmup, total: _warmup(s, warmup),  # train's
+    "warmup-cosine": lambda s, warmup, total: _warmup(s, warmup) * _cosine(s, total),  # train-vocoder's
+    "cosine-to-tenth": lambda s, warmup, total: 0.1 + 0.9 * _cosine(s, total),  # the decoder's
+}
+LR_SCHEDULES = (*LR_RULES, *DIFFUSERS_SCHEDULES)
+
+
+@dataclass
+class Schedule:
+    """How long and how a run trains: the options every trainer shares."""
+
+    max_steps: int
+    lr: float
+    lr_schedule: str
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    checkpoint_every: int = 500
+    validate_every: int = 500
+    keep_checkpoints: int = 3
+    seed: int = 0
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
+    mixed_precision: str | None = None  # None: accelerate's launch configuration
+    device: str | None = None  # "cpu" keeps a machine with a GPU on the CPU; None: accelerate's choice
+    log_every: int = 50
+    log: Callable[[str], None] = field(default=print, repr=False)
+
+    def check(self) -> None:
+        """SpectrodiffError naming the option (as the command line spells it) of the first value out of range."""
+        whole = [("max-steps", self.max_steps, 1, 10_000_000), ("grad-accum", self.grad_accum, 1, 1024),
+                 ("warmup-steps", self.warmup_steps, 0, 10_000_000), ("checkpoint-every", self.checkpoint_every, 1,
+                                                                      None),
+                 ("validate-every", self.validate_every, 1, None), ("keep-checkpoints", self.keep_checkpoints, 1,
+                                                                     None)]
+        for name, value, low, high in whole:
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                span = f"between {low} and {high}" if high else f"at least {low}"
+                raise SpectrodiffError(f"--{name} must be a whole number {span}, got {value!r}")
+        if not (isinstance(self.lr, int | float) and 0 < self.lr <= 1 and math.isfinite(self.lr)):
+            raise SpectrodiffError(f"--lr must be in (0, 1], got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SpectrodiffError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not (isinstance(self.ema, int | float) and 0 <= self.ema < 1):
+            raise SpectrodiffError(f"--ema must be a decay in [0, 1), got {self.ema!r}")
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
+            raise SpectrodiffError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
+
+
+def _always(step: int) -> bool:
+    return True
+
+
+@dataclass
+class Update:
+    """One optimizer's part of a step: `loss(batch)` gives (objective, {log column: value}, "loss" among them); the
+    objective's gradients, clipped to `clip`, move `params` (of `modules`) by `optimizer`. `active(step)`: whether
+    it runs at that step."""
+
+    optimizer: torch.optim.Optimizer
+    modules: list[torch.nn.Module]  # as prepared: their gradients are synchronised across processes
+    params: list[torch.nn.Parameter]
+    loss: Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+    clip: float = 1.0
+    active: Callable[[int], bool] = _always
+    scheduler: Any = None  # set by `run`
+
+
+class Task:
+    """A trainer's part of a run. `run` calls `prepare` once, then each step `batch` and the updates' losses;
+    `validate` on the main process at the cadence; `finish` on the main process at the end."""
+
+    columns: tuple[str, ...] = ("step", "lr", "loss", "val_loss", "elapsed_s")
+    validation_column = "val_loss"
+
+    def prepare(self, accelerator) -> list[Update]:
+        """Build the optimizers, pass the modules and optimizers through `accelerator.prepare`, return the updates."""
+        raise NotImplementedError
+
+    def trainable(self) -> dict[str, torch.nn.Module]:
+        """The unwrapped modules whose parameters that require grad a checkpoint holds, by name."""
+        raise NotImplementedError
+
+    def batch(self, step: int, micro: int, rank: int, world: int) -> Any:
+        """The data of one micro-batch of one process (drawn from generators seeded by its step, micro, rank)."""
+        raise NotImplementedError
+
+    def validate(self, step: int) -> float | None:
+        return None
+
+    def row(self, step: int) -> dict:
+        """Columns of the log's row for `step` that the task fills itself (e.g. the epoch)."""
+        return {}
+
+    def state(self) -> dict:
+        """What a checkpoint's state.json keeps for the task besides the step (JSON-ready)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        """Save the output (main process, the weights averaged if EMA is on)."""
+        raise NotImplementedError
+
+
+def step_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator seeded by (seed, *keys): the same numbers for the same step whether or not a run resumed."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+# ---- the run folder ------------------------------------------------------------------------------------------------
+
+
+def check_run(out: Path, resume: str | None, record: dict, resumable: tuple[str, ...] = ()) -> Path | None:
+    """The checkpoint to resume from (None: start at step 0). A fresh run needs OUT new or empty; `--resume latest`
+    a run in OUT whose record (run.json) matches `record` but for the `resumable` keys; a folder resumes from it."""
+    out = Path(out)
+    if resume is None:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise SpectrodiffError(f"{out} is not an empty folder; pass --resume latest to continue its run, or "
+                                   "choose another folder")
+        return None
+    if resume != "latest":
+        folder = Path(resume)
+        if not (folder / STATE_FILE).is_file():
+            raise SpectrodiffError(f"--resume takes 'latest' or a checkpoint folder, got {resume!r}")
+        return folder
+    run_file = out / RUN_FILE
+    if not run_file.is_file():
+        raise SpectrodiffError(f"--resume latest: {out} holds no run to resume")
+    saved = json.loads(run_file.read_text())
+    changed = [k for k in sorted(set(saved) | set(record)) if k not in resumable and saved.get(k) != record.get(k)]
+    if changed:
+        raise SpectrodiffError(f"--resume: {', '.join(changed)} differ from the run in {out}; use the same options")
+    found = checkpoint_dirs(out)
+    return found[-1] if found else None
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """Finished checkpoints, oldest first."""
+    dirs = [p for p in (Path(out) / CHECKPOINTS).glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file()]
+    return sorted(dirs, key=lambda p: int(p.name.split("-")[1]))
+
+
+def trainable_state(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """`{"<module>.<name>": tensor}` of every parameter that requires grad (what a checkpoint holds)."""
+    return {f"{prefix}.{name}": p.detach().cpu().contiguous() for prefix, module in modules.items()
+            for name, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trainable(modules: dict[str, torch.nn.Module], state: dict[str, torch.Tensor]) -> None:
+    params = {f"{prefix}.{name}": p for prefix, module in modules.items() for name, p in module.named_parameters()
+              if p.requires_grad}
+    if set(params) != set(state):
+        raise SpectrodiffError("the checkpoint does not match this model (different base, config or LoRA rank)")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state[name])
+
+
+def weights_digest(modules: dict[str, torch.nn.Module]) -> str:
+    """sha256 of the trainable weights (names and float32 values): equal on every process of a healthy run."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainable_state(modules).items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters, bias-corrected as Adam's moments are.
+
+    `shadow` starts at zero and follows shadow = decay * shadow + (1 - decay) * param; the average after t updates
+    is shadow / (1 - decay ** t). Starting from the initial weights instead would keep decay ** t of the random
+    initialisation in the average (37 % after 1000 steps at 0.999).
+    """
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], decay: float):
+        self.params, self.decay, self.updates = params, decay, 0
+        self.shadow = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in params.items()}
+        self._live: dict[str, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for k, p in self.params.items():
+            self.shadow[k].lerp_(p.detach().float(), 1 - self.decay)
+        self.updates += 1
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Put the averages into the model; the next call puts the live weights back. No-op before any update."""
+        if self._live is None:
+            if not self.updates:
+                return
+            self._live = {k: p.detach().clone() for k, p in self.params.items()}
+            correction = 1 - self.decay ** self.updates
+            for k, p in self.params.items():
+                p.copy_((self.shadow[k] / correction).to(p.dtype))
+        else:
+            for k, p in self.params.items():
+                p.copy_(self._live[k])
+            self._live = None
+
+
+class TrainLog:
+    """Losses to OUT/train_log.csv and to TensorBoard event files in OUT/tensorboard (written with tensorboardX,
+    which has the event format without TensorBoard's server stack). A resumed run first drops what a killed run
+    logged past its last checkpoint, in both."""
+
+    def __init__(self, out: Path, resumed_step: int, columns: tuple[str, ...]):
+        from tensorboardX import SummaryWriter
+
+        self.path, self.columns = Path(out) / LOG, columns
+        rows = []
+        if resumed_step and self.path.is_file():
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.board = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=resumed_step + 1 if resumed_step
+                                   else None)
+
+    def row(self, **row) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow({k: ("" if v is None else v) for k, v in row.items()})
+        for name in self.columns:
+            if name not in ("step", "epoch", "elapsed_s") and row.get(name) not in (None, ""):
+                self.board.add_scalar(f"train/{name}", float(row[name]), row["step"])
+        self.board.flush()
+
+    def close(self) -> None:
+        self.board.close()
+
+
+def read_log(out: Path) -> list[dict]:
+    with (Path(out) / LOG).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---- the loop ------------------------------------------------------------------------------------------------------
+
+
+def learning_rate_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, processes: int):
+    """The run's schedule over `optimizer`. accelerate steps a prepared scheduler once per process at every optimizer
+    step, so it counts `processes` times faster than the optimizer (as diffusers' training scripts allow for)."""
+    from diffusers.optimization import get_scheduler
+
+    if schedule.lr_schedule in LR_RULES:
+        rule = LR_RULES[schedule.lr_schedule]
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda count: rule(count // processes, schedule.warmup_steps, schedule.max_steps))
+    return get_scheduler(schedule.lr_schedule, optimizer, num_warmup_steps=schedule.warmup_steps * processes,
+                         num_training_steps=schedule.max_steps * processes)
+
+
+def save_checkpoint(accelerator, out: Path, step: int, keep: int) -> Path:
+    """`accelerator.save_state` into OUT/checkpoints/step-NNNNNN/ (written under another name, then renamed, so
+    that a killed run never leaves half a checkpoint), keeping the newest `keep`. Every process calls it."""
+    final = Path(out) / CHECKPOINTS / f"step-{step:06d}"
+    partial = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        for old in checkpoint_dirs(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _register_state_hooks(accelerator, task: Task, ema: EMA | None, progress: dict) -> None:
+    """What save_state and load_state do with the models: the trainable weights alone as safetensors (not every
+    frozen weight, as a LoRA run's base), the EMA's averages and the step in state.json; no pickles."""
+
+    def save(models: list, weights: list, folder: str) -> None:
+        weights.clear()  # accelerate would save whole models
+        if not accelerator.is_main_process:
+            return
+        folder = Path(folder)
+        save_file(trainable_state(task.trainable()), str(folder / TRAINABLE_FILE))
+        if ema is not None:
+            save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, str(folder / EMA_FILE))
+        state = {"step": progress["step"], "ema_updates": ema.updates if ema else 0, **task.state()}
+        (folder / STATE_FILE).write_text(json.dumps(state) + "\n")
+
+    def load(models: list, folder: str) -> None:
+        models.clear()
+        folder = Path(folder)
+        try:
+            state = json.loads((folder / STATE_FILE).read_text())
+            load_trainable(task.trainable(), load_file(str(folder / TRAINABLE_FILE)))
+            if ema is not None:
+                shadow = load_file(str(folder / EMA_FILE))
+                for k in ema.shadow:
+                    ema.shadow[k].copy_(shadow[k])
+                ema.updates = int(state["ema_updates"])
+            task.load_state(state)
+            progress["step"] = int(state["step"])
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise SpectrodiffError(f"cannot resume from {folder}: {exc}") from None
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
+def run(task: Task, schedule: Schedule, out: Path, resume: str | None, record: dict,
+        resumable: tuple[str, ...] = ()) -> dict:
+    """Train `task` to `schedule.max_steps`, from step 0 or from a checkpoint (`check_run`). Returns steps, the
+    last loss, the validation values, the processes and the sha256 of the final weights (equal on all of them)."""
+    from accelerate import Accelerator
+
+    schedule.check()
+    out = Path(out)
+    checkpoint = check_run(out, resume, record, resumable)
+    accelerator = Accelerator(gradient_accumulation_steps=schedule.grad_accum,
+                              mixed_precision=schedule.mixed_precision, cpu=schedule.device == "cpu")
+    accelerator.wait_for_everyone()  # every process has looked at OUT before the main one writes there
+    updates = task.prepare(accelerator)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    for update in updates:
+        update.scheduler = accelerator.prepare(learning_rate_scheduler(update.optimizer, schedule, world))
+    trainable = {f"{prefix}.{n}": p for prefix, module in task.trainable().items()
+                 for n, p in module.named_parameters() if p.requires_grad}
+    ema = EMA(trainable, schedule.ema) if schedule.ema else None
+    progress = {"step": 0}
+    _register_state_hooks(accelerator, task, ema, progress)
+    main = accelerator.is_main_process
+    say = schedule.log if main else (lambda _: None)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        say(f"resuming from {checkpoint} (step {progress['step']})")
+    step = progress["step"]
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    log = TrainLog(out, step, task.columns) if main else None
+
+    def validate(at: int) -> float | None:
+        if not main:
+            return None
+        if ema is not None:
+            ema.swap()
+        value = task.validate(at)
+        if ema is not None:
+            ema.swap()
+        return value
+
+    def lr() -> float:
+        return updates[-1].optimizer.param_groups[0]["lr"]
+
+    began, loss = time.monotonic(), None
+    if step == 0 and main:
+        log.row(step=0, lr=f"{lr():.3g}", elapsed_s="0.0", **{task.validation_column: _fmt(validate(0))},
+                **task.row(0))
+    models = list({id(m): m for update in updates for m in update.modules}.values())
+    while step < schedule.max_steps:
+        rate, parts = lr(), {}
+        for micro in range(schedule.grad_accum):
+            with accelerator.accumulate(*models):
+                with accelerator.autocast():
+                    batch = task.batch(step, micro, rank, world)
+                for update in updates:
+                    if update.active(step):
+                        with accelerator.autocast():
+                            objective, values = update.loss(batch)
+                        accelerator.backward(objective)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(update.params, update.clip)
+                        update.optimizer.step()
+                        update.optimizer.zero_grad(set_to_none=True)
+                        for name, value in values.items():
+                            parts[name] = parts.get(name, 0.0) + value / schedule.grad_accum
+                    with warnings.catch_warnings():  # an update not yet active still follows the schedule
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                        update.scheduler.step()
+        step += 1
+        progress["step"] = step
+        if ema is not None:
+            ema.update()
+        loss = float(accelerator.gather(torch.tensor([parts["loss"]], device=accelerator.device)).mean())
+        val = validate(step) if step % schedule.validate_every == 0 or step == schedule.max_steps else None
+        if main:
+            log.row(**{k: f"{v:.6f}" for k, v in parts.items()} | {
+                "step": step, "lr": f"{rate:.3g}", "loss": f"{loss:.6f}", task.validation_column: _fmt(val),
+                "elapsed_s": f"{time.monotonic() - began:.1f}"} | task.row(step))
+        if step % schedule.log_every == 0 or val is not None:
+            say(f"step {step}/{schedule.max_steps} loss {loss:.4f}"
+                + (f" {task.validation_column} {val:.4f}" if val is not None else ""))
+        if step % schedule.checkpoint_every == 0 or step == schedule.max_steps:
+            save_checkpoint(accelerator, out, step, schedule.keep_checkpoints)
+
+    digest = _agreed_digest(accelerator, task)
+    if main:
+        log.close()
+        if ema is not None:
+            ema.swap()
+        task.finish()
+    accelerator.wait_for_everyone()
+    values = [float(r[task.validation_column]) for r in read_log(out) if r[task.validation_column]]
+    return {"steps": step, "last_loss": loss, "val": values, "out": str(out), "processes": world,
+            "weights_sha256": digest}
+
+
+def _agreed_digest(accelerator, task: Task) -> str:
+    """The final weights' digest, checked equal on every process (a mismatch means the processes trained apart)."""
+    digest = weights_digest(task.trainable())
+    if accelerator.num_processes > 1:
+        mine = torch.tensor([int(digest[:15], 16)], dtype=torch.int64, device=accelerator.device)
+        every = accelerator.gather(mine).tolist()
+        accelerator.print(f"{accelerator.num_processes} processes; final weights sha256 {digest[:16]} on process "
+                          f"0, {'the same on all' if len(set(every)) == 1 else 'DIFFERENT on some'}")
+        print(f"process {accelerator.process_index}: final weights sha256 {digest}", flush=True)
+        if len(set(every)) != 1:
+            raise SpectrodiffError("the processes ended with different weights")
+    return digest
+
+
+def _fmt(value: float | None) -> str | None:
+    return None if value is None else f"{value:.6f}"
