@@ -1,7 +1,9 @@
 """The bundled `mini` model: it ships inside the package, loads offline, and generates deterministically."""
 
 import hashlib
+from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 from typer.testing import CliRunner
@@ -84,8 +86,8 @@ def test_cli_generates_with_the_bundled_model_by_default(tmp_path):
 
 def test_mini_speaks_through_its_own_vocoder(mini):
     """mini carries its neural vocoder as its `vocoder/` component (spectrodiff/models/mini/vocoder): it is the default
-    (it beats Griffin-Lim on the vocoder benchmark's three bars and on mini's own, see the README), `--vocoder mini`
-    names it, and `--vocoder griffin-lim` still turns it off."""
+    (it beats Griffin-Lim on the vocoder benchmark's three bars and on mini's own, see docs/benchmarks.md),
+    `--vocoder mini` names it, and `--vocoder griffin-lim` still turns it off."""
     from spectrodiff.generation.components import NeuralVocoder
     from spectrodiff.training.bundle import VOCODER_LIMIT_MB
     from spectrodiff.vocoding.registry import choose_vocoder, resolve_vocoder
@@ -139,3 +141,14 @@ def test_the_vocoders_folder_is_not_a_model():
 
     with pytest.raises(SpectrodiffError, match=r"not a bundled model \(mini\)"):
         resolve_model("vocoders")
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, as written, makes a 10 s loop with the bundled model."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    audio, rate = soundfile.read(tmp_path / "sax.wav")
+    assert rate == 44100 and len(audio) == 1000 * 441 and np.abs(audio).max() > 0.05  # 10 s: 125 latent columns

@@ -84,6 +84,7 @@ def test_a_new_setting_is_one_declaration(monkeypatch):
     assert (schema["default"], schema["minimum"], schema["maximum"]) == (0.0, 0, 0.75)
     job = job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.5})
     assert job.to_dict()["swing"] == 0.5
+    assert studio_settings()["swing"].maximum == 0.75
     with pytest.raises(SpectrodiffError, match=r"^swing must be between 0 and 0.75, got 0.9$"):
         job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.9})
     # Control: without the declaration the field is unknown everywhere.
@@ -91,6 +92,17 @@ def test_a_new_setting_is_one_declaration(monkeypatch):
     assert "swing" not in request_model("generate").model_json_schema()["properties"]
     with pytest.raises(SpectrodiffError, match="unknown field 'swing'"):
         job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.5})
+    assert "swing" not in studio_settings()
+
+
+def studio_settings() -> dict:
+    """The studio's "More settings" controls of the Generate tab, by setting."""
+    import gradio as gr
+
+    from spectrodiff.web.studio import more_settings
+
+    with gr.Blocks():
+        return more_settings(("generate",), {"prompt"})
 
 
 @pytest.mark.parametrize("value, kind, message", [

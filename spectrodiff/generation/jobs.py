@@ -94,7 +94,7 @@ def check(label: str, value: Any, kind: Any, spec: Spec, high: float | None = No
     """`value` as a `kind` (ints become floats where a float is wanted), or SpectrodiffError worded the same on every
     face: "<label> must be between 1 and 1000, got 5000". `high` overrides the declared upper bound (a server's
     tighter limit)."""
-    optional = _optional(kind)
+    optional = optional_kind(kind)
     if value is None:
         if optional is not None:
             return None
@@ -123,7 +123,7 @@ def check(label: str, value: Any, kind: Any, spec: Spec, high: float | None = No
     return value
 
 
-def _optional(kind: Any) -> Any:
+def optional_kind(kind: Any) -> Any:
     """`X` for `X | None`, else None."""
     if isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind):
         return next(k for k in typing.get_args(kind) if k is not type(None))

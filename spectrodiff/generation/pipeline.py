@@ -333,7 +333,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         decoder renders from them against `(1, 3, H, w * factor)` pixels in [-1, 1].
 
         The small encoder generalises worse than the decoder to timbres it never saw: on the held-out render, mini's
-        decoder renders latents found by descent twice as close as the encoder's (README, "Encoding audio").
+        decoder renders latents found by descent twice as close as the encoder's (docs/generation.md).
         """
         power, dtype = self.spectrogram.power_for_image, latents.dtype
         target = pixels.float()

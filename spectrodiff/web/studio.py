@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 from ..codec.audio import audio_info, load_audio
 from ..errors import SpectrodiffError
-from ..generation.jobs import DEFAULT_GUIDANCE, JOBS, REQUIRED
-from .service import IMAGE_SUFFIXES, SERVER_HIGHS, StoredResult, Studio
+from ..generation.jobs import DEFAULT_GUIDANCE, JOBS, REQUIRED, optional_kind
+from .service import IMAGE_SUFFIXES, SERVER_CONTROLLED, SERVER_HIGHS, StoredResult, Studio
 
 WAVEFORM_SIZE = (900, 120)
 # A handler's parameter defaulting to a gr.Progress gets a progress bar of its own for each call.
@@ -105,7 +105,7 @@ def control(mode: str, name: str, **override) -> gr.components.Component:
     """The studio's control for a setting of a mode, made from its declaration (spectrodiff/generation/jobs.py):
     label, help, default and range, the server's limits applied; `override` sets anything else (a label, a value)."""
     f = JOBS[mode].fields()[name]
-    spec, kind = f.metadata["spec"], f.type
+    spec, kind = f.metadata["spec"], optional_kind(f.type) or f.type
     options = {"label": name.replace("_", " ").capitalize(), "info": spec.help, "elem_classes": name.replace("_", "-")}
     if f.default is not REQUIRED and f.default is not None:
         options["value"] = f.default
@@ -114,12 +114,44 @@ def control(mode: str, name: str, **override) -> gr.components.Component:
     high = options.pop("maximum", high)
     if kind is bool:
         return gr.Checkbox(**options)
+    if spec.choices:  # "" stands for an optional setting left to its default
+        choices = list(spec.choices) if f.default in spec.choices else ["", *spec.choices]
+        return gr.Dropdown(choices, **{"value": choices[0]} | options)
     if kind is str:
         return gr.Textbox(max_length=int(high) if high else None, **options)
     if name in SLIDER_STEPS:
         return gr.Slider(spec.low + (SLIDER_STEPS[name] if spec.above else 0), high, step=SLIDER_STEPS[name],
                          **options)
     return gr.Number(precision=0 if kind is int else None, minimum=spec.low, maximum=high, **options)
+
+
+def _simple(kind) -> bool:
+    """Whether a studio control can hold a setting of this type (files, keyframes and the like have tabs of their
+    own)."""
+    return (optional_kind(kind) or kind) in (bool, int, float, str)
+
+
+def more_settings(modes: tuple[str, ...], shown: set[str]) -> dict[str, gr.components.Component]:
+    """Controls, in a closed accordion, for every setting of `modes` that a tab does not lay out itself: a setting
+    declared in spectrodiff/generation/jobs.py appears here with no change to the studio."""
+    names = {name: mode for mode in modes for name, f in JOBS[mode].fields().items()
+             if name not in shown and name not in SERVER_CONTROLLED and _simple(f.type)}
+    with gr.Accordion("More settings", open=False):
+        return {name: control(mode, name) for name, mode in names.items()}
+
+
+def job_values(mode: str, controls: dict[str, gr.components.Component], data: dict) -> dict:
+    """A tab's values for a `mode` job, by setting name (`data`: Gradio's {component: value}); settings the mode does
+    not have are left out, and so are optional ones left empty (they take their defaults)."""
+    fields, values = JOBS[mode].fields(), {}
+    for name, component in controls.items():
+        value = data[component]
+        if name not in fields or value is None or (value == "" and optional_kind(fields[name].type)):
+            continue
+        if (optional_kind(fields[name].type) or fields[name].type) is int:
+            value = _whole(value, name)
+        values[name] = value
+    return values
 
 
 def build_studio(studio: Studio) -> gr.Blocks:
@@ -133,20 +165,20 @@ def build_studio(studio: Studio) -> gr.Blocks:
     def run(mode: str, values: dict, progress: gr.Progress) -> tuple:
         return _show(studio.run(studio.job(mode, values), _reporter(progress)))
 
+    # Each handler takes its tab's controls as one {component: value} dict (Gradio does so for a set of inputs).
     @_guarded
-    def run_generate(prompt, seed, seconds, guidance, negative, loop, steps, progress=PROGRESS):
-        return run("generate", {"prompt": prompt, "seed": _whole(seed, "seed"), "seconds": seconds,
-                                "guidance": guidance, "negative": negative, "loop": loop, "steps": int(steps)},
-                   progress)
+    def run_generate(data: dict, progress=PROGRESS):
+        return run("generate", job_values("generate", generate_controls, data), progress)
 
     @_guarded
-    def run_morph(first, second, seed_a, seed_b, seconds, guidance, steps, progress=PROGRESS):
-        keyframes = [{"prompt": first, "seed": _whole(seed_a, "seed (from)"), "guidance": guidance},
-                     {"prompt": second, "seed": _whole(seed_b, "seed (to)"), "guidance": guidance}]
-        return run("morph", {"keyframes": keyframes, "seconds": seconds, "steps": int(steps)}, progress)
+    def run_morph(data: dict, progress=PROGRESS):
+        keyframes = [{"prompt": data[prompt], "seed": _whole(data[seed], "seed"), "guidance": data[morph_guidance]}
+                     for prompt, seed in morph_ends]
+        return run("morph", {"keyframes": keyframes} | job_values("morph", morph_controls, data), progress)
 
     @_guarded
-    def run_compose(table, transition, steps, progress=PROGRESS):
+    def run_compose(data: dict, progress=PROGRESS):
+        table = data[compose_table]
         rows = table.values.tolist() if hasattr(table, "values") else list(table)
         keyframes = []
         for n, row in enumerate((r for r in rows if str(r[0]).strip()), 1):
@@ -155,15 +187,12 @@ def build_studio(studio: Studio) -> gr.Blocks:
                                   "guidance": float(row[3])})
             except (TypeError, ValueError):
                 raise SpectrodiffError(f"timeline row {n}: seed, seconds and guidance must be numbers") from None
-        return run("compose", {"keyframes": keyframes, "transition": transition, "steps": int(steps)}, progress)
+        return run("compose", {"keyframes": keyframes} | job_values("compose", compose_controls, data), progress)
 
     @_guarded
-    def run_edit(path, mode, prompt, seed, strength, seconds, start, end, guidance, steps, progress=PROGRESS):
-        values = {"audio": upload(path), "prompt": prompt, "seed": _whole(seed, "seed"), "guidance": guidance,
-                  "steps": int(steps)}
-        extra = {"Remix": {"strength": strength}, "Extend": {"seconds": seconds},
-                 "Inpaint": {"start": start, "end": end}}[mode]
-        return run(mode.lower(), values | extra, progress)
+    def run_edit(data: dict, progress=PROGRESS):
+        mode = data[edit_mode].lower()
+        return run(mode, {"audio": upload(data[edit_source])} | job_values(mode, edit_controls, data), progress)
 
     @_guarded
     def run_audio_to_image(path):
@@ -185,15 +214,17 @@ def build_studio(studio: Studio) -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column():
-                    prompt = control("generate", "prompt", value="jazzy saxophone")
+                    generate_controls = {"prompt": control("generate", "prompt", value="jazzy saxophone")}
                     with gr.Row():
-                        seed, seconds = control("generate", "seed"), control("generate", "seconds", value=tile)
-                    guidance, negative = control("generate", "guidance"), control("generate", "negative")
-                    loop, steps = control("generate", "loop", label="Seamless loop"), control("generate", "steps")
+                        generate_controls |= {"seed": control("generate", "seed"),
+                                              "seconds": control("generate", "seconds", value=tile)}
+                    generate_controls |= {name: control("generate", name) for name in ("guidance", "negative")}
+                    generate_controls |= {"loop": control("generate", "loop", label="Seamless loop"),
+                                          "steps": control("generate", "steps")}
+                    generate_controls |= more_settings(("generate",), set(generate_controls))
                     button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 outputs = _result_panel()
-            button.click(run_generate, [prompt, seed, seconds, guidance, negative, loop, steps], outputs,
-                         concurrency_id="model")
+            button.click(run_generate, set(generate_controls.values()), outputs, concurrency_id="model")
         with gr.Tab("Morph"):
             with gr.Row():
                 with gr.Column():
@@ -202,34 +233,40 @@ def build_studio(studio: Studio) -> gr.Blocks:
                     with gr.Row():
                         seed_a = control("generate", "seed", label="Seed (from)")
                         seed_b = control("generate", "seed", label="Seed (to)", value=1)
-                    seconds = control("morph", "seconds")
-                    guidance, steps = control("generate", "guidance"), control("morph", "steps")
+                    morph_ends = [(first, seed_a), (second, seed_b)]
+                    morph_guidance = control("generate", "guidance")
+                    morph_controls = {"seconds": control("morph", "seconds"), "steps": control("morph", "steps")}
+                    morph_controls |= more_settings(("morph",), set(morph_controls))
                     button = gr.Button("Morph", variant="primary")
                 outputs = _result_panel()
-            button.click(run_morph, [first, second, seed_a, seed_b, seconds, guidance, steps], outputs,
-                         concurrency_id="model")
+            button.click(run_morph, {first, second, seed_a, seed_b, morph_guidance, *morph_controls.values()},
+                         outputs, concurrency_id="model")
         with gr.Tab("Compose"):
             with gr.Row():
                 with gr.Column():
-                    table = gr.Dataframe(value=[["jazzy saxophone", 0, 8, DEFAULT_GUIDANCE],
-                                                ["electronic beats", 1, 8, DEFAULT_GUIDANCE]],
-                                         headers=COMPOSE_COLUMNS, datatype=["str", "number", "number", "number"],
-                                         row_count=2, column_count=4,
-                                         label=f"Timeline: one keyframe a row, up to {SERVER_HIGHS['keyframes']}")
-                    transition, steps = control("compose", "transition", maximum=10), control("compose", "steps")
+                    compose_table = gr.Dataframe(value=[["jazzy saxophone", 0, 8, DEFAULT_GUIDANCE],
+                                                        ["electronic beats", 1, 8, DEFAULT_GUIDANCE]],
+                                                 headers=COMPOSE_COLUMNS, datatype=["str", "number", "number",
+                                                                                    "number"],
+                                                 row_count=2, column_count=4, label="Timeline: one keyframe a "
+                                                 f"row, up to {SERVER_HIGHS['keyframes']}")
+                    compose_controls = {"transition": control("compose", "transition", maximum=10),
+                                        "steps": control("compose", "steps")}
+                    compose_controls |= more_settings(("compose",), set(compose_controls))
                     button = gr.Button("Compose", variant="primary")
                 outputs = _result_panel()
-            button.click(run_compose, [table, transition, steps], outputs, concurrency_id="model")
+            button.click(run_compose, {compose_table, *compose_controls.values()}, outputs, concurrency_id="model")
         with gr.Tab("Remix / Extend / Inpaint"):
             with gr.Row():
                 with gr.Column():
-                    source = gr.Audio(label="Your audio (at most 60 s)", type="filepath", sources=["upload"],
-                                      format=None)
-                    mode = gr.Radio(["Remix", "Extend", "Inpaint"], value="Remix", label="Mode")
-                    prompt = control("remix", "prompt", value="church organ")
-                    seed, guidance = control("remix", "seed"), control("remix", "guidance")
-                    strength = control("remix", "strength", label="Strength (remix)")
-                    seconds = control("extend", "seconds", label="Seconds to add (extend)", value=5)
+                    edit_source = gr.Audio(label="Your audio (at most 60 s)", type="filepath", sources=["upload"],
+                                           format=None)
+                    edit_mode = gr.Radio(["Remix", "Extend", "Inpaint"], value="Remix", label="Mode")
+                    edit_controls = {"prompt": control("remix", "prompt", value="church organ"),
+                                     "seed": control("remix", "seed"), "guidance": control("remix", "guidance"),
+                                     "strength": control("remix", "strength", label="Strength (remix)"),
+                                     "seconds": control("extend", "seconds", label="Seconds to add (extend)",
+                                                        value=5)}
                     with gr.Row():
                         start = control("inpaint", "start", label="Span start, s (inpaint)", value=0.0,
                                         elem_classes="span-start")
@@ -237,14 +274,15 @@ def build_studio(studio: Studio) -> gr.Blocks:
                                       elem_classes="span-end")
                     span = gr.Image(label="Span to regenerate (click the waveform to move its nearer end)",
                                     interactive=False, type="pil", elem_classes="span-picture")
-                    steps = control("remix", "steps")
+                    edit_controls |= {"start": start, "end": end, "steps": control("remix", "steps")}
+                    edit_controls |= more_settings(("remix", "extend", "inpaint"), set(edit_controls) | {"audio"})
                     button = gr.Button("Run", variant="primary")
                 outputs = _result_panel()
-            for trigger in (source.change, start.change, end.change):
-                trigger(_guarded(waveform_picture), [source, start, end], span)
-            span.select(_guarded(pick_span), [source, start, end], [start, end])
-            button.click(run_edit, [source, mode, prompt, seed, strength, seconds, start, end, guidance, steps],
-                         outputs, concurrency_id="model")
+            for trigger in (edit_source.change, start.change, end.change):
+                trigger(_guarded(waveform_picture), [edit_source, start, end], span)
+            span.select(_guarded(pick_span), [edit_source, start, end], [start, end])
+            button.click(run_edit, {edit_source, edit_mode, *edit_controls.values()}, outputs,
+                         concurrency_id="model")
         with gr.Tab("Spectrogram tools"):
             with gr.Row():
                 with gr.Column():
