@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -75,21 +76,46 @@ def handle_errors(command: Callable) -> Callable:
     return wrapper
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is (as Ctrl-C raises KeyboardInterrupt), so that the same clean-up runs:
+    temporary files removed, nothing half-written left behind. Not a KeyboardInterrupt: libraries that take Ctrl-C
+    as a request to stop quietly (uvicorn) would swallow it."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def _interrupted(exc: BaseException) -> int:
+    """Say why the command stopped; the exit status of a process ended by that signal (128 + its number)."""
+    terminated = isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated)
+    err_console.print(f"error: {'terminated' if terminated else 'interrupted'}", markup=False)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
 def _run(command: Callable, args: tuple, kwargs: dict):
     """Call a command, turning errors into one line on stderr and an exit status."""
     try:
         return command(*args, **kwargs)
     except (typer.Exit, UsageError):
         raise
-    except KeyboardInterrupt:
-        err_console.print("error: interrupted", markup=False)
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, Terminated) as exc:
+        raise typer.Exit(_interrupted(exc)) from None
     except Exception as exc:
         if os.environ.get("SPECTRODIFF_DEBUG"):
             raise
-        message = str(exc) if isinstance(exc, SpectrodiffError) else f"unexpected {type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, SpectrodiffError) else _unexpected(exc)
         err_console.print(f"error: {' '.join(message.split())}", markup=False)
         raise typer.Exit(1) from None
+
+
+def _unexpected(exc: Exception) -> str:
+    """An error no check foresaw, in words (no exception class names)."""
+    from .files import os_reason
+
+    if isinstance(exc, OSError):
+        return os_reason(exc)
+    return f"internal error ({exc or 'no message'}); SPECTRODIFF_DEBUG=1 shows where"
 
 
 @contextlib.contextmanager
@@ -130,24 +156,30 @@ def audio_to_image_command(
     stereo: Annotated[bool, typer.Option("--stereo", help="Keep two channels (G = left, B = right).")] = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Audio -> Riffusion spectrogram image (512 mel bins, 10 ms a column, parameters in EXIF).
+    """Audio -> Riffusion spectrogram image (512 mel bins, 10 ms a column, parameters in EXIF), at most 600 s
+    (60001 columns) an image.
 
     Example: spectrodiff audio-to-image song.mp3 --start 30 --duration 5.11 -o tile.png
     """
-    from .codec.audio import audio_info
+    from .codec.audio import audio_info, check_readable
     from .codec.convert import file_to_image, save_image
+    from .codec.image import MAX_IMAGE_COLUMNS
     from .codec.params import SpectrogramParams
     from .files import check_writable, resolve_output
 
     _require_file(audio)
     params = SpectrogramParams(stereo=stereo)
-    info = audio_info(audio)
+    info = check_readable(audio_info(audio))
     if start > 0 and start >= info.duration:
         raise SpectrodiffError(f"--start {start:g} s is beyond the end of {audio} ({info.duration:.2f} s)")
     path = resolve_output(out, f"{audio.stem}.png", IMAGE_SUFFIXES)
     check_writable(path, overwrite)
     span = (info.duration - start) if duration is None else min(duration, info.duration - start)
-    with progress("spectrogram", params.width_for_samples(int(span * params.sample_rate))) as update:
+    width = params.width_for_samples(int(span * params.sample_rate))
+    if width > MAX_IMAGE_COLUMNS:
+        raise SpectrodiffError(f"{span:.1f} s of audio is {width} columns; an image holds at most {MAX_IMAGE_COLUMNS} "
+                               "(600 s): choose a span with --start and --duration, or cut tiles with slice")
+    with progress("spectrogram", width) as update:
         image = file_to_image(audio, params, start, duration, on_frames=update)
     save_image(path, image, overwrite)
     print(path)
@@ -156,7 +188,8 @@ def audio_to_image_command(
 @app.command("image-to-audio")
 @handle_errors
 def image_to_audio_command(
-    image: Annotated[Path, typer.Argument(help="Spectrogram PNG (ours or Riffusion's).")],
+    image: Annotated[Path, typer.Argument(help="Spectrogram PNG (ours or Riffusion's), at most 60001 columns (600 s "
+                                            "at 10 ms) and 2048 rows.")],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Audio file (.wav/.flac/.ogg/.mp3) or folder.")]
     = None,
     iters: Annotated[int, typer.Option(help="Griffin-Lim iterations (when Griffin-Lim renders).", min=0, max=1000)]
@@ -271,6 +304,8 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
         rows = {"file": file, "kind": "audio", "format": f"{info.format} ({info.subtype})",
                 "sample rate": f"{info.sample_rate} Hz", "channels": info.channels, "frames": info.frames,
                 "duration": f"{info.duration:.3f} s"}
+        if info.truncated:
+            rows["truncated"] = "yes: the file ends before its header says it does (cut short or damaged)"
     width = max(len(k) for k in rows)
     for key, value in rows.items():
         print(f"{key:<{width}}  {value}")
@@ -307,6 +342,7 @@ class Runtime:
     attention_slicing: bool = False
     cpu_offload: bool = False
     lora: Path | None = None
+    overwrite: bool = False
 
     def load(self):
         return _load(self.model, self.allow_pickle, self.device, self.dtype, self.attention_slicing,
@@ -321,6 +357,7 @@ RUNTIME_OPTIONS = {
     "cpu_offload": Annotated[bool, typer.Option("--cpu-offload", help="Keep idle sub-models on the CPU (CUDA).")],
     "lora": Annotated[Path | None, typer.Option("--lora", help="LoRA file (or folder) from `spectrodiff train "
                                                 "--lora-rank`, applied to the model's UNet.")],
+    "overwrite": Overwrite,
 }
 
 
@@ -417,7 +454,7 @@ def _run_one(pipe, job, runtime: Runtime, report) -> None:
     from .generation.modes import run
     from .generation.output import Output
 
-    _print_result(run(pipe, job, Output(runtime.out, report)))
+    _print_result(run(pipe, job, Output(runtime.out, report, runtime.overwrite)))
 
 
 def _print_result(result) -> None:
@@ -510,15 +547,22 @@ def _batch(jobs: Path, runtime: Runtime, shared: dict) -> None:
     with state.split_between_processes(entries) as mine, _stages() as report:
         for line, job in mine:
             try:
-                _print_result(run_line(pipe, job, shared, runtime.out, report))
+                result = run_line(pipe, job, shared, runtime.out, report, runtime.overwrite)
             except SpectrodiffError as exc:
                 raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
+            if result is None:
+                err_console.print(f"{jobs} line {line}: done before (its files hold the same job); skipped",
+                                  markup=False)
+            else:
+                _print_result(result)
 
 
 def batch_command(jobs: Path, **options) -> None:
     """Many jobs, one model load. Each line is a job: the "job" object of any JSON sidecar redoes that result (a
-    line may add "out"). The shared settings given here (--steps, --iters, ...) and -o are defaults for the lines
-    that leave them out. Under `accelerate launch` the jobs are split across processes, each on its own device.
+    line may add "out", and "overwrite": true). The shared settings given here (--steps, --iters, ...) and -o are
+    defaults for the lines that leave them out; lines without "out" go to the -o folder (default outputs/) named by
+    prompt and job. A line whose files already hold the same job is skipped, so a fixed batch can simply be rerun.
+    Under `accelerate launch` the jobs are split across processes, each on its own device.
 
     Example: spectrodiff batch jobs.jsonl   |   accelerate launch -m spectrodiff.cli batch jobs.jsonl
     """
@@ -743,9 +787,8 @@ def main() -> int:
     except UsageError as exc:
         err_console.print(f"error: {exc.format_message()}", markup=False)
         return 2
-    except typer.Abort:
-        err_console.print("error: interrupted", markup=False)
-        return 130
+    except (typer.Abort, Terminated) as exc:  # an interruption outside a command (click makes Ctrl-C an Abort)
+        return _interrupted(exc)
 
 
 def _tune_malloc() -> None:
@@ -767,6 +810,7 @@ def run() -> None:
     tearing the interpreter down: after torch that teardown alone took 0.3 s, a tenth of turning a 30 s image into
     audio (mypy exits the same way)."""
     _tune_malloc()
+    signal.signal(signal.SIGTERM, _terminate)
     status = main()
     try:
         sys.stdout.flush()

@@ -36,10 +36,23 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     removed."""
     path = Path(path)
     check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        raise SpectrodiffError(f"cannot write {path}: {os_reason(exc, {str(tmp): path})}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the folder is a file: there is nothing to remove
+            tmp.unlink(missing_ok=True)
+
+
+def os_reason(exc: OSError, names: dict[str, Path] | None = None) -> str:
+    """An operating-system error in words, naming the user's path (a temporary name is replaced by `names`'s)."""
+    name = exc.filename if exc.filename is not None else ""
+    name = str((names or {}).get(str(name), name))
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and Path(name).is_file():
+        return f"{name} is a file, not a folder"
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({name})" if name else reason

@@ -36,9 +36,9 @@ FAST = 4  # denoising steps of the API tests
 class RunningServer:
     """uvicorn serving `create_app(studio)` on a free loopback port, in a thread."""
 
-    def __init__(self, studio: Studio):
+    def __init__(self, studio: Studio, allow_origins: tuple[str, ...] = ()):
         self.studio = studio
-        config = uvicorn.Config(create_app(studio), host="127.0.0.1", port=0, log_level="warning")
+        config = uvicorn.Config(create_app(studio, allow_origins), host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -211,7 +211,8 @@ def test_spectrogram_tools_round_trip(client, clip):
     ("/api/generate", {"prompt": "x" * 501}, 422, "at most 500"),
     ("/api/generate", {"prompt": "ok", "steps": 1000}, 422, "steps"),
     ("/api/generate", {"prompt": "ok", "seconds": 600}, 422, "seconds"),
-    ("/api/generate", {"prompt": "ok", "seed": -1}, 422, "seed"),
+    ("/api/generate", {"prompt": "ok", "seed": -1}, 422, "seed must be between 0 and 4294967295, got -1"),
+    ("/api/generate", {"prompt": "ok", "seed": 2**32}, 422, "seed must be between 0 and 4294967295"),
     ("/api/morph", {"keyframes": [{"prompt": "only one"}]}, 422, "keyframes"),
     ("/api/compose", {"keyframes": [{"prompt": "no seconds"}]}, 422, "keyframe 1 has no seconds"),
     ("/run_inference/", riffusion_request(alpha=1.5), 422, "alpha"),
@@ -226,6 +227,12 @@ def test_bad_requests_get_clear_4xx_messages(client, path, request_json, status,
     assert isinstance(detail, str) and message in detail and "\n" not in detail
 
 
+def wav(audio: np.ndarray, rate: int = 44100, subtype: str = "PCM_16") -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
 def test_bad_uploads_are_refused_without_server_paths(client, server, tmp_path):
     long_clip = io.BytesIO()
     soundfile.write(long_clip, np.zeros(61 * 8000, np.float32), 8000, format="WAV")
@@ -234,6 +241,9 @@ def test_bad_uploads_are_refused_without_server_paths(client, server, tmp_path):
              (("empty.wav", b""), 400, "empty"),
              (("long.wav", long_clip.getvalue()), 400, "at most 60 s"),
              (("huge.wav", b"\0" * (MAX_UPLOAD_BYTES + 1)), 413, "at most 25 MiB"),
+             (("silent.wav", wav(np.zeros(0, np.float32))), 400, "holds no audio (0 frames)"),
+             (("nan.wav", wav(np.full(8000, np.nan, np.float32), subtype="FLOAT")), 400, "no finite samples"),
+             (("low.wav", wav(np.zeros(4000, np.float32), rate=4000)), 400, "at least 8000 Hz"),
              (("enormous.wav", b"\0" * (MAX_UPLOAD_BYTES + 2**21)), 413, "at most 25 MiB")]
     for upload, status, message in cases:
         response = client.post("/api/remix", files={"file": upload}, data={"prompt": "x"})
@@ -242,6 +252,71 @@ def test_bad_uploads_are_refused_without_server_paths(client, server, tmp_path):
         assert str(server.studio.root) not in detail
     missing = client.post("/api/inpaint", files={"file": ("a.wav", b"")}, data={"prompt": "x", "start": 0})
     assert missing.status_code == 422 and "end" in missing.json()["detail"]
+
+
+def test_an_image_that_unpacks_to_gigabytes_is_refused_from_its_header(client, server, monkeypatch):
+    """A 100 KB PNG of 512 x 200,000 pixels drove the server to 11-17 GB until the kernel killed it: now it is a 400
+    before a pixel is decoded. 6001 columns (60 s) is the most an upload may have; one more is refused too."""
+    from PIL import ImageFile
+
+    decoded = []
+    original_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or original_load(self))
+    for width in (200_000, 6002):
+        png = io.BytesIO()
+        Image.new("L", (width, 128), 200).save(png, format="PNG")
+        response = client.post("/api/image-to-audio", files={"file": ("wide.png", png.getvalue())})
+        assert response.status_code == 400 and f"is {width} x 128 pixels; at most 6001 columns" in \
+            response.json()["detail"]
+    assert decoded == []
+
+
+def test_a_chunked_body_past_the_limit_is_refused_while_read(client, server):
+    """Without Content-Length the body is counted as it arrives: 413 past the limit, never held whole."""
+    def chunks():
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+        for _ in range(30):
+            yield b"\0" * 2**20
+        yield b"\r\n--x--\r\n"
+
+    response = client.post("/api/remix", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413 and "at most 25 MiB" in response.json()["detail"]
+    assert "content-length" not in response.request.headers
+    small = client.post("/api/remix", content=iter([b"--x--\r\n"]),
+                        headers={"content-type": "multipart/form-data; boundary=x"})
+    assert small.status_code == 422  # the control: a small chunked body reaches the route (and lacks its fields)
+
+
+@pytest.mark.parametrize("path, method", [("/api/info", "GET"), ("/", "GET"), ("/config", "GET"),
+                                          ("/gradio_api/info", "GET"), ("/api/generate", "OPTIONS")])
+def test_no_cross_origin_headers_unless_an_origin_is_allowed(client, server, mini, path, method):
+    """Any page on localhost could read the studio's answers (Gradio echoed the origin with credentials allowed);
+    without --allow-origin no route sends Access-Control headers. The control: an allowed origin gets them."""
+    headers = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
+    response = client.request(method, path, headers=headers)
+    assert not [h for h in response.headers if h.lower().startswith("access-control-")], dict(response.headers)
+    if path == "/api/info":
+        with RunningServer(Studio(mini), ("http://localhost:3000",)) as allowed:
+            answer = httpx.request(method, allowed.url + path, headers=headers, timeout=60)
+        assert answer.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_requests_whose_clients_left_are_not_run(client, server):
+    """Clients that give up while their requests wait leave no work behind: the next user is served at once."""
+    studio = server.studio
+    before = len(studio._results)
+    with studio._lock:  # the model is busy
+        def give_up(seed: int) -> None:
+            with contextlib.suppress(httpx.TimeoutException):
+                httpx.post(f"{server.url}/api/generate", json={"prompt": "gone", "seed": seed, "steps": 50,
+                                                                "seconds": 60}, timeout=0.5)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(give_up, range(4)))
+        time.sleep(0.5)
+    start = time.monotonic()
+    response = client.post("/api/generate", json={"prompt": "still here", "steps": 2, "seconds": 1})
+    assert response.status_code == 200 and time.monotonic() - start < 10
+    assert len(studio._results) == before + 1, "only the request whose client waited ran"
 
 
 def test_unknown_results_are_404_and_ids_are_not_paths(client):
@@ -369,7 +444,8 @@ def test_the_studio_composes_its_timeline_and_converts_audio_to_a_spectrogram(se
 
 @pytest.mark.slow
 def test_load_test_script_reports_percentiles(tmp_path):
-    """The bounded load test (benchmarks/load.py) runs against a live server and writes its report."""
+    """The bounded load test (benchmarks/load.py) runs against a live server and writes its report, the hostile
+    round included (every case answered as it should be, peak memory under 2.5 GB)."""
     import subprocess
     import sys
 
@@ -381,4 +457,5 @@ def test_load_test_script_reports_percentiles(tmp_path):
     report = json.loads(out.read_text())
     assert report["requests"] == 6 and report["errors_5xx"] == 0 and report["status"] == {"200": 6}
     assert 0 < report["latency_s"]["p50"] <= report["latency_s"]["p95"] <= report["latency_s"]["max"]
-    assert report["peak_rss_mb"] > 100
+    assert 100 < report["peak_rss_mb"] < 2500
+    assert len(report["hostile"]) == 8 and all(case["ok"] for case in report["hostile"]), report["hostile"]

@@ -17,13 +17,16 @@ The catalogue itself is only ever read.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
 import hashlib
 import json
 import math
 import multiprocessing
 import os
 import re
+import signal
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -327,10 +330,25 @@ def _check_folders(catalogue: Path, out: Path) -> None:
 # ---- running --------------------------------------------------------------------------------------------------
 
 
-def _init_worker() -> None:
+# prctl(2): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(parent: int) -> None:
+    """A worker ends when its parent does, however the parent ends (SIGTERM, SIGKILL, a crash): SIGTERM from the
+    kernel (Linux), which ends the worker after its half-written tile is removed."""
     import torch
 
+    signal.signal(signal.SIGTERM, _leave)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(128 + signal.SIGTERM)
     torch.set_num_threads(1)  # one core per worker process; the processes are the parallelism
+
+
+def _leave(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _run_job(job: TileJob) -> tuple[str, dict | None, str | None]:
@@ -341,6 +359,15 @@ def _run_job(job: TileJob) -> tuple[str, dict | None, str | None]:
         return job.source, None, str(exc)
 
 
+def _run_job_in_worker(job: TileJob) -> tuple[str, dict | None, str | None]:
+    """`_run_job` in a worker process: a SIGTERM there (`_leave`) ends the process once the files it was writing are
+    removed, rather than returning to the pool as a failed job."""
+    try:
+        return _run_job(job)
+    except SystemExit as exc:
+        os._exit(exc.code)
+
+
 def _run_jobs(jobs: list[TileJob], workers: int) -> Iterator[tuple[str, dict | None, str | None]]:
     """Results of `_run_job`, in this process (one worker) or in `workers` spawned processes, as they finish."""
     if workers <= 1 or len(jobs) <= 1:
@@ -348,14 +375,19 @@ def _run_jobs(jobs: list[TileJob], workers: int) -> Iterator[tuple[str, dict | N
         return
     # spawn, not fork: forking a process whose torch thread pools are running can deadlock the children.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(_run_job, job) for job in jobs]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker,
+                               initargs=(os.getpid(),))
+    finished = False
+    try:
+        futures = [pool.submit(_run_job_in_worker, job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+        finished = True
+    finally:
+        pool.shutdown(wait=finished, cancel_futures=True)
+        if not finished:  # stopped early: the workers remove the files they are on and end (_init_worker)
+            for worker in multiprocessing.active_children():
+                worker.terminate()
 
 
 def _move_to_split(out: Path, record: dict, split: str) -> dict:

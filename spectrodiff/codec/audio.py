@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from ..files import atomic_path
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
 # Float files may hold anything; beyond this (80 dB over full scale) values are corrupt, and would overflow float32.
 MAX_SAMPLE_MAGNITUDE = 1e4
+# Below telephone quality no file holds music worth converting; a header saying so is more likely corrupt.
+MIN_SAMPLE_RATE = 8000
+# What libsndfile's log says of a file shorter than its header declares (WAV/AIFF chunk sizes, an unfinished Ogg).
+_TRUNCATION_SIGNS = ("(should be", "lacks an end-of-stream", "truncated")
 # Riffusion's output loudness: gain to -12 dBFS (RMS, as pydub measures it) with its 0.1 dB peak headroom.
 DEFAULT_LOUDNESS_DBFS = -12.0
 PEAK_CEILING_DBFS = -0.1
@@ -32,6 +37,7 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    truncated: bool = False
 
     @property
     def duration(self) -> float:
@@ -69,9 +75,43 @@ def find_audio(source: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(source).as_posix())
 
 
+def _truncated(f: soundfile.SoundFile) -> bool:
+    """Whether the file ends before its header says it does: libsndfile's log says so, or (FLAC and the like) its
+    last frame cannot be read."""
+    if any(sign in f.extra_info for sign in _TRUNCATION_SIGNS):
+        return True
+    try:
+        f.seek(max(f.frames - 1, 0))
+        f.read(1)
+        return False
+    except (soundfile.LibsndfileError, RuntimeError):
+        return True
+
+
 def audio_info(path: Path) -> AudioInfo:
+    """What a file holds, from its header (and whether it is cut short)."""
     with _open(path) as f:
-        return AudioInfo(Path(path), f.samplerate, f.channels, f.frames, f.format, f.subtype)
+        return AudioInfo(Path(path), f.samplerate, f.channels, f.frames, f.format, f.subtype, _truncated(f))
+
+
+def check_readable(info: AudioInfo) -> AudioInfo:
+    """SpectrodiffError unless the file has audio to convert: at least one frame, at a rate of 8 kHz or more."""
+    if info.frames == 0:
+        raise SpectrodiffError(f"{info.path} holds no audio (0 frames)")
+    if info.sample_rate < MIN_SAMPLE_RATE:
+        raise SpectrodiffError(f"{info.path} says its sample rate is {info.sample_rate} Hz; at least "
+                               f"{MIN_SAMPLE_RATE} Hz is needed")
+    return info
+
+
+def _open_readable(path: Path) -> soundfile.SoundFile:
+    f = _open(path)
+    try:
+        check_readable(AudioInfo(Path(path), f.samplerate, f.channels, f.frames, f.format, f.subtype))
+    except SpectrodiffError:
+        f.close()
+        raise
+    return f
 
 
 def select_channels(audio: np.ndarray, channels: str | int) -> np.ndarray:
@@ -120,7 +160,7 @@ def load_audio(
     """
     if start < 0 or (duration is not None and duration < 0):
         raise SpectrodiffError(f"start and duration must be >= 0, got {start} and {duration}")
-    with _open(path) as f:
+    with _open_readable(path) as f:
         first = min(int(round(start * f.samplerate)), f.frames)
         count = f.frames - first if duration is None else min(int(round(duration * f.samplerate)), f.frames - first)
         f.seek(first)
@@ -129,15 +169,25 @@ def load_audio(
         except (soundfile.LibsndfileError, RuntimeError) as exc:
             raise SpectrodiffError(f"{path}: cannot decode audio ({exc})") from None
         rate = f.samplerate
+    audio = sanitize(audio, path, whole=True)
     audio = resample(select_channels(audio, channels), rate, sample_rate)
     if duration is not None:
         audio = audio[:, : int(round(duration * sample_rate))]
-    return sanitize(audio)
+    return audio
 
 
-def sanitize(audio: np.ndarray) -> np.ndarray:
-    """Replace NaN and infinite samples by 0 and clip absurd magnitudes, so the maths downstream stays finite."""
-    return np.clip(np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0), -MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_MAGNITUDE)
+def sanitize(audio: np.ndarray, path: Path | None = None, whole: bool = False) -> np.ndarray:
+    """Replace NaN and infinite samples by 0 (with a warning naming `path`) and clip absurd magnitudes, so the maths
+    downstream stays finite. SpectrodiffError when `whole` (no finite sample came before) and none is here either:
+    that file is not audio."""
+    bad = ~np.isfinite(audio)
+    count = int(bad.sum())
+    if count:
+        if whole and count == audio.size:
+            raise SpectrodiffError(f"{path or 'the audio'} holds no finite samples (all NaN or infinite): not audio")
+        warnings.warn(f"{path or 'the audio'}: {count} NaN or infinite samples read as silence", stacklevel=2)
+        audio = np.where(bad, np.float32(0), audio)
+    return np.clip(audio, -MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_MAGNITUDE)
 
 
 def iter_audio_blocks(
@@ -147,21 +197,25 @@ def iter_audio_blocks(
 
     Memory holds one block, whatever the file's length.
     """
-    with _open(path) as f:
+    with _open_readable(path) as f:
         out_channels = select_channels(np.zeros((f.channels, 1), np.float32), channels).shape[0]
         stream = None
         if f.samplerate != sample_rate:
             stream = soxr.ResampleStream(f.samplerate, sample_rate, out_channels, dtype="float32", quality="HQ")
         blocksize = max(1, int(block_seconds * f.samplerate))
+        finite = False
         try:
             while True:
                 block = f.read(blocksize, dtype="float32", always_2d=True).T
                 last = f.tell() >= f.frames or block.shape[1] < blocksize
+                seen = finite
+                finite = finite or bool(np.isfinite(block).any())
+                block = sanitize(block, path, whole=last and not seen)
                 block = select_channels(block, channels)
                 if stream is not None:
                     block = np.ascontiguousarray(stream.resample_chunk(np.ascontiguousarray(block.T), last=last).T)
                 if block.shape[1]:
-                    yield sanitize(block)
+                    yield block
                 if last:
                     return
         except (soundfile.LibsndfileError, RuntimeError) as exc:
@@ -197,5 +251,8 @@ def save_audio(path: Path, audio: np.ndarray, sample_rate: int, overwrite: bool 
                                f"{', '.join(_SUBTYPES)}")
     audio = np.clip(np.nan_to_num(audio), -1.0, 1.0)
     with atomic_path(path, overwrite) as tmp:
-        soundfile.write(tmp, audio.T, sample_rate, subtype=subtype, format=path.suffix[1:].upper())
+        try:
+            soundfile.write(tmp, audio.T, sample_rate, subtype=subtype, format=path.suffix[1:].upper())
+        except soundfile.LibsndfileError as exc:
+            raise SpectrodiffError(f"cannot write {path} ({exc.error_string})") from None
     return path

@@ -18,11 +18,19 @@ from .params import SpectrogramParams
 
 # Whole files longer than this are converted block by block rather than loaded at once.
 STREAM_ABOVE_SECONDS = 120.0
+# Audio in memory longer than this is transformed a block at a time (the same frames): the complex STFT of 60 s of
+# stereo at Riffusion's FFT size alone is 0.85 GB.
+STFT_BLOCK_SECONDS = 10.0
 
 
 def audio_to_image(audio: np.ndarray | torch.Tensor, params: SpectrogramParams) -> Image.Image:
     """`(C, N)` float audio in [-1, 1] (C = params.channels) -> Riffusion spectrogram image, width 1 + N // hop."""
-    return mel_to_image(waveform_to_mel(torch.as_tensor(audio), params), params)
+    audio = torch.as_tensor(audio)
+    block = int(STFT_BLOCK_SECONDS * params.sample_rate)
+    if audio.shape[-1] <= block:
+        return mel_to_image(waveform_to_mel(audio, params), params)
+    blocks = (audio[..., start: start + block] for start in range(0, audio.shape[-1], block))
+    return mel_to_image(waveform_to_mel_streaming(blocks, params), params)
 
 
 def file_to_image(

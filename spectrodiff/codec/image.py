@@ -10,6 +10,8 @@ PIL face (8-bit images):
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from PIL import Image
@@ -19,6 +21,10 @@ from .params import RIFFUSION_MAX_VALUE, ExifTag, SpectrogramParams, warn_defaul
 
 # Modes whose pixels carry the spectrogram: 8-bit grey, palette and RGB (alpha, when present, is ignored).
 _ACCEPTED_MODES = ("L", "P", "RGB", "RGBA")
+# The largest image read: 600 s (the longest clip a mode makes) at Riffusion's 10 ms a column, and 2048 mel bins. An
+# image is measured from its header before a pixel is decoded: a 100 KB PNG can unpack to gigabytes.
+MAX_IMAGE_COLUMNS = 60_001
+MAX_IMAGE_ROWS = 2048
 
 
 def mel_to_image(mel: torch.Tensor, params: SpectrogramParams, max_value: float | None = None) -> Image.Image:
@@ -142,13 +148,25 @@ def image_to_mel(
     return pixels_to_mel(image_pixels(image), params, max_value)
 
 
-def open_image(path) -> Image.Image:
-    """Open an image file fully into memory; SpectrodiffError if it is missing or not an image."""
+def check_image_size(width: int, height: int, max_columns: int = MAX_IMAGE_COLUMNS, name: str = "the image") -> None:
+    """SpectrodiffError when an image is wider than `max_columns` or higher than MAX_IMAGE_ROWS."""
+    if width > max_columns or height > MAX_IMAGE_ROWS:
+        raise SpectrodiffError(f"{name} is {width} x {height} pixels; at most {max_columns} columns "
+                               f"({(max_columns - 1) / 100:g} s at 10 ms a column) and {MAX_IMAGE_ROWS} rows")
+
+
+def open_image(path, max_columns: int = MAX_IMAGE_COLUMNS) -> Image.Image:
+    """Open an image file fully into memory, its size checked from the header first (`check_image_size`);
+    SpectrodiffError if it is missing, too large or not an image."""
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked here, in words
+            image = Image.open(path)
+        with image:
+            check_image_size(*image.size, max_columns, name=str(path))
             image.load()
             return image
     except FileNotFoundError:
         raise SpectrodiffError(f"no such file: {path}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise SpectrodiffError(f"{path} is not a readable image ({exc})") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -67,8 +68,13 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 60, 60
+
+
 def shown(value: Any) -> str:
-    text = repr(value)
+    """A value as an error quotes it: short whatever its size (reprlib stops early; the rest is cut)."""
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 

@@ -48,7 +48,7 @@ def _from_text(pipe: SpectrodiffPipeline, job: Job, output: Output | None, timel
     """Denoise `timeline` into a clip of `seconds` (a loop: whole latent columns, circular throughout) and write
     it."""
     output = output or Output()
-    paths = output_paths(output.out, job)
+    paths = output_paths(output.out, job, output.overwrite)
     latents = _denoise(pipe, job, timeline, pipe.columns_for(seconds, loop), output, loop=loop)
     return render(pipe, job, latents, paths, output, loop=loop, seconds=None if loop else seconds)
 
@@ -93,7 +93,7 @@ def remix(pipe: SpectrodiffPipeline, job: RemixJob, output: Output | None = None
     """Audio-to-audio over the whole input (img2img at `job.strength`), one shared latent, no seams."""
     output = output or Output()
     audio = _load_input(pipe, job.audio)
-    paths = output_paths(output.out, job)
+    paths = output_paths(output.out, job, output.overwrite)
     width = -(-pipe.spectrogram.width_for_samples(audio.shape[1]) // pipe.vae_scale_factor)
     init, max_value = _encode_audio(pipe, audio, width, job)
     latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, output, init_latents=init)
@@ -105,7 +105,7 @@ def extend(pipe: SpectrodiffPipeline, job: ExtendJob, output: Output | None = No
     """Continue the input by `job.seconds`; the input's own samples open the output untouched."""
     output = output or Output()
     audio = _load_input(pipe, job.audio)
-    paths = output_paths(output.out, job)
+    paths = output_paths(output.out, job, output.overwrite)
     params, factor = pipe.spectrogram, pipe.vae_scale_factor
     known = params.width_for_samples(audio.shape[1]) // factor  # columns wholly inside the input
     total = audio.shape[1] / params.sample_rate + job.seconds
@@ -129,7 +129,7 @@ def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, output: Output | None = 
     if job.end > duration:
         raise SpectrodiffError(f"inpaint span {job.start:g}-{job.end:g} s must lie inside the audio "
                                f"(0-{duration:.3f} s)")
-    paths = output_paths(output.out, job)
+    paths = output_paths(output.out, job, output.overwrite)
     width = -(-params.width_for_samples(audio.shape[1]) // factor)
     init, max_value = _encode_audio(pipe, audio, width, job)
     seconds_per_column = factor * params.step_size_ms / 1000
@@ -184,7 +184,7 @@ def riffuse(pipe: SpectrodiffPipeline, job: RiffuseJob, output: Output | None = 
     if image.height != params.num_frequencies or width == 0:
         raise SpectrodiffError(f"seed image {job.seed_image.name} is {image.width} x {image.height} pixels; the "
                                f"model needs {params.num_frequencies} high and at least {factor} wide")
-    paths = output_paths(output.out, job)
+    paths = output_paths(output.out, job, output.overwrite)
     init = pipe.encode_image(image_pixels(image)[..., : width * factor], encode_steps(pipe, job))
     keep = None
     if job.mask_image is not None:

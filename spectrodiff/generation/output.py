@@ -38,11 +38,12 @@ OUTPUT_SUFFIXES = (".wav", ".flac")
 
 @dataclass
 class Output:
-    """Where a job's files go (`out`: a .wav/.flac file, a folder, or None for outputs/<date>-<slug>-<seed>/) and
-    who hears of its progress (`progress(stage, done, total)`)."""
+    """Where a job's files go (`out`: a .wav/.flac file, a folder, or None for outputs/<date>-<slug>-<seed>/),
+    who hears of its progress (`progress(stage, done, total)`), and whether existing files may be replaced."""
 
     out: Path | None = None
     progress: Callable[[str, int, int], None] | None = None
+    overwrite: bool = False
 
     def report(self, stage: str, done: int, total: int) -> None:
         if self.progress:
@@ -64,11 +65,11 @@ def slugify(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "clip"
 
 
-def output_paths(out: Path | None, job: Job) -> tuple[Path, Path, Path]:
+def output_paths(out: Path | None, job: Job, overwrite: bool = False) -> tuple[Path, Path, Path]:
     """(audio, png, json). `out` ending in .wav/.flac names the audio and the others sit beside it with its stem;
     any other `out` is a folder; the default is outputs/<date>-<slug>-<seed>/ (slug and seed of the job's first
-    prompt). Nothing existing is overwritten."""
-    slug, seed = _slug_and_seed(job)
+    prompt). Nothing existing is overwritten unless `overwrite`."""
+    slug, seed = slug_and_seed(job)
     if out is not None and out.suffix.lower() in OUTPUT_SUFFIXES:
         audio = out
     elif out is not None and out.suffix and not out.is_dir():
@@ -82,11 +83,11 @@ def output_paths(out: Path | None, job: Job) -> tuple[Path, Path, Path]:
         audio = folder / f"{slug}.wav"
     paths = (audio, audio.with_suffix(".png"), audio.with_suffix(".json"))
     for path in paths:
-        check_writable(path, overwrite=False)
+        check_writable(path, overwrite)
     return paths
 
 
-def _slug_and_seed(job: Job) -> tuple[str, int]:
+def slug_and_seed(job: Job) -> tuple[str, int]:
     """A file name's words for a job: its prompt (an input file's name first), or its first two keyframes'."""
     keyframes = getattr(job, "keyframes", None) or [k for k in (getattr(job, "start", None), getattr(job, "end", None))
                                                      if isinstance(k, Keyframe)]
@@ -154,7 +155,8 @@ class _AudioSink:
         rms = np.sqrt(self._sum_squares / max(self.frames * self.channels, 1))
         return min(10 ** (DEFAULT_LOUDNESS_DBFS / 20) / rms, 10 ** (PEAK_CEILING_DBFS / 20) / self.peak)
 
-    def finish(self, path: Path, out_rate: int | None, seconds: float, normalize: bool = True) -> None:
+    def finish(self, path: Path, out_rate: int | None, seconds: float, normalize: bool = True,
+               overwrite: bool = False) -> None:
         """Write the file: `seconds` long to the sample at `out_rate` (default the spool's rate), resampled by soxr,
         cut or padded with silence by the resampler's last few samples."""
         self._spool.close()
@@ -162,7 +164,7 @@ class _AudioSink:
         stream = soxr.ResampleStream(self.sample_rate, rate, self.channels, dtype="float32") \
             if rate != self.sample_rate else None
         remaining = round(seconds * rate)
-        with atomic_path(path) as tmp, soundfile.SoundFile(tmp, "w", rate, self.channels, subtype="PCM_16",
+        with atomic_path(path, overwrite) as tmp, soundfile.SoundFile(tmp, "w", rate, self.channels, subtype="PCM_16",
                                                            format=path.suffix[1:].upper()) as f:
             spool = Path(self._dir.name) / "spool.wav"
             with soundfile.SoundFile(spool) as source:
@@ -257,15 +259,16 @@ def render(
     if total is not None and sink.frames < total:
         sink.write(np.zeros((params.channels, total - sink.frames), np.float32))
     seconds = sink.frames / params.sample_rate if seconds is None else seconds
-    sink.finish(audio_path, job.sample_rate, seconds, normalize=normalize)
+    sink.finish(audio_path, job.sample_rate, seconds, normalize=normalize, overwrite=output.overwrite)
 
-    save_image(image_path, with_exif(Image.fromarray(np.concatenate(columns, axis=1), mode="RGB"), params, max_value))
+    save_image(image_path, with_exif(Image.fromarray(np.concatenate(columns, axis=1), mode="RGB"), params, max_value),
+               output.overwrite)
 
     record = {"job": resolved(pipe, job).to_dict(), "spectrodiff": __version__,
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "model": model_record(pipe),
               **(record or {}), "seconds": round(seconds, 6), "sample_rate": job.sample_rate or params.sample_rate,
               "vocoder": "griffin-lim" if vocoder is None else getattr(vocoder, "source", "neural"),
               "spectrogram": params.to_dict(), "files": {"audio": audio_path.name, "image": image_path.name}}
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_path(json_path, output.overwrite) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return Result(audio_path, image_path, json_path, seconds, record)

@@ -8,13 +8,30 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpectrodiffError
-from .jobs import ComposeJob, Keyframe, check, keyframe_from
+from .jobs import ComposeJob, Keyframe, check, keyframe_from, shown
 
 PLAN_FIELDS = {"keyframes", "transition"}
+# A plan is three levels deep (plan, keyframes, keyframe); deeper nesting is refused before Python's stack runs out.
+MAX_PLAN_DEPTH = 16
 
 
 class _LineLoader(yaml.SafeLoader):
-    """Records, in every mapping, its own 1-based line (`__line__`) and each key's (`__lines__`)."""
+    """Records, in every mapping, its own 1-based line (`__line__`) and each key's (`__lines__`). Aliases are refused
+    (a few bytes of them expand to gigabytes), and so is nesting deeper than MAX_PLAN_DEPTH."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a plan", mark)
+        if self.depth >= MAX_PLAN_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_PLAN_DEPTH} levels", mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         mapping = super().construct_mapping(node, deep=deep)
@@ -49,11 +66,11 @@ def load_plan(path: Path) -> dict:
         raise SpectrodiffError(f"{path}: a plan needs a non-empty 'keyframes' list")
     unknown = sorted(set(data) - PLAN_FIELDS - {"__line__", "__lines__"})
     if unknown:
-        raise SpectrodiffError(f"{path}: unknown field {unknown[0]!r} (fields: {', '.join(sorted(PLAN_FIELDS))})")
+        raise SpectrodiffError(f"{path}: unknown field {shown(unknown[0])} (fields: {', '.join(sorted(PLAN_FIELDS))})")
     keyframes = []
     for item in data["keyframes"]:
         if not isinstance(item, dict):
-            raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {item!r}")
+            raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {shown(item)}")
         keyframe = keyframe_from_lines(item, path)
         if keyframe.seconds is None:
             raise SpectrodiffError(f"{path} line {item['__line__']}: keyframe has no seconds")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Any
 
+import anyio.from_thread
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -122,7 +124,8 @@ class ResultOutput(BaseModel):
 
 Upload = typing.Annotated[UploadFile, File(description="Audio (wav, flac, ogg, opus, mp3), at most 60 s and "
                                                         "25 MiB.")]
-ImageUpload = typing.Annotated[UploadFile, File(description="A spectrogram PNG with its EXIF.")]
+ImageUpload = typing.Annotated[UploadFile, File(description="A spectrogram PNG with its EXIF, at most 6001 columns "
+                                                             "(60 s at 10 ms) and 25 MiB.")]
 ResultId = typing.Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 ResultKind = typing.Annotated[str, Path(pattern=r"^(audio|image|sidecar)$")]
 
@@ -133,27 +136,38 @@ def _result(stored: StoredResult) -> ResultOutput:
                         image_url=f"{base}/image", sidecar_url=f"{base}/sidecar", settings=stored.record)
 
 
+# The HTTP request itself, beside a route's declared fields: to notice a client that left.
+_CONNECTION = inspect.Parameter("connection", inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+
+
+def _gone(connection: Request) -> Callable[[], bool]:
+    """Whether the client has disconnected, asked from the worker thread that runs its job."""
+    return lambda: anyio.from_thread.run(connection.is_disconnected)
+
+
 def _json_route(studio: Studio, mode: str):
     """`POST /api/<mode>` taking the mode's JSON request."""
     model = request_model(mode)
 
-    def route(request) -> ResultOutput:
-        return _result(studio.run(studio.job(mode, request.model_dump(exclude_unset=True))))
+    async def route(request, connection: Request) -> ResultOutput:
+        job = studio.job(mode, request.model_dump(exclude_unset=True))
+        return _result(await _in_thread(studio.run, job, None, _gone(connection)))
 
     route.__signature__ = inspect.Signature([inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY,
-                                                               annotation=model)])
+                                                               annotation=model), _CONNECTION])
     return route
 
 
 def _upload_route(studio: Studio, mode: str):
     """`POST /api/<mode>` taking the audio as a file and the mode's other fields as form fields."""
-    async def route(file: UploadFile, **fields) -> ResultOutput:
+    async def route(file: UploadFile, connection: Request, **fields) -> ResultOutput:
         audio = await _upload(studio, file)
         job = studio.job(mode, {"audio": audio, **{k: v for k, v in fields.items() if v is not None}})
-        return _result(await _in_thread(studio.run, job))
+        return _result(await _in_thread(studio.run, job, None, _gone(connection)))
 
     route.__signature__ = inspect.Signature([inspect.Parameter("file", inspect.Parameter.KEYWORD_ONLY,
-                                                               annotation=Upload), *upload_parameters(mode)])
+                                                               annotation=Upload), _CONNECTION,
+                                             *upload_parameters(mode)])
     return route
 
 
@@ -166,12 +180,17 @@ def api_router(studio: Studio) -> APIRouter:
     router = APIRouter()
 
     @router.post("/run_inference/", response_model=InferenceOutput, tags=["riffusion"])
-    def run_inference(request: InferenceInput) -> InferenceOutput:
+    async def run_inference(request: InferenceInput, connection: Request) -> InferenceOutput:
         """Riffusion's inference: one clip from a seed image, the two prompts blended at `alpha`."""
-        stored = studio.riffuse(request.start.keyframe(), request.end.keyframe(), request.alpha,
-                                request.seed_image_id, request.mask_image_id, request.num_inference_steps)
-        return InferenceOutput(image=stored.data_url("image", "JPEG"), audio=stored.data_url("audio", "MP3"),
-                               duration_s=round(stored.seconds, 6))
+
+        def infer() -> InferenceOutput:
+            stored = studio.riffuse(request.start.keyframe(), request.end.keyframe(), request.alpha,
+                                    request.seed_image_id, request.mask_image_id, request.num_inference_steps,
+                                    gone=_gone(connection))
+            return InferenceOutput(image=stored.data_url("image", "JPEG"), audio=stored.data_url("audio", "MP3"),
+                                   duration_s=round(stored.seconds, 6))
+
+        return await _in_thread(infer)
 
     @router.get("/api/info", tags=["studio"])
     def info() -> dict:
@@ -219,16 +238,7 @@ async def _in_thread(function, *args):
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Clear one-line messages: bad input is a 4xx, a full queue a 503 with Retry-After. A request body declared
-    larger than an upload may be is refused before it is read."""
-
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 2**20:  # the file plus its form fields
-            return JSONResponse({"detail": f"the request is larger than allowed: uploads of at most "
-                                           f"{MAX_UPLOAD_BYTES // 2**20} MiB"}, status_code=413)
-        return await call_next(request)
+    """Clear one-line messages: bad input is a 4xx, a full queue a 503 with Retry-After."""
 
     @app.exception_handler(Busy)
     async def busy(_: Request, exc: Busy) -> JSONResponse:

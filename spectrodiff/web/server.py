@@ -6,10 +6,7 @@ import contextlib
 import ctypes
 import ipaddress
 import logging
-import os
-import shutil
 import socket
-from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
@@ -18,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from .. import __version__
 from ..errors import SpectrodiffError
 from .api import api_router, install_error_handlers
+from .guards import BodyLimit, NoCrossOrigin
 from .service import MAX_UPLOAD_BYTES, MAX_WAITING, Studio
 from .studio import THEME, build_studio
 
@@ -47,9 +45,14 @@ def create_app(studio: Studio, allow_origins: tuple[str, ...] = ()) -> FastAPI:
     app = FastAPI(title="spectrodiff", version=__version__, lifespan=lifespan,
                   description="Text to music through spectrograms: the studio's API and Riffusion's "
                               "`/run_inference/`. Results live until the server stops.")
+    # A body may hold one upload and its form fields; whoever sends more is refused before it is all read.
+    app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES + 2**20, message="the request is larger than allowed: "
+                       f"uploads of at most {MAX_UPLOAD_BYTES // 2**20} MiB")
     if allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"])
+    else:
+        app.add_middleware(NoCrossOrigin)
     install_error_handlers(app)
     app.include_router(api_router(studio))
     page = build_studio(studio).queue(default_concurrency_limit=1, max_size=MAX_WAITING)
@@ -90,7 +93,5 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, allow_origi
         uvicorn.run(app, host=host, port=port, log_level=log_level)
     finally:
         studio.close()
-        if Path(os.environ["GRADIO_TEMP_DIR"]).name.startswith("spectrodiff-gradio-"):
-            shutil.rmtree(os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ import soundfile
 from PIL import Image
 
 from .. import signals
-from ..codec.audio import AUDIO_SUFFIXES, audio_info, load_audio, normalize_loudness, save_audio
+from ..codec.audio import AUDIO_SUFFIXES, audio_info, check_readable, load_audio, normalize_loudness, save_audio
 from ..codec.convert import audio_to_image, save_image
 from ..codec.image import image_params, open_image
 from ..errors import SpectrodiffError
@@ -40,6 +40,7 @@ SERVER_HIGHS = {"prompt": 500, "negative": 500, "steps": 100, "seconds": 60.0, "
 SERVER_CONTROLLED = ("vocoder",)
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_UPLOAD_SECONDS = 60.0
+MAX_UPLOAD_COLUMNS = int(MAX_UPLOAD_SECONDS * 100) + 1  # an uploaded image's width: 60 s at 10 ms a column
 IMAGE_SUFFIXES = (".png",)
 # Results kept on disk (oldest removed first), and requests allowed to wait for the model at once.
 MAX_RESULTS = 200
@@ -61,6 +62,10 @@ class Busy(SpectrodiffError):
 
 class TooLarge(SpectrodiffError):
     """An upload over MAX_UPLOAD_BYTES."""
+
+
+class Abandoned(SpectrodiffError):
+    """The client left before its job was done: the job stops (or never starts) and its files are removed."""
 
 
 class InvalidRequest(SpectrodiffError):
@@ -112,7 +117,11 @@ class Studio:
         self._waiting = 0
         self._count_lock = threading.Lock()
         self._results: OrderedDict[str, StoredResult] = OrderedDict()
-        self.seed_images = self._make_seed_images(seed_images)
+        try:
+            self.seed_images = self._make_seed_images(seed_images)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- housekeeping ------------------------------------------------------------------------------------------
 
@@ -139,7 +148,8 @@ class Studio:
                 "spectrogram": params.to_dict(),
                 "tile_seconds": self.tile_seconds,
                 "seed_images": sorted(self.seed_images),
-                "limits": {**SERVER_HIGHS, "upload_bytes": MAX_UPLOAD_BYTES, "upload_seconds": MAX_UPLOAD_SECONDS}}
+                "limits": {**SERVER_HIGHS, "upload_bytes": MAX_UPLOAD_BYTES, "upload_seconds": MAX_UPLOAD_SECONDS,
+                           "upload_image_columns": MAX_UPLOAD_COLUMNS}}
 
     @property
     def tile_seconds(self) -> float:
@@ -181,9 +191,9 @@ class Studio:
     def check_upload(path: Path) -> None:
         """SpectrodiffError unless `path` is a readable audio file of at most MAX_UPLOAD_SECONDS or a PNG."""
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            image_params(open_image(path))
+            image_params(open_image(path, MAX_UPLOAD_COLUMNS))
             return
-        seconds = audio_info(path).duration
+        seconds = check_readable(audio_info(path)).duration
         if seconds > MAX_UPLOAD_SECONDS:
             raise SpectrodiffError(f"the audio is {seconds:.1f} s long; at most {MAX_UPLOAD_SECONDS:g} s")
 
@@ -204,14 +214,21 @@ class Studio:
             raise InvalidRequest(str(exc)) from None
         return dataclasses.replace(job, vocoder=self.vocoder)
 
-    def run(self, job: Job, progress: Callable[[str, int, int], None] | None = None) -> StoredResult:
-        """Wait for the model (at most MAX_WAITING requests wait), run `job` into a fresh result folder."""
+    def run(self, job: Job, progress: Callable[[str, int, int], None] | None = None,
+            gone: Callable[[], bool] | None = None) -> StoredResult:
+        """Wait for the model (at most MAX_WAITING requests wait), run `job` into a fresh result folder. `gone` says
+        whether the client has left: checked when the model is free and at every step, so that an abandoned burst of
+        requests does not hold up the next user."""
+        if gone is not None:
+            progress = _abandonable(progress, gone)
         with self._count_lock:
             if self._waiting >= MAX_WAITING:
                 raise Busy(f"{self._waiting} requests are already waiting; try again shortly")
             self._waiting += 1
         try:
             with self._lock:
+                if gone is not None and gone():
+                    raise Abandoned("the client left before its job started")
                 result_id = uuid.uuid4().hex
                 folder = self.root / "results" / result_id
                 folder.mkdir()
@@ -241,13 +258,14 @@ class Studio:
                 shutil.rmtree(old.folder, ignore_errors=True)
 
     def riffuse(self, start: Keyframe | dict, end: Keyframe | dict, alpha: float, seed_image_id: str,
-                mask_image_id: str | None = None, steps: int = 50, progress: Callable | None = None) -> StoredResult:
+                mask_image_id: str | None = None, steps: int = 50, progress: Callable | None = None,
+                gone: Callable[[], bool] | None = None) -> StoredResult:
         """Riffusion's `/run_inference/`: seed and mask images are named by id, never by path."""
         seed = self._seed_image(seed_image_id)
         mask = self._seed_image(mask_image_id) if mask_image_id else None
         job = self.job("riffuse", {"start": start, "end": end, "alpha": alpha, "seed_image": seed,
                                    "mask_image": mask, "steps": steps})
-        return self.run(job, progress)
+        return self.run(job, progress, gone)
 
     def _seed_image(self, name: str) -> Path:
         if name not in self.seed_images:
@@ -264,7 +282,7 @@ class Studio:
 
     def image_to_audio(self, image: Path) -> Path:
         """An uploaded spectrogram PNG (its own EXIF parameters) -> WAV in a fresh result folder."""
-        audio, params = image_to_audio(open_image(image))
+        audio, params = image_to_audio(open_image(image, MAX_UPLOAD_COLUMNS))
         return save_audio(self._tool_folder("audio", f"{image.stem}.wav"), normalize_loudness(audio),
                           params.sample_rate)
 
@@ -277,6 +295,19 @@ class Studio:
         return stored.path(kind)
 
 
+def _abandonable(progress: Callable[[str, int, int], None] | None, gone: Callable[[], bool]
+                 ) -> Callable[[str, int, int], None]:
+    """`progress` that first stops the job (Abandoned) when its client has gone."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        if gone():
+            raise Abandoned(f"the client left during {stage}")
+        if progress is not None:
+            progress(stage, done, total)
+
+    return report
+
+
 def _public_record(result: Result) -> dict:
     """The sidecar as clients see it: an uploaded input is named by its file name, not its server path."""
     record = json.loads(result.sidecar.read_text())
@@ -284,5 +315,5 @@ def _public_record(result: Result) -> dict:
                         (record.get("job", {}), "mask_image"), (record.get("input", {}), "path")):
         if holder.get(key):
             holder[key] = Path(holder[key]).name
-    result.sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    result.sidecar.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return record

@@ -28,6 +28,10 @@ def waveform_picture(path: str | None, start: float, end: float) -> Image.Image 
     """The uploaded audio's envelope, with the span [start, end) seconds shaded: what inpaint will regenerate."""
     if not path:
         return None
+    try:
+        Studio.check_upload(Path(path))
+    except SpectrodiffError:
+        return None  # the job's own check says what is wrong when it runs
     audio = load_audio(Path(path), 22050, "mono")[0]
     width, height = WAVEFORM_SIZE
     picture = Image.new("RGB", WAVEFORM_SIZE, "white")
