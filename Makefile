@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job on the bundled `mini` model, offline: a seamless loop and a 30 s morph, each a new folder in outputs/.
 demo: $(STAMP)
-	$(BIN)/spectrodiff generate "jazzy saxophone"
+	$(BIN)/spectrodiff generate "jazzy saxophone" --bpm 100 --bars 2
 	$(BIN)/spectrodiff morph "jazzy saxophone" "electronic beats" --seconds 30
 
 test: $(STAMP) system-deps

@@ -178,11 +178,27 @@ def test_generating_commands_take_overwrite(tmp_path, model_dir, invoke):
 
 # ---- 4. signals ----------------------------------------------------------------------------------------------------
 
+STARTED: list[subprocess.Popen] = []
+
+
 def spectrodiff(*args, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    """`spectrodiff ARGS...` as a process of its own (without this process's GRADIO_TEMP_DIR: it makes its own)."""
+    """`spectrodiff ARGS...` as a process of its own (without this process's GRADIO_TEMP_DIR: it makes its own);
+    killed after the test if it is still running (`_no_leftover_processes`)."""
     inherited = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
-    return subprocess.Popen([sys.executable, "-m", "spectrodiff.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=inherited | (env or {}), **kwargs)
+    process = subprocess.Popen([sys.executable, "-m", "spectrodiff.cli", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=inherited | (env or {}), **kwargs)
+    STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def wait_for(condition, seconds: float = 120) -> None:
@@ -220,7 +236,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, model_dir):
     half-written output."""
     temp = tmp_path / "temp"
     temp.mkdir()
-    process = spectrodiff("generate", "x", "--seconds", 300, "--no-loop", "--steps", 50, "--model", model_dir,
+    process = spectrodiff("generate", "x", "--seconds", 300, "--no-loop", "--steps", 2, "--model", model_dir,
                           "-o", tmp_path / "out" / "x.wav", env={"TMPDIR": str(temp)})
     wait_for(lambda: any(temp.glob("spectrodiff-*")) or process.poll() is not None)
     process.send_signal(signal.SIGTERM)

@@ -397,6 +397,21 @@ def test_the_studio_page_generates_in_a_real_browser(server):
 
 
 @pytest.mark.browser
+def test_the_studio_makes_a_loop_of_whole_bars_at_a_tempo(server):
+    """BPM and bars in the Generate tab: 2 bars at 100 BPM are 4.8 s, and the WAV carries its tempo (acid chunk)."""
+    with studio_page(server) as page:
+        page.locator(".prompt textarea").first.fill("funky drums")
+        page.locator(".bpm input").first.fill("100")
+        page.locator(".bars input").first.fill("2")
+        page.locator("#generate-button").click()
+        page.wait_for_function("""() => { const a = document.querySelector('.result-audio audio');
+                                 return a && a.src && a.readyState >= 1 && a.duration > 4; }""", timeout=120_000)
+        source = page.locator(".result-audio audio").first.evaluate("a => a.src")
+    audio = httpx.get(source, timeout=30).content
+    assert len(soundfile.read(io.BytesIO(audio))[0]) == 211680 and b"acid" in audio
+
+
+@pytest.mark.browser
 def test_the_studio_inpaints_a_span_picked_on_the_waveform(server, clip):
     with studio_page(server) as page:
         page.get_by_role("tab", name="Remix / Extend / Inpaint").click()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import SpectrodiffError
+from .musical import MAX_BARS, MAX_BPM, METERS, MIN_BPM, bar_seconds, beats_per_bar, parse_key
 
 REQUIRED = dataclasses.MISSING
 # The schedulers a job may name (spectrodiff.generation.pipeline.SCHEDULERS maps them to diffusers' classes).
@@ -330,8 +331,37 @@ class GenerateJob(Job):
     guidance: float = _guidance()
     negative: str = _negative()
     seconds: float = _seconds(TILE_SECONDS, "Length; a loop is whole latent columns (80 ms at Riffusion's "
-                              "settings), a plain clip exactly this long.")
+                              "settings), a plain clip exactly this long. With --bpm: whole bars, the nearest.")
     loop: bool = setting(True, "A seamless loop, or a plain clip.", cli="--loop/--no-loop")
+    bpm: float | None = setting(None, "Tempo in quarter notes a minute: the clip is whole bars, exactly, and a WAV "
+                                "loop carries its tempo for DAWs.", low=MIN_BPM, high=MAX_BPM)
+    bars: int | None = setting(None, "Length in bars, which then decides the length (needs --bpm; default: the "
+                               "whole bars nearest --seconds).", low=1, high=MAX_BARS)
+    key: str | None = setting(None, "Key, e.g. 'F minor', 'C# major', 'Bbm': recorded in the file name and the "
+                              "WAV's loop root.", high=20)
+    meter: str = setting("4/4", "Time signature of the bars.", choices=METERS)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.key is not None:
+            object.__setattr__(self, "key", parse_key(self.key).name)
+        if self.bpm is None:
+            if self.bars is not None:
+                raise SpectrodiffError("bars needs a tempo: give bpm too")
+            return
+        bar = bar_seconds(self.bpm, self.meter)
+        bars = self.bars if self.bars is not None else max(1, round(self.seconds / bar))
+        seconds = bars * bar
+        if seconds > MAX_SECONDS:
+            raise SpectrodiffError(f"{bars} bars of {self.meter} at {number(self.bpm)} BPM are {seconds:g} s; at "
+                                   f"most {MAX_SECONDS:g}")
+        object.__setattr__(self, "bars", bars)
+        object.__setattr__(self, "seconds", seconds)
+
+    @property
+    def beats(self) -> float | None:
+        """Quarter-note beats in the clip, when it has a tempo."""
+        return None if self.bpm is None else self.bars * beats_per_bar(self.meter)
 
 
 @dataclass(frozen=True, kw_only=True)

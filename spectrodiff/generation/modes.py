@@ -13,6 +13,7 @@ from PIL import Image
 from ..codec.audio import AUDIO_SUFFIXES, load_audio
 from ..codec.convert import audio_to_pixels
 from ..codec.image import image_params, image_pixels, open_image
+from ..codec.riff import LoopInfo
 from ..errors import SpectrodiffError
 from ..vocoding.reconstruct import mel_to_waveform
 from ..vocoding.vocoder import NeuralVocoder
@@ -27,6 +28,7 @@ from .jobs import (
     RemixJob,
     RiffuseJob,
 )
+from .musical import MIDDLE_C, parse_key
 from .output import Output, Result, encode_steps, file_sha256, output_paths, render
 from .pipeline import SpectrodiffPipeline
 from .timeline import Timeline
@@ -44,18 +46,24 @@ def _denoise(pipe: SpectrodiffPipeline, job: Job, timeline: Timeline, width: int
 
 
 def _from_text(pipe: SpectrodiffPipeline, job: Job, output: Output | None, timeline: Timeline, seconds: float,
-               loop: bool = False) -> Result:
-    """Denoise `timeline` into a clip of `seconds` (a loop: whole latent columns, circular throughout) and write
-    it."""
+               loop: bool = False, loop_info: LoopInfo | None = None) -> Result:
+    """Denoise `timeline` into a clip of `seconds` (a loop: whole latent columns, circular throughout; with
+    `loop_info`, resampled to exactly `seconds`) and write it."""
     output = output or Output()
     paths = output_paths(output.out, job, output.overwrite)
     latents = _denoise(pipe, job, timeline, pipe.columns_for(seconds, loop), output, loop=loop)
-    return render(pipe, job, latents, paths, output, loop=loop, seconds=None if loop else seconds)
+    exact = not loop or loop_info is not None
+    return render(pipe, job, latents, paths, output, loop=loop, seconds=seconds if exact else None,
+                  loop_info=loop_info)
 
 
 def generate(pipe: SpectrodiffPipeline, job: GenerateJob, output: Output | None = None) -> Result:
-    """Text -> a clip of `job.seconds`; by default a seamless loop."""
-    return _from_text(pipe, job, output, Timeline.single(job.keyframe), job.seconds, job.loop)
+    """Text -> a clip of `job.seconds`; by default a seamless loop; with a tempo, whole bars to the sample."""
+    loop_info = None
+    if job.bpm is not None:
+        root = MIDDLE_C + parse_key(job.key).pitch_class if job.key else None
+        loop_info = LoopInfo(job.bpm, job.beats, job.meter, root)
+    return _from_text(pipe, job, output, Timeline.single(job.keyframe), job.seconds, job.loop, loop_info)
 
 
 def morph(pipe: SpectrodiffPipeline, job: MorphJob, output: Output | None = None) -> Result:

@@ -24,13 +24,15 @@ from ..codec.audio import DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS
 from ..codec.convert import save_image
 from ..codec.image import layout, pixels_to_mel, to_uint8, with_exif
 from ..codec.params import RIFFUSION_MAX_VALUE
+from ..codec.riff import LoopInfo, append_chunks
 from ..errors import SpectrodiffError
 from ..files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
 from ..vocoding.reconstruct import stream_mel_to_waveform, vocode_stream
 from ..vocoding.registry import choose_vocoder
 from ..vocoding.render import mel_to_audio
 from ..vocoding.vocoder import NeuralVocoder
-from .jobs import EncodingJob, Job, Keyframe
+from .jobs import EncodingJob, Job, Keyframe, number
+from .musical import parse_key
 from .pipeline import SpectrodiffPipeline
 
 OUTPUT_SUFFIXES = (".wav", ".flac")
@@ -80,11 +82,22 @@ def output_paths(out: Path | None, job: Job, overwrite: bool = False) -> tuple[P
             base, n = folder, 2
             while folder.exists():
                 folder, n = base.with_name(f"{base.name}-{n}"), n + 1
-        audio = folder / f"{slug}.wav"
+        audio = folder / f"{file_stem(job)}.wav"
     paths = (audio, audio.with_suffix(".png"), audio.with_suffix(".json"))
     for path in paths:
         check_writable(path, overwrite)
     return paths
+
+
+def file_stem(job: Job) -> str:
+    """A result's file name: its words; a clip with a tempo as sample packs name theirs,
+    `lofi-hip-hop_84bpm_Fmin_s3`."""
+    slug, seed = slug_and_seed(job)
+    bpm = getattr(job, "bpm", None)
+    if bpm is None:
+        return slug
+    key = f"_{parse_key(job.key).short}" if job.key else ""
+    return f"{slug}_{number(bpm)}bpm{key}_s{seed}"
 
 
 def slug_and_seed(job: Job) -> tuple[str, int]:
@@ -156,30 +169,48 @@ class _AudioSink:
         return min(10 ** (DEFAULT_LOUDNESS_DBFS / 20) / rms, 10 ** (PEAK_CEILING_DBFS / 20) / self.peak)
 
     def finish(self, path: Path, out_rate: int | None, seconds: float, normalize: bool = True,
-               overwrite: bool = False) -> None:
+               overwrite: bool = False, loop_info: LoopInfo | None = None) -> None:
         """Write the file: `seconds` long to the sample at `out_rate` (default the spool's rate), resampled by soxr,
-        cut or padded with silence by the resampler's last few samples."""
+        cut or padded with silence by the resampler's last few samples; a WAV loop with `loop_info` gets its acid
+        and smpl chunks."""
         self._spool.close()
         gain, rate = self.gain(normalize), out_rate or self.sample_rate
         stream = soxr.ResampleStream(self.sample_rate, rate, self.channels, dtype="float32") \
             if rate != self.sample_rate else None
-        remaining = round(seconds * rate)
-        with atomic_path(path, overwrite) as tmp, soundfile.SoundFile(tmp, "w", rate, self.channels, subtype="PCM_16",
-                                                           format=path.suffix[1:].upper()) as f:
-            spool = Path(self._dir.name) / "spool.wav"
-            with soundfile.SoundFile(spool) as source:
-                while True:
-                    block = source.read(1 << 16, dtype="float32", always_2d=True)
-                    last = source.tell() >= source.frames
-                    if stream is not None:
-                        block = stream.resample_chunk(block, last=last)
-                    block = block[:remaining]
-                    remaining -= len(block)
-                    f.write(np.clip(block * gain, -1, 1))
-                    if last:
-                        break
-            f.write(np.zeros((remaining, self.channels), np.float32))
+        remaining = total = round(seconds * rate)
+        with atomic_path(path, overwrite) as tmp:
+            with soundfile.SoundFile(tmp, "w", rate, self.channels, subtype="PCM_16",
+                                     format=path.suffix[1:].upper()) as f:
+                spool = Path(self._dir.name) / "spool.wav"
+                with soundfile.SoundFile(spool) as source:
+                    while True:
+                        block = source.read(1 << 16, dtype="float32", always_2d=True)
+                        last = source.tell() >= source.frames
+                        if stream is not None:
+                            block = stream.resample_chunk(block, last=last)
+                        block = block[:remaining]
+                        remaining -= len(block)
+                        f.write(np.clip(block * gain, -1, 1))
+                        if last:
+                            break
+                f.write(np.zeros((remaining, self.channels), np.float32))
+            if loop_info is not None and path.suffix.lower() == ".wav":
+                append_chunks(tmp, loop_info.chunks(total, rate))
         self._dir.cleanup()
+
+
+def resample_loop(audio: np.ndarray, samples: int) -> np.ndarray:
+    """`(C, N)` one period of a loop -> `(C, samples)`, resampled as the periodic signal it is (band-limited, in
+    the Fourier domain), so that the wrap stays seamless; a loop of whole bars is a few hops off its latent grid,
+    so the ratio is within a fraction of a percent (a few cents of pitch)."""
+    n = audio.shape[-1]
+    if n == samples:
+        return audio
+    spectrum = np.fft.rfft(audio, axis=-1)
+    kept = min(spectrum.shape[-1], samples // 2 + 1)
+    resized = np.zeros((*audio.shape[:-1], samples // 2 + 1), spectrum.dtype)
+    resized[..., :kept] = spectrum[..., :kept]
+    return (np.fft.irfft(resized, samples, axis=-1) * (samples / n)).astype(np.float32)
 
 
 def encode_steps(pipe: SpectrodiffPipeline, job: EncodingJob) -> int:
@@ -209,6 +240,7 @@ def render(
     normalize: bool = True,
     seconds: float | None = None,
     record: dict | None = None,
+    loop_info: LoopInfo | None = None,
 ) -> Result:
     """Decode latents tile by tile into the PNG, and into audio written progressively; then write the sidecar.
 
@@ -217,7 +249,9 @@ def render(
         splice: takes the full mel and the vocoder (None: Griffin-Lim) and yields the audio blocks (inpaint);
             default reconstructs the mel.
         seconds: the output's exact length (prefix included): round(seconds * rate) samples at the model's rate and
-            at the output rate, cut or padded with silence; None: the mel's own length (loops).
+            at the output rate, cut or padded with silence (a loop is resampled to it, `resample_loop`); None: the
+            mel's own length (loops).
+        loop_info: tempo and key for a WAV loop's acid and smpl chunks.
         record: more for the sidecar (e.g. the input's hash).
     """
     params = pipe.spectrogram
@@ -243,6 +277,8 @@ def render(
         mel = torch.cat(list(mel_pieces()), dim=-1)
         if loop:
             blocks = [mel_to_audio(mel, params, vocoder, circular=True, n_iter=job.iters).numpy()]
+            if seconds is not None:
+                blocks = [resample_loop(blocks[0], round(seconds * params.sample_rate))]
         else:
             blocks = splice(mel, vocoder)
     else:
@@ -259,7 +295,8 @@ def render(
     if total is not None and sink.frames < total:
         sink.write(np.zeros((params.channels, total - sink.frames), np.float32))
     seconds = sink.frames / params.sample_rate if seconds is None else seconds
-    sink.finish(audio_path, job.sample_rate, seconds, normalize=normalize, overwrite=output.overwrite)
+    sink.finish(audio_path, job.sample_rate, seconds, normalize=normalize, overwrite=output.overwrite,
+                loop_info=loop_info if loop else None)
 
     save_image(image_path, with_exif(Image.fromarray(np.concatenate(columns, axis=1), mode="RGB"), params, max_value),
                output.overwrite)

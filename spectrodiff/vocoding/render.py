@@ -13,15 +13,17 @@ from ..codec.image import image_params, image_to_mel
 from ..codec.params import SpectrogramParams
 from .reconstruct import mel_to_waveform
 from .registry import choose_vocoder
-from .vocoder import NeuralVocoder
+from .vocoder import CHUNK_FRAMES, NeuralVocoder
 
 
 def mel_to_audio(mel: torch.Tensor, params: SpectrogramParams, vocoder: NeuralVocoder | None, circular: bool = False,
-                 n_iter: int = 32, seed: int | None = 0, on_iter: Callable[[int], None] | None = None) -> torch.Tensor:
-    """`(..., n_mels, T)` mel -> `(..., L)` audio by `vocoder`, or by Griffin-Lim (`n_iter`, `seed`, `on_iter`)
-    when it is None; `L = (T - 1) * hop`, or `T * hop` for a loop (`circular`)."""
+                 n_iter: int = 32, seed: int | None = 0, on_iter: Callable[[int], None] | None = None,
+                 chunk_frames: int = CHUNK_FRAMES) -> torch.Tensor:
+    """`(..., n_mels, T)` mel -> `(..., L)` audio by `vocoder` (in pieces of `chunk_frames`: fewer bound memory
+    tighter), or by Griffin-Lim (`n_iter`, `seed`, `on_iter`) when it is None; `L = (T - 1) * hop`, or `T * hop`
+    for a loop (`circular`)."""
     if vocoder is not None:
-        return vocoder.vocode(mel, circular=circular)
+        return vocoder.vocode(mel, circular=circular, chunk_frames=chunk_frames)
     return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter, circular=circular)
 
 
@@ -32,6 +34,7 @@ def image_to_audio(
     seed: int | None = 0,
     on_iter: Callable[[int], None] | None = None,
     vocoder: NeuralVocoder | str | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
 ) -> tuple[np.ndarray, SpectrogramParams]:
     """Spectrogram image -> `(C, (width - 1) * hop)` float audio (unnormalised) and the params used.
 
@@ -42,6 +45,7 @@ def image_to_audio(
             default: the bundled vocoder for the params if there is one, else Griffin-Lim), "griffin-lim",
             "neural", or a vocoder's name or folder.
         n_iter, seed, on_iter: Griffin-Lim's iterations, initial phase and progress (unused by a neural vocoder).
+        chunk_frames: a neural vocoder's piece length (`NeuralVocoder.vocode`).
     """
     exif_params, max_value = image_params(image)
     params = params or exif_params
@@ -50,4 +54,5 @@ def image_to_audio(
         vocoder = choose_vocoder(vocoder, params)
     if vocoder is not None:
         vocoder.check_params(params)
-    return mel_to_audio(mel, params, vocoder, n_iter=n_iter, seed=seed, on_iter=on_iter).numpy(), params
+    return mel_to_audio(mel, params, vocoder, n_iter=n_iter, seed=seed, on_iter=on_iter,
+                        chunk_frames=chunk_frames).numpy(), params

@@ -41,6 +41,9 @@ SERVER_CONTROLLED = ("vocoder",)
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_UPLOAD_SECONDS = 60.0
 MAX_UPLOAD_COLUMNS = int(MAX_UPLOAD_SECONDS * 100) + 1  # an uploaded image's width: 60 s at 10 ms a column
+# The image tool's vocoder pieces (10 s at 10 ms): a 60 s upload raised the server's peak by 0.69 GB in one piece,
+# by 0.45 GB in these (and took 6.4 s instead of 4.7).
+TOOL_CHUNK_FRAMES = 1024
 IMAGE_SUFFIXES = (".png",)
 # Results kept on disk (oldest removed first), and requests allowed to wait for the model at once.
 MAX_RESULTS = 200
@@ -282,7 +285,7 @@ class Studio:
 
     def image_to_audio(self, image: Path) -> Path:
         """An uploaded spectrogram PNG (its own EXIF parameters) -> WAV in a fresh result folder."""
-        audio, params = image_to_audio(open_image(image, MAX_UPLOAD_COLUMNS))
+        audio, params = image_to_audio(open_image(image, MAX_UPLOAD_COLUMNS), chunk_frames=TOOL_CHUNK_FRAMES)
         return save_audio(self._tool_folder("audio", f"{image.stem}.wav"), normalize_loudness(audio),
                           params.sample_rate)
 

@@ -88,10 +88,11 @@ def _whole(value: float | None, name: str) -> int | None:
     return int(value)
 
 
-def _result_panel() -> list[gr.components.Component]:
+def _result_panel(loop: bool = False) -> list[gr.components.Component]:
+    """(player, spectrogram, settings, downloads); `loop`: the player repeats (a loop's own test)."""
     with gr.Column():
         # The browser's own player (a real <audio> element) rather than the waveform widget.
-        audio = gr.Audio(label="Audio", type="filepath", interactive=False, elem_classes="result-audio",
+        audio = gr.Audio(label="Audio", type="filepath", interactive=False, elem_classes="result-audio", loop=loop,
                          waveform_options=gr.WaveformOptions(show_recording_waveform=False))
         image = gr.Image(label="Spectrogram", type="filepath", interactive=False, elem_classes="result-image")
         settings = gr.JSON(label="Settings (the sidecar: its job redoes this result)", elem_classes="result-settings")
@@ -126,6 +127,8 @@ def control(mode: str, name: str, **override) -> gr.components.Component:
     if name in SLIDER_STEPS:
         return gr.Slider(spec.low + (SLIDER_STEPS[name] if spec.above else 0), high, step=SLIDER_STEPS[name],
                          **options)
+    if optional_kind(f.type):  # an empty box arrives as 0: the job's own check judges what was typed
+        return gr.Number(precision=0 if kind is int else None, **options)
     return gr.Number(precision=0 if kind is int else None, minimum=spec.low, maximum=high, **options)
 
 
@@ -150,8 +153,11 @@ def job_values(mode: str, controls: dict[str, gr.components.Component], data: di
     fields, values = JOBS[mode].fields(), {}
     for name, component in controls.items():
         value = data[component]
-        if name not in fields or value is None or (value == "" and optional_kind(fields[name].type)):
+        if name not in fields or value is None:
             continue
+        spec = fields[name].metadata["spec"]
+        if optional_kind(fields[name].type) and (value == "" or (value == 0 and spec.low and spec.low > 0)):
+            continue  # left empty: the setting takes its default
         if (optional_kind(fields[name].type) or fields[name].type) is int:
             value = _whole(value, name)
         values[name] = value
@@ -225,9 +231,14 @@ def build_studio(studio: Studio) -> gr.Blocks:
                     generate_controls |= {name: control("generate", name) for name in ("guidance", "negative")}
                     generate_controls |= {"loop": control("generate", "loop", label="Seamless loop"),
                                           "steps": control("generate", "steps")}
+                    with gr.Row():  # musical time: whole bars at a tempo, the tempo and key written into the WAV
+                        generate_controls |= {"bpm": control("generate", "bpm", label="BPM"),
+                                              **{name: control("generate", name) for name in ("bars", "key", "meter")}}
                     generate_controls |= more_settings(("generate",), set(generate_controls))
                     button = gr.Button("Generate", variant="primary", elem_id="generate-button")
-                outputs = _result_panel()
+                outputs = _result_panel(loop=True)
+                loop_playback = gr.Checkbox(True, label="Loop playback", elem_classes="loop-playback")
+            loop_playback.change(lambda on: gr.update(loop=on), loop_playback, outputs[0])
             button.click(run_generate, set(generate_controls.values()), outputs, concurrency_id="model")
         with gr.Tab("Morph"):
             with gr.Row():

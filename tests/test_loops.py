@@ -1,0 +1,123 @@
+"""Loops in musical time: `generate --bpm --bars --key --meter` makes whole bars to the sample, named as sample packs
+name loops, with the acid and smpl chunks DAWs read (parsed here by a reader written from the format description,
+not with the writer's code)."""
+
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from spectrodiff.cli import main
+from spectrodiff.generation.jobs import GenerateJob
+from spectrodiff.generation.modes import generate
+from spectrodiff.generation.musical import parse_key
+from spectrodiff.generation.output import Output, resample_loop
+
+FAST = {"steps": 1, "iters": 1}
+
+
+def riff_chunks(path: Path) -> dict[bytes, bytes]:
+    """The chunks of a RIFF WAVE file by id: `RIFF` <size> `WAVE`, then chunks of a 4-byte id, a little-endian
+    32-bit size and the body, each padded to an even length."""
+    data = path.read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert int.from_bytes(data[4:8], "little") == len(data) - 8, "the RIFF size covers the whole file"
+    chunks, offset = {}, 12
+    while offset + 8 <= len(data):
+        name, size = data[offset: offset + 4], int.from_bytes(data[offset + 4: offset + 8], "little")
+        chunks[name] = data[offset + 8: offset + 8 + size]
+        offset += 8 + size + size % 2
+    assert offset == len(data)
+    return chunks
+
+
+def acid(body: bytes) -> dict:
+    """The acid chunk: flags (0x01 one-shot, 0x02 root note set, 0x04 stretch, 0x08 disk-based), root note, two
+    unknown fields, number of beats, meter denominator then numerator, tempo (float)."""
+    flags, root, _, _, beats, denominator, numerator, tempo = struct.unpack("<IHHfIHHf", body[:24])
+    return {"one_shot": bool(flags & 1), "root_set": bool(flags & 2), "stretch": bool(flags & 4), "root": root,
+            "beats": beats, "meter": f"{numerator}/{denominator}", "tempo": tempo}
+
+
+def smpl_loops(body: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """The smpl chunk: 9 32-bit header fields (the third the sample period in ns, the eighth the number of loops),
+    then per loop: cue id, type (0 forward), start, end (inclusive), fraction, play count."""
+    header = struct.unpack("<9I", body[:36])
+    loops = [struct.unpack("<6I", body[36 + 24 * n: 60 + 24 * n]) for n in range(header[7])]
+    return header[2], [(kind, start, end, count) for _, kind, start, end, _, count in loops]
+
+
+@pytest.mark.parametrize("bpm, bars, meter, key, rate", [
+    (100, 2, "4/4", "F minor", None), (97, 3, "6/8", None, 48000), (174, 4, "4/4", "Bbm", None),
+    (60, 1, "7/8", "c#", 48000)])
+def test_a_loop_is_whole_bars_to_the_sample_and_a_daw_reads_it(pipe, tmp_path, bpm, bars, meter, key, rate):
+    numerator, denominator = map(int, meter.split("/"))
+    job = GenerateJob(prompt="funk", bpm=bpm, bars=bars, meter=meter, key=key, sample_rate=rate, **FAST)
+    result = generate(pipe, job, Output(tmp_path))
+    rate = rate or pipe.spectrogram.sample_rate
+    seconds = bars * numerator * 4 / denominator * 60 / bpm
+    frames = round(seconds * rate)
+    assert soundfile.info(result.audio).frames == frames and soundfile.info(result.audio).samplerate == rate
+    chunks = riff_chunks(result.audio)
+    assert len(chunks[b"data"]) == frames * 2 * pipe.spectrogram.channels  # 16-bit PCM
+    loop = acid(chunks[b"acid"])
+    assert loop == {"one_shot": False, "root_set": key is not None, "stretch": True,
+                    "root": 60 + parse_key(key).pitch_class if key else 60, "beats": round(bars * numerator * 4 /
+                    denominator), "meter": meter, "tempo": pytest.approx(bpm)}
+    period, loops = smpl_loops(chunks[b"smpl"])
+    assert period == round(1e9 / rate) and loops == [(0, 0, frames - 1, 0)]
+    short = f"_{parse_key(key).short}" if key else ""
+    assert result.audio.name == f"funk_{bpm}bpm{short}_s0.wav"
+    assert result.record["job"]["bars"] == bars and result.record["job"]["bpm"] == bpm
+
+
+def test_a_loop_without_a_tempo_has_no_loop_chunks(pipe, tmp_path):
+    """The control: the chunks come from the tempo, not from every WAV."""
+    result = generate(pipe, GenerateJob(prompt="funk", seconds=1.0, **FAST), Output(tmp_path / "plain.wav"))
+    assert set(riff_chunks(result.audio)) == {b"fmt ", b"data"}
+
+
+def test_without_bars_the_loop_is_the_whole_bars_nearest_the_seconds():
+    assert GenerateJob(prompt="x", bpm=120, seconds=9.5).bars == 5  # 2 s a bar
+    assert GenerateJob(prompt="x", bpm=120, seconds=0.3).bars == 1
+    assert GenerateJob(prompt="x", bpm=120, bars=3).seconds == 6.0
+    assert GenerateJob(prompt="x", bpm=120, bars=3, seconds=9.5).seconds == 6.0  # bars decide
+
+
+def test_resampling_a_loop_keeps_its_wrap_seamless():
+    """A loop fitted to whole bars by a few hops still repeats without a jump; cutting it to length instead (the
+    control) leaves one."""
+    n = 44100
+    t = np.arange(n) / n
+    loop = (np.sin(2 * np.pi * 220 * t) + 0.5 * np.sin(2 * np.pi * 331 * t)).astype(np.float32)[None]
+
+    def wrap_jump(audio: np.ndarray) -> float:
+        """The step from the last sample to the first, against the largest step inside."""
+        return abs(float(audio[0, 0] - audio[0, -1])) / np.abs(np.diff(audio[0])).max()
+
+    for m in (n - 300, n + 300):
+        fitted = resample_loop(loop, m)
+        assert fitted.shape == (1, m) and wrap_jump(fitted) < 1.05
+    assert wrap_jump(loop[:, : n - 300]) > 5
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--bpm", "0"], "--bpm must be between 40 and 240, got 0"),
+    (["--bpm", "-90"], "--bpm must be between 40 and 240, got -90"),
+    (["--bpm", "nan"], "--bpm is not a number, got nan"),
+    (["--bpm", "300"], "--bpm must be between 40 and 240, got 300"),
+    (["--bpm", "120", "--bars", "0"], "--bars must be between 1 and 64, got 0"),
+    (["--bpm", "120", "--bars", "65"], "--bars must be between 1 and 64, got 65"),
+    (["--bars", "4"], "bars needs a tempo: give bpm too"),
+    (["--bpm", "120", "--key", "H major"], "key 'H major' is not a key"),
+    (["--bpm", "120", "--meter", "5/3"], "--meter must be one of 4/4, 3/4, 2/4, 5/4, 6/8, 7/8, 12/8, got '5/3'"),
+])
+def test_bad_musical_options_are_usage_errors(monkeypatch, capsys, tmp_path, args, words):
+    monkeypatch.setattr(sys, "argv", ["spectrodiff", "generate", "funk", *args, "-o", str(tmp_path / "x.wav")])
+    status = main()
+    err = capsys.readouterr().err
+    assert status == 2 and words in err and "Traceback" not in err, err
+    assert not any(tmp_path.iterdir())
