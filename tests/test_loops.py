@@ -121,3 +121,48 @@ def test_bad_musical_options_are_usage_errors(monkeypatch, capsys, tmp_path, arg
     err = capsys.readouterr().err
     assert status == 2 and words in err and "Traceback" not in err, err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_compose_plan_in_bars_joins_on_bar_lines(pipe, tmp_path):
+    """A plan with a tempo gives sections in bars (or seconds that are whole bars): the clip is their sum to the
+    sample and every join is a bar line; the sidecar's job keeps the tempo."""
+    from spectrodiff.generation.jobs import ComposeJob
+    from spectrodiff.generation.modes import run
+    from spectrodiff.generation.plans import load_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("bpm: 90\nmeter: 6/8\ntransition: 0.5\nkeyframes:\n  - {prompt: a, bars: 2}\n"
+                    "  - {prompt: b, seconds: 4}\n  - {prompt: c, bars: 1}\n")
+    job = ComposeJob.from_dict(load_plan(plan) | FAST)
+    bar = 3 * 60 / 90  # a 6/8 bar is three quarter notes
+    assert [k.seconds for k in job.keyframes] == pytest.approx([2 * bar, 4.0, bar])
+    result = run(pipe, job, Output(tmp_path / "song.wav"))
+    assert soundfile.info(result.audio).frames == round(5 * bar * pipe.spectrogram.sample_rate)
+    assert result.record["job"]["bpm"] == 90 and result.record["job"]["meter"] == "6/8"
+
+
+@pytest.mark.parametrize("plan, words", [
+    ("bpm: 120\nkeyframes:\n  - {prompt: a, bars: 2}\n  - prompt: b\n    seconds: 5\n",
+     "plan.yaml line 5: 5 s is not whole bars of 4/4 at 120 BPM (2 s a bar)"),
+    ("keyframes:\n  - prompt: a\n    bars: 2\n", "plan.yaml line 3: bars needs the plan's bpm"),
+    ("bpm: 120\nkeyframes:\n  - {prompt: a, bars: 2, seconds: 4}\n", "line 3: give bars or seconds, not both"),
+    ("bpm: 120\nkeyframes:\n  - prompt: a\n    bars: 0\n", "line 4: bars must be between 1 and 64, got 0"),
+    ("bpm: 500\nkeyframes:\n  - {prompt: a, bars: 2}\n", "line 1: bpm must be between 40 and 240, got 500"),
+])
+def test_plans_in_bars_refuse_what_is_not_whole_bars(tmp_path, plan, words):
+    from spectrodiff.errors import SpectrodiffError
+    from spectrodiff.generation.plans import load_plan
+
+    (tmp_path / "plan.yaml").write_text(plan)
+    with pytest.raises(SpectrodiffError) as error:
+        load_plan(tmp_path / "plan.yaml")
+    assert words in str(error.value)
+
+
+@pytest.mark.parametrize("plan", sorted((Path(__file__).parents[1] / "prompts").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_example_plans_load(plan):
+    from spectrodiff.generation.jobs import ComposeJob
+    from spectrodiff.generation.plans import load_plan
+
+    job = ComposeJob.from_dict(load_plan(plan))
+    assert 0 < sum(k.seconds for k in job.keyframes) <= 600

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import SpectrodiffError
-from .musical import MAX_BARS, MAX_BPM, METERS, MIN_BPM, bar_seconds, beats_per_bar, parse_key
+from .musical import MAX_BARS, MAX_BPM, METERS, MIN_BPM, bar_seconds, beats_per_bar, parse_key, whole_bars
 
 REQUIRED = dataclasses.MISSING
 # The schedulers a job may name (spectrodiff.generation.pipeline.SCHEDULERS maps them to diffusers' classes).
@@ -381,12 +381,17 @@ class ComposeJob(Job):
     keyframes: tuple[Keyframe, ...] = setting(REQUIRED, "Keyframes, each with its seconds.", low=1, cli="")
     transition: float = setting(2.0, "Seconds over which neighbouring keyframes blend.", low=0, high=MAX_SECONDS,
                                 cli="")
+    bpm: float | None = setting(None, "Tempo of the whole clip: every keyframe then holds whole bars, so every join "
+                                "lands on a bar line.", low=MIN_BPM, high=MAX_BPM, cli="")
+    meter: str = setting("4/4", "Time signature of the bars.", choices=METERS, cli="")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for n, keyframe in enumerate(self.keyframes, 1):
             if keyframe.seconds is None:
                 raise SpectrodiffError(f"keyframe {n} has no seconds")
+            if self.bpm is not None:
+                whole_bars(keyframe.seconds, self.bpm, self.meter, f"keyframe {n}")
         total = sum(k.seconds for k in self.keyframes)
         if total > MAX_SECONDS:
             raise SpectrodiffError(f"the keyframes' seconds add up to {total:g}; at most {MAX_SECONDS:g}")

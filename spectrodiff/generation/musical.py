@@ -58,3 +58,12 @@ def beats_per_bar(meter: str) -> float:
 
 def bar_seconds(bpm: float, meter: str) -> float:
     return beats_per_bar(meter) * 60.0 / bpm
+
+
+def whole_bars(seconds: float, bpm: float, meter: str, what: str) -> int:
+    """The number of bars `seconds` holds; SpectrodiffError naming `what` when it is not a whole number of them."""
+    bar = bar_seconds(bpm, meter)
+    bars = round(seconds / bar)
+    if bars < 1 or abs(seconds - bars * bar) > 1e-6:
+        raise SpectrodiffError(f"{what}: {seconds:g} s is not whole bars of {meter} at {bpm:g} BPM ({bar:g} s a bar)")
+    return bars

@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpectrodiffError
-from .jobs import ComposeJob, Keyframe, check, keyframe_from, shown
+from .jobs import ComposeJob, Keyframe, Spec, check, keyframe_from, shown
+from .musical import MAX_BARS, bar_seconds, whole_bars
 
-PLAN_FIELDS = {"keyframes", "transition"}
+PLAN_FIELDS = {"keyframes", "transition", "bpm", "meter"}
 # A plan is three levels deep (plan, keyframes, keyframe); deeper nesting is refused before Python's stack runs out.
 MAX_PLAN_DEPTH = 16
 
@@ -40,17 +41,30 @@ class _LineLoader(yaml.SafeLoader):
         return mapping
 
 
-def keyframe_from_lines(data: dict, path: Path) -> Keyframe:
+def keyframe_from_lines(data: dict, path: Path, tempo: tuple[float, str] | None = None) -> Keyframe:
     """A plan's keyframe mapping (with the lines `_LineLoader` recorded) -> a Keyframe; errors name the line of the
-    field at fault."""
+    field at fault. With the plan's `tempo` (bpm, meter) a keyframe may give its length in `bars`, and one given in
+    seconds must be whole bars."""
     lines, start = data.get("__lines__", {}), data.get("__line__")
     fields = {k: v for k, v in data.items() if k not in ("__line__", "__lines__")}
-    return keyframe_from(fields, lambda name: f"{path} line {lines.get(name, start)}")
+    at = lambda name: f"{path} line {lines.get(name, start)}"  # noqa: E731
+    if "bars" in fields:
+        if tempo is None:
+            raise SpectrodiffError(f"{at('bars')}: bars needs the plan's bpm")
+        if "seconds" in fields:
+            raise SpectrodiffError(f"{at('bars')}: give bars or seconds, not both")
+        bars = check(f"{at('bars')}: bars", fields.pop("bars"), int, Spec("", low=1, high=MAX_BARS))
+        fields["seconds"] = bars * bar_seconds(*tempo)
+    keyframe = keyframe_from(fields, at)
+    if tempo is not None and keyframe.seconds is not None:
+        whole_bars(keyframe.seconds, *tempo, at("seconds"))
+    return keyframe
 
 
 def load_plan(path: Path) -> dict:
-    """A compose plan: `keyframes` (each prompt, seconds, and optionally seed, strength, guidance, negative) and
-    `transition` seconds (default 2). Returns them as the fields of a ComposeJob."""
+    """A compose plan: `keyframes` (each prompt, seconds or, with the plan's `bpm`, bars, and optionally seed,
+    strength, guidance, negative), `transition` seconds (default 2), and optionally `bpm` and `meter` (4/4) so that
+    sections are whole bars. Returns them as the fields of a ComposeJob."""
     path = Path(path)
     if not path.is_file():
         raise SpectrodiffError(f"no such file: {path}")
@@ -67,20 +81,22 @@ def load_plan(path: Path) -> dict:
     unknown = sorted(set(data) - PLAN_FIELDS - {"__line__", "__lines__"})
     if unknown:
         raise SpectrodiffError(f"{path}: unknown field {shown(unknown[0])} (fields: {', '.join(sorted(PLAN_FIELDS))})")
+    plan = {}
+    for name in ("transition", "bpm", "meter"):
+        if name in data:
+            f = ComposeJob.fields()[name]
+            label = f"{path} line {data['__lines__'][name]}: {name}"
+            plan[name] = check(label, data[name], f.type, f.metadata["spec"])
+    tempo = (plan["bpm"], plan.get("meter", "4/4")) if plan.get("bpm") is not None else None
     keyframes = []
     for item in data["keyframes"]:
         if not isinstance(item, dict):
             raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {shown(item)}")
-        keyframe = keyframe_from_lines(item, path)
+        keyframe = keyframe_from_lines(item, path, tempo)
         if keyframe.seconds is None:
             raise SpectrodiffError(f"{path} line {item['__line__']}: keyframe has no seconds")
         keyframes.append(keyframe)
-    plan = {"keyframes": keyframes}
-    if "transition" in data:
-        spec = ComposeJob.fields()["transition"].metadata["spec"]
-        plan["transition"] = check(f"{path} line {data['__lines__']['transition']}: transition", data["transition"],
-                                   float, spec)
-    return plan
+    return {"keyframes": keyframes, **plan}
 
 
 def load_jobs(path: Path) -> list[tuple[int, dict]]:
