@@ -213,6 +213,8 @@ def test_spectrogram_tools_round_trip(client, clip):
     ("/api/generate", {"prompt": "ok", "seconds": 600}, 422, "seconds"),
     ("/api/generate", {"prompt": "ok", "seed": -1}, 422, "seed must be between 0 and 4294967295, got -1"),
     ("/api/generate", {"prompt": "ok", "seed": 2**32}, 422, "seed must be between 0 and 4294967295"),
+    ("/api/generate", {"prompt": "ok", "bpm": 40, "bars": 20}, 422, "the clip would be 120 s; at most 60 s here"),
+    ("/api/generate", {"prompt": "ok", "bpm": 10}, 422, "bpm must be between 40 and 240, got 10"),
     ("/api/morph", {"keyframes": [{"prompt": "only one"}]}, 422, "keyframes"),
     ("/api/compose", {"keyframes": [{"prompt": "no seconds"}]}, 422, "keyframe 1 has no seconds"),
     ("/run_inference/", riffusion_request(alpha=1.5), 422, "alpha"),

@@ -215,6 +215,9 @@ class Studio:
             job = job_class.from_dict(values, highs=SERVER_HIGHS)
         except SpectrodiffError as exc:
             raise InvalidRequest(str(exc)) from None
+        seconds = getattr(job, "seconds", None)  # a length made of bars and a tempo is held to the same limit
+        if seconds is not None and seconds > SERVER_HIGHS["seconds"]:
+            raise InvalidRequest(f"the clip would be {seconds:g} s; at most {SERVER_HIGHS['seconds']:g} s here")
         return dataclasses.replace(job, vocoder=self.vocoder)
 
     def run(self, job: Job, progress: Callable[[str, int, int], None] | None = None,
