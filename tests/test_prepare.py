@@ -360,3 +360,23 @@ def test_cli_prepare_nothing_readable(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "could not be read" in errors[0], result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("warning: skipped")]) == 2
+
+
+def test_tiles_of_the_reference_catalogue_carry_its_music(small_catalogue, tmp_path):
+    """Where catalogue.json (spectrodiff.training.catalogue) says a file's tempo, key and meter, every tile of it
+    carries them and where it starts in its bar and beat; the control: files it does not list carry none."""
+    (small_catalogue / "catalogue.json").write_text(json.dumps({"files": [
+        {"file": "a/one.wav", "tempo": 100.0, "key": "D dorian", "meter": "4/4"},
+        {"file": "a/two.wav", "tempo": 90.0, "key": "C major"}]}))  # no meter: the catalogue's 4/4
+    dataset = tmp_path / "dataset"
+    prepare_dataset(small_catalogue, dataset, **{**OPTIONS, "validation": 0.0})
+    rows = {(row["source"], row["start_ms"]): row for row in metadata(dataset, "train")}
+    one = rows[("a/one.wav", 1280)]  # a 4/4 bar at 100 BPM is 2.4 s, a beat 0.6 s: 1.28 s is 0.5333 bar, 0.1333 beat
+    assert (one["tempo"], one["key"], one["meter"], one["bar_phase"], one["beat_phase"]) == \
+        (100.0, "D dorian", "4/4", 0.5333, 0.1333)
+    assert rows[("a/two.wav", 2560)]["bar_phase"] == pytest.approx(2.56 / (4 * 60 / 90) % 1, abs=1e-4)
+    assert rows[("a/one.wav", 0)]["bar_phase"] == 0.0
+    assert not {"tempo", "key", "bar_phase"} & set(rows[("b/three.wav", 0)])
+    (small_catalogue / "catalogue.json").write_text("{}")
+    with pytest.raises(SpectrodiffError, match="not a catalogue made by"):
+        prepare_dataset(small_catalogue, tmp_path / "other", **OPTIONS)

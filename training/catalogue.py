@@ -6,7 +6,8 @@ so a catalogue is a pure function of (minutes, seed, renderer, clip length). Lay
 
     OUT/<style-slug>/<style-slug>_<n>.wav    44.1 kHz, 16-bit stereo, peak-normalised
     OUT/<style-slug>/<style-slug>_<n>.txt    its caption (what `spectrodiff.training.prepare` reads)
-    OUT/catalogue.json                       seed, renderer, sound bank, and per file: style, tempo, key, duration
+    OUT/catalogue.json                       seed, renderer, sound bank, and per file: style, tempo, key, meter,
+                                             duration (clips start on a downbeat)
 
 Renderers (Debian packages): `fluidsynth` with the FluidR3 GM soundfont (fluidsynth, fluid-soundfont-gm), the
 training material; `timidity` with freepats (timidity, freepats), different samples, the held-out material. Every
@@ -535,7 +536,7 @@ def build_clip(out: Path, entry: dict, renderer: str) -> dict:
     text = caption(entry["style"], entry["seed"])
     path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
     return {"file": entry["file"], "style": entry["style"], "caption": text, "seed": entry["seed"],
-            "tempo": facts.tempo, "key": facts.key, "programs": list(facts.programs),
+            "tempo": facts.tempo, "key": facts.key, "meter": "4/4", "programs": list(facts.programs),
             "duration": soundfile.info(path).duration}
 
 

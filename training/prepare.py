@@ -3,7 +3,10 @@
 What a dataset folder holds:
 
     DATASET/train/<folders>/<stem>_<suffix>_<start>ms.png   tiles: RGB, 512 high, parameters in EXIF
-    DATASET/train/metadata.jsonl                          a line per tile: file_name, text, source, start_ms, tags
+    DATASET/train/metadata.jsonl                          a line per tile: file_name, text, source, start_ms, tags;
+                                                          for a catalogue made by spectrodiff.training.catalogue
+                                                          also its music: tempo, key, meter, and where the tile
+                                                          starts in its bar and beat (bar_phase, beat_phase: 0-1)
     DATASET/validation/...                                the same for the validation tracks
     DATASET/manifest.json                                 counts, durations, parameters, skipped files
     DATASET/.prepare/<sha1 of the source path>.json       a record per finished file (its tiles), for resuming
@@ -292,6 +295,30 @@ def _warn_unmatched(table: dict[str, TableEntry], sources: list[str]) -> None:
 # ---- files and splits -----------------------------------------------------------------------------------------
 
 
+def load_music_labels(catalogue: Path) -> dict[str, dict]:
+    """What the reference catalogue's catalogue.json knows of each file, by its path in the catalogue: tempo
+    (quarter notes a minute), key, meter; {} for a catalogue without one. Its clips start on a downbeat."""
+    path = catalogue / "catalogue.json"
+    if not path.is_file():
+        return {}
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        return {f["file"]: {"tempo": float(f["tempo"]), "key": str(f["key"]), "meter": str(f.get("meter", "4/4"))}
+                for f in files}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SpectrodiffError(f"{path}: not a catalogue made by spectrodiff.training.catalogue ({exc})") from None
+
+
+def tile_music(labels: dict, start_ms: int) -> dict:
+    """A tile's musical labels: its file's tempo, key and meter, and the phase (0-1) of its first sample in the bar
+    and in the beat."""
+    numerator, denominator = (int(part) for part in labels["meter"].split("/"))
+    beat = 60.0 / labels["tempo"]
+    start = start_ms / 1000
+    return {**labels, "bar_phase": round(start / (beat * numerator * 4 / denominator) % 1.0, 4),
+            "beat_phase": round(start / beat % 1.0, 4)}
+
+
 def assign_splits(sources: Iterable[str], validation: float = 0.1, seed: int = 0) -> dict[str, str]:
     """Each source track -> "train" or "validation", so that no track is in both.
 
@@ -524,14 +551,18 @@ def prepare_dataset(
     splits = assign_splits(tracks, validation, seed)
     captions = {source: caption_for(catalogue, source, table) for source in tracks}
     _warn_file_name_captions(captions)
+    music = load_music_labels(catalogue)
     lines: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for source in tracks:
         records[source] = _move_to_split(out, records[source], splits[source])
         caption = captions[source]
         for tile in records[source]["tiles"]:
             split, file_name = tile["file"].split("/", 1)
-            lines[split].append({"file_name": file_name, "text": caption.text, "source": source,
-                                 "start_ms": tile["start_ms"], "tags": list(caption.tags)})
+            line = {"file_name": file_name, "text": caption.text, "source": source, "start_ms": tile["start_ms"],
+                    "tags": list(caption.tags)}
+            if source in music:
+                line |= tile_music(music[source], tile["start_ms"])
+            lines[split].append(line)
     for split in SPLITS:
         _write_metadata(out, split, lines[split])
     _sweep(out, records)
