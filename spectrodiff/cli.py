@@ -298,13 +298,13 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
                 "max value": f"{max_value:g}"}
         rows.update({name.replace("_", " "): value for name, value in params.to_dict().items()})
     else:
-        from .codec.audio import audio_info
+        from .codec.audio import audio_info, is_truncated
 
         info = audio_info(file)
         rows = {"file": file, "kind": "audio", "format": f"{info.format} ({info.subtype})",
                 "sample rate": f"{info.sample_rate} Hz", "channels": info.channels, "frames": info.frames,
                 "duration": f"{info.duration:.3f} s"}
-        if info.truncated:
+        if is_truncated(file):
             rows["truncated"] = "yes: the file ends before its header says it does (cut short or damaged)"
     width = max(len(k) for k in rows)
     for key, value in rows.items():

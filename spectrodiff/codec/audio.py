@@ -37,7 +37,6 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
-    truncated: bool = False
 
     @property
     def duration(self) -> float:
@@ -75,23 +74,24 @@ def find_audio(source: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(source).as_posix())
 
 
-def _truncated(f: soundfile.SoundFile) -> bool:
-    """Whether the file ends before its header says it does: libsndfile's log says so, or (FLAC and the like) its
-    last frame cannot be read."""
-    if any(sign in f.extra_info for sign in _TRUNCATION_SIGNS):
-        return True
-    try:
-        f.seek(max(f.frames - 1, 0))
-        f.read(1)
-        return False
-    except (soundfile.LibsndfileError, RuntimeError):
-        return True
-
-
 def audio_info(path: Path) -> AudioInfo:
-    """What a file holds, from its header (and whether it is cut short)."""
+    """What a file holds, from its header."""
     with _open(path) as f:
-        return AudioInfo(Path(path), f.samplerate, f.channels, f.frames, f.format, f.subtype, _truncated(f))
+        return AudioInfo(Path(path), f.samplerate, f.channels, f.frames, f.format, f.subtype)
+
+
+def is_truncated(path: Path) -> bool:
+    """Whether the file ends before its header says it does: libsndfile's log says so (WAV, AIFF, Ogg), or its last
+    frame cannot be read (FLAC). It reads the file's end, so only `info` asks."""
+    with _open(path) as f:
+        if any(sign in f.extra_info for sign in _TRUNCATION_SIGNS):
+            return True
+        try:
+            f.seek(max(f.frames - 1, 0))
+            f.read(1)
+            return False
+        except (soundfile.LibsndfileError, RuntimeError):
+            return True
 
 
 def check_readable(info: AudioInfo) -> AudioInfo:
