@@ -17,7 +17,10 @@ from spectrodiff.training.prepare import prepare_dataset
 SR = 44100
 SECONDS = 4.0
 REQUIRED = ("jazzy saxophone", "funky piano", "church organ and bells", "electronic beats", "blues guitar",
-            "string ensemble", "acoustic drums", "ambient pad")
+            "string ensemble", "acoustic drums", "ambient pad")  # version 1, in this order
+VERSION_TWO = ("lo-fi hip hop", "house", "techno", "drum and bass", "trap", "reggae", "bossa nova", "rock", "metal",
+               "country", "gospel", "baroque harpsichord", "ragtime", "big band swing", "synthwave", "chiptune",
+               "cinematic orchestra", "flamenco guitar", "afrobeat", "waltz", "celtic")
 
 
 
@@ -57,10 +60,40 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
 def test_styles_table_has_the_required_styles_and_several_captions_each():
     assert {s.name for s in STYLES} >= set(REQUIRED)
     assert len({s.slug for s in STYLES}) == len(STYLES)
+    assert tuple(s.name for s in STYLES[:8]) == REQUIRED and tuple(s.name for s in STYLES[8:]) == VERSION_TWO
+    assert len(STYLES) >= 24
     for style in STYLES:
         assert re.fullmatch(r"[a-z_]+", style.slug)
-        assert len(set(style.captions)) >= 3, style.name
+        assert len(set(style.captions)) >= 5, style.name
         assert style.parts or style.drums
+        assert style.tempo[0] < style.tempo[1] and style.modes
+
+
+def test_every_pattern_holds_one_bar_of_its_meter():
+    for style in STYLES:
+        steps = 4 * style.meter
+        for part in style.parts:
+            assert {len(r) for r in part.rhythms} == {steps}, (style.name, part.role)
+        for pattern in (*style.drums, style.fill):
+            assert {len(hits) for hits in pattern.values()} <= {steps}, style.name
+        assert style.kit == "acoustic" or style.kit in (0, 24, 25, 32, 40), style.name
+
+
+def test_a_waltz_is_in_three_and_its_bass_falls_on_each_downbeat():
+    facts = catalogue.clip_facts("waltz", 3)
+    assert facts.meter == "3/4" and facts.bar_seconds == pytest.approx(3 * 60 / facts.tempo)
+    bass = next(i for i in style_midi("waltz", 3, 12).instruments if i.name == "bass")
+    phases = [(n.start / facts.bar_seconds) % 1 for n in bass.notes]
+    assert all(min(p, 1 - p) < 0.01 for p in phases)  # within the timing jitter of a downbeat
+    assert style_midi("waltz", 3, 4).time_signature_changes[0].numerator == 3
+
+
+def test_version_one_is_the_first_eight_styles_and_its_sound_bank():
+    assert {c["style"] for c in plan(30, 0, 20, version=1)} == set(REQUIRED)
+    assert catalogue.sound_banks("fluidsynth", 1) == (catalogue.SOUNDFONT,)
+    assert catalogue.sound_banks("fluidsynth", 2)[0] == catalogue.MUSESCORE_SOUNDFONT
+    with pytest.raises(SpectrodiffError, match="unknown catalogue version 3"):
+        plan(1, 0, 20, version=3)
 
 
 def test_captions_are_picked_deterministically_among_the_phrasings():
@@ -172,18 +205,30 @@ def test_small_catalogue_has_captions_json_and_prepares_into_captioned_tiles(tmp
     files = result["files"]
     assert len(files) == 5 and sum(f["duration"] for f in files) == pytest.approx(30)
     assert json.loads((out / "catalogue.json").read_text()) == result
-    assert result["seed"] == 3 and result["renderer"] == "fluidsynth" and result["soundfont"].endswith(".sf2")
+    assert result["seed"] == 3 and result["renderer"] == "fluidsynth" and result["soundfont"].endswith(".sf3")
+    assert result["version"] == 2 and len(result["sound_banks"]) == 3
     by_name = {s.name: s for s in STYLES}
     for entry in files:
         style = by_name[entry["style"]]
         assert entry["file"].startswith(f"{style.slug}/{style.slug}_")
         assert (out / entry["file"]).with_suffix(".txt").read_text().strip() == entry["caption"]
         assert entry["caption"] in style.captions
-        assert {"tempo", "key", "duration", "seed"} <= set(entry)
+        assert {"tempo", "key", "duration", "seed", "meter", "instruments", "bar_seconds"} <= set(entry)
+        assert entry["meter"] == f"{style.meter}/4"
+        assert result["styles"][style.name]["tempo"] == list(style.tempo)
+        # The mix is the sum of its stems (each rounded to 16 bits), which lie in the hidden .stems folder.
+        mix = soundfile.read(out / entry["file"], dtype="float32")[0]
+        stems = [soundfile.read(out / path, dtype="float32")[0] for path in entry["stems"].values()]
+        assert len(stems) == len(entry["instruments"]) >= 1
+        assert all(path.startswith(".stems/") for path in entry["stems"].values())
+        assert np.abs(sum(stems) - mix).max() <= (len(stems) + 1) / 32768
+        assert min(np.sqrt(np.mean(stem ** 2)) for stem in stems) > 1e-4  # every stem sounds
 
     manifest = prepare_dataset(out, tmp_path / "dataset", validation=0)
     lines = [json.loads(line) for line in (tmp_path / "dataset/train/metadata.jsonl").read_text().splitlines()]
     assert manifest["counts"]["tiles"]["train"] == len(lines) >= 5
+    assert manifest["counts"]["files"] == 5  # the stems are not tiled
+    assert set(manifest["music_styles"]) == set(result["styles"])
     captions = {entry["file"]: entry["caption"] for entry in files}
     for line in lines:
         assert line["text"] == captions[line["source"]]
@@ -198,3 +243,15 @@ def test_catalogue_is_deterministic_and_the_cli_writes_it(tmp_path, capsys):
     assert a == b
     for entry in a["files"]:
         assert (tmp_path / "a" / entry["file"]).read_bytes() == (tmp_path / "b" / entry["file"]).read_bytes()
+
+
+def test_acoustic_kits_are_avldrums_recordings_and_timidity_keeps_to_freepats(tmp_path):
+    entry = {"file": "rock/rock_000.wav", "style": "rock", "seed": 1, "seconds": 3.0}
+    record = catalogue.build_clip(tmp_path / "fluid", entry, "fluidsynth", 2)
+    assert record["instruments"][-1] == "drums: Red_Zeppelin_4_LV2"  # seed 1: the second kit
+    held = catalogue.build_clip(tmp_path / "timidity", entry, "timidity", 2)
+    drums = [soundfile.read(folder / held["stems"]["drums"], dtype="float32")[0].mean(axis=1)
+             for folder in (tmp_path / "fluid", tmp_path / "timidity")]
+    assert all(np.sqrt(np.mean(d ** 2)) > 0.01 for d in drums)
+    a, b = (np.abs(librosa.stft(d, n_fft=2048)) for d in drums)
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) > 0.3  # different recordings of the same hits

@@ -5,10 +5,12 @@ What a dataset folder holds:
     DATASET/train/<folders>/<stem>_<suffix>_<start>ms.png   tiles: RGB, 512 high, parameters in EXIF
     DATASET/train/metadata.jsonl                          a line per tile: file_name, text, source, start_ms, tags;
                                                           for a catalogue made by spectrodiff.training.catalogue
-                                                          also its music: tempo, key, meter, and where the tile
-                                                          starts in its bar and beat (bar_phase, beat_phase: 0-1)
+                                                          also its music: tempo, key, meter, instruments, and
+                                                          where the tile starts in its bar and beat (bar_phase,
+                                                          beat_phase: 0-1)
     DATASET/validation/...                                the same for the validation tracks
-    DATASET/manifest.json                                 counts, durations, parameters, skipped files
+    DATASET/manifest.json                                 counts, durations, parameters, skipped files, and the
+                                                          catalogue's style table (music_styles), if it has one
     DATASET/.prepare/<sha1 of the source path>.json       a record per finished file (its tiles), for resuming
 
 A file's record is written, atomically, once all its tiles are. The metadata files and the manifest are rewritten
@@ -297,16 +299,27 @@ def _warn_unmatched(table: dict[str, TableEntry], sources: list[str]) -> None:
 
 def load_music_labels(catalogue: Path) -> dict[str, dict]:
     """What the reference catalogue's catalogue.json knows of each file, by its path in the catalogue: tempo
-    (quarter notes a minute), key, meter; {} for a catalogue without one. Its clips start on a downbeat."""
+    (quarter notes a minute), key, meter and (version 2) instruments; {} for a catalogue without one. Its clips start
+    on a downbeat."""
     path = catalogue / "catalogue.json"
     if not path.is_file():
         return {}
     try:
         files = json.loads(path.read_text(encoding="utf-8"))["files"]
         return {f["file"]: {"tempo": float(f["tempo"]), "key": str(f["key"]), "meter": str(f.get("meter", "4/4"))}
-                for f in files}
+                | ({"instruments": list(f["instruments"])} if "instruments" in f else {}) for f in files}
     except (ValueError, KeyError, TypeError) as exc:
         raise SpectrodiffError(f"{path}: not a catalogue made by spectrodiff.training.catalogue ({exc})") from None
+
+
+def load_music_styles(catalogue: Path) -> dict:
+    """The reference catalogue's styles (captions, tempo range, meter, modes), {} without one; catalogues before
+    version 2 have no tempo ranges, and give {}."""
+    path = catalogue / "catalogue.json"
+    if not path.is_file():
+        return {}
+    styles = json.loads(path.read_text(encoding="utf-8")).get("styles") or {}
+    return styles if all("tempo" in entry for entry in styles.values()) else {}
 
 
 def tile_music(labels: dict, start_ms: int) -> dict:
@@ -587,6 +600,9 @@ def prepare_dataset(
         "skipped": [{"source": source, "reason": reason} for source, reason in sorted(skipped.items())],
         "run": {"tiled": len(jobs), "reused": len(candidates) - len(jobs)},
     }
+    styles = load_music_styles(catalogue)
+    if styles:
+        manifest["music_styles"] = styles  # what a model trained on it picks tempos and keys from
     with atomic_path(out / MANIFEST, overwrite=True) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
