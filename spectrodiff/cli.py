@@ -457,10 +457,18 @@ def _run_one(pipe, job, runtime: Runtime, report) -> None:
     _print_result(run(pipe, job, Output(runtime.out, report, runtime.overwrite)))
 
 
+MUSIC_SOURCES = {"asked": "as asked", "words": "from the prompt", "model": "picked by the model"}
+
+
 def _print_result(result) -> None:
     print(result.audio)
-    err_console.print(f"{result.seconds:.2f} s of audio; spectrogram {result.image}, settings {result.sidecar}",
-                      markup=False)
+    music = result.record.get("music") or {}
+    played = ", ".join(f"{value} {MUSIC_SOURCES[source]}" for value, source in (
+        (f"{music.get('bpm') or 0:g} BPM", music.get("source")), (music.get("key"), music.get("key_source")))
+        if source in MUSIC_SOURCES)
+    played = f" ({played})" if played else ""
+    err_console.print(f"{result.seconds:.2f} s of audio{played}; spectrogram {result.image}, "
+                      f"settings {result.sidecar}", markup=False)
 
 
 def _comma_list(text: str | None, kind: type, name: str, count: int) -> list:

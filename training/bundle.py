@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.components import NeuralVocoder as VocoderComponent
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.vocoding.vocoder import load_vocoder
 
@@ -55,9 +56,9 @@ def bundle(source: Path, target: Path, vocoder: Path | None = None) -> float:
     in float16; returns the target's size in MB."""
     pipe = SpectrodiffPipeline.load(str(source))
     if vocoder is not None:
-        voice = load_vocoder(vocoder)
-        voice.check_params(pipe.spectrogram)
-        pipe.register_modules(vocoder=voice)
+        load_vocoder(vocoder).check_params(pipe.spectrogram)  # a clear error for a wrong or broken folder
+        # The pipeline saves components by their class: the diffusers-registered one, not the plain vocoder.
+        pipe.register_modules(vocoder=VocoderComponent.from_pretrained(vocoder, use_safetensors=True))
     pipe.to(torch.float16)
     target = Path(target)
     pipe.register_to_config(_name_or_path=target.name)  # not the build machine's path

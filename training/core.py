@@ -194,7 +194,8 @@ def check_run(out: Path, resume: str | None, record: dict, resumable: tuple[str,
     if not run_file.is_file():
         raise SpectrodiffError(f"--resume latest: {out} holds no run to resume")
     saved = json.loads(run_file.read_text())
-    changed = [k for k in sorted(set(saved) | set(record)) if k not in resumable and saved.get(k) != record.get(k)]
+    # An option newer than the saved run is not compared: the run was made before it existed.
+    changed = [k for k in sorted(saved) if k not in resumable and saved.get(k) != record.get(k)]
     if changed:
         raise SpectrodiffError(f"--resume: {', '.join(changed)} differ from the run in {out}; use the same options")
     found = checkpoint_dirs(out)

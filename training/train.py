@@ -36,6 +36,8 @@ from safetensors.torch import save_file
 
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.conditions import MUSIC_FEATURES, Music, label_key, music_features, takes_music
+from spectrodiff.generation.musical import bar_seconds
 from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline
 from spectrodiff.metrics import magnitude_convergence
 
@@ -43,11 +45,12 @@ from .core import Schedule, Task, Update, check_run, run, step_generator
 
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+MUSIC_LABELS = ("tempo", "key", "meter", "bar_phase")  # what `prepare` writes for a tile of the reference catalogue
 CONFIG_KEYS = {"text_encoder", "seed", "unet", "vae", "train_vae", "vae_sc_weight", "scheduler", "training",
-               "encode_steps"}
+               "encode_steps", "base", "music_conditioning"}
 # Options that shape the model or the data order: a resumed run must use the same ones.
 RUN_KEYS = ("base", "config", "lora_rank", "batch_size", "grad_accum", "seed", "crop_width", "caption_dropout", "ema",
-            "latents", "scaling_factor")
+            "latents", "scaling_factor", "music_dropout")
 
 
 @dataclass
@@ -76,6 +79,7 @@ class TrainOptions:
     ema: float | None = None  # EMA decay, e.g. 0.999; 0 or None: off
     crop_width: int | None = None  # random crop in time, in pixels (a multiple of 8); None: whole tiles
     caption_dropout: float | None = None  # 0.1: captions replaced by "" so classifier-free guidance works
+    music_dropout: float | None = None  # 0.2: a model with musical conditions also learns to do without them
     latents: str | None = None  # "sample" the VAE posterior (Stable Diffusion's way) or take its "mean"
     scaling_factor: float | str | None = None  # "auto": 1 / std of the data's latents (fresh VAEs); None: the VAE's
     validation_tiles: int = 16
@@ -86,7 +90,8 @@ class TrainOptions:
     log: Callable[[str], None] = field(default=print, repr=False)
 
     DEFAULTS = {"max_steps": 1000, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "checkpoint_every": 500,
-                "validate_every": 500, "ema": 0.0, "caption_dropout": 0.1, "lr_schedule": "warmup-constant",
+                "validate_every": 500, "ema": 0.0, "caption_dropout": 0.1, "music_dropout": 0.2,
+                "lr_schedule": "warmup-constant",
                 "latents": "sample"}
 
 
@@ -111,8 +116,9 @@ def resolve_options(opts: TrainOptions, config: dict) -> TrainOptions:
                                                                                 1024)):
         if not isinstance(value, int) or value < low or value > high:
             raise SpectrodiffError(f"{name} must be a whole number between {low} and {high}, got {value}")
-    if not 0 <= opts.caption_dropout <= 1:
-        raise SpectrodiffError(f"caption_dropout must be in [0, 1], got {opts.caption_dropout}")
+    for name in ("caption_dropout", "music_dropout"):
+        if not 0 <= getattr(opts, name) <= 1:
+            raise SpectrodiffError(f"{name} must be in [0, 1], got {getattr(opts, name)}")
     if opts.crop_width is not None and (opts.crop_width < 8 or opts.crop_width % 8):
         raise SpectrodiffError(f"crop_width must be a positive multiple of 8 pixels, got {opts.crop_width}")
     if opts.latents not in ("sample", "mean"):
@@ -134,8 +140,9 @@ def load_config(path: Path | None) -> dict:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SpectrodiffError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("unet"), dict):
-        raise SpectrodiffError(f"{path}: a config needs a `unet:` mapping (see training/configs/tiny.yaml)")
+    if not isinstance(config, dict) or not (isinstance(config.get("unet"), dict) or config.get("base")):
+        raise SpectrodiffError(f"{path}: a config needs a `unet:` mapping (see training/configs/tiny.yaml), or a "
+                               "`base:` model to fine-tune")
     unknown = set(config) - CONFIG_KEYS
     if unknown:
         raise SpectrodiffError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; a config takes "
@@ -157,6 +164,7 @@ class Dataset:
     params: SpectrogramParams
     train: list[dict]
     validation: list[dict]
+    music_styles: dict = field(default_factory=dict)  # the catalogue's styles, tempo ranges and modes, if any
 
 
 def _read_split(root: Path, split: str, required: bool) -> list[dict]:
@@ -178,7 +186,8 @@ def _read_split(root: Path, split: str, required: bool) -> list[dict]:
         tile = root / split / file
         if not tile.is_file():
             raise SpectrodiffError(f"{path} line {n}: missing tile {tile}")
-        items.append({"path": str(tile), "text": str(text)})
+        music = {k: item[k] for k in MUSIC_LABELS if k in item} if all(k in item for k in MUSIC_LABELS) else None
+        items.append({"path": str(tile), "text": str(text), "music": music})
     return items
 
 
@@ -190,15 +199,28 @@ def load_dataset(root: Path) -> Dataset:
     train = _read_split(root, "train", required=True)
     if not train:
         raise SpectrodiffError(f"dataset {root} has no training tiles")
-    params = SpectrogramParams()
+    params, styles = SpectrogramParams(), {}
     manifest = root / "manifest.json"
     if manifest.is_file():
         try:
-            config = json.loads(manifest.read_text()).get("params") or {}
-            params = SpectrogramParams.from_dict(config)
+            content = json.loads(manifest.read_text())
+            params = SpectrogramParams.from_dict(content.get("params") or {})
+            styles = content.get("music_styles") or {}
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise SpectrodiffError(f"{manifest}: cannot read its params ({exc})") from None
-    return Dataset(root, params, train, _read_split(root, "validation", required=False))
+    return Dataset(root, params, train, _read_split(root, "validation", required=False), styles)
+
+
+def item_music(item: dict, start_column: int, params: SpectrogramParams) -> np.ndarray:
+    """`(MUSIC_FEATURES,)` conditions of a crop of a tile starting `start_column` pixels in: zeros for a tile
+    without musical labels."""
+    labels = item.get("music")
+    if labels is None:
+        return music_features(None)
+    tonic, mode = labels["key"].split()
+    music = Music(float(labels["tempo"]), label_key(tonic, mode), labels["meter"])
+    bar = bar_seconds(music.bpm, music.meter)
+    return music_features(music, (labels["bar_phase"] + start_column * params.step_size_ms / 1000 / bar) % 1.0)
 
 
 @lru_cache(maxsize=1024)
@@ -208,11 +230,12 @@ def _read_tile(path: str) -> torch.Tensor:
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
-def tile_pixels(items: list[dict], crop_width: int | None, generator: torch.Generator) -> torch.Tensor:
+def tile_pixels(items: list[dict], crop_width: int | None, generator: torch.Generator,
+                starts: list[int] | None = None) -> torch.Tensor:
     """`(B, 3, H, W)` float pixels in [-1, 1] (as the VAE takes them), W cropped to a multiple of 8.
 
     With `crop_width`, each tile is cut at a random column drawn from `generator` (time shifts only: never
-    flipped, which would reverse time).
+    flipped, which would reverse time); `starts` collects those columns.
     """
     tiles = [_read_tile(item["path"]) for item in items]
     width = min(t.shape[-1] for t in tiles)
@@ -223,6 +246,8 @@ def tile_pixels(items: list[dict], crop_width: int | None, generator: torch.Gene
     for tile in tiles:
         start = int(torch.randint(0, tile.shape[-1] - width + 1, (1,), generator=generator))
         out.append(tile[..., start: start + width])
+        if starts is not None:
+            starts.append(start)
     return torch.stack(out).float() / 127.5 - 1
 
 
@@ -305,7 +330,7 @@ def build_pipeline(opts: TrainOptions, config: dict, params: SpectrogramParams) 
     """The starting pipeline (base model or config), float32 on CPU, carrying the dataset's params."""
     if opts.base:
         pipe = SpectrodiffPipeline.load(opts.base, allow_pickle=opts.allow_pickle)
-        if pipe.spectrogram.config != params.config:
+        if pipe.spectrogram.to_dict() != params.to_dict():  # config also holds diffusers' own keys
             warnings.warn(f"the dataset's spectrogram parameters differ from {opts.base}'s; the trained model "
                           "takes the dataset's", stacklevel=2)
     else:
@@ -316,6 +341,32 @@ def build_pipeline(opts: TrainOptions, config: dict, params: SpectrogramParams) 
     pipe.register_modules(spectrogram=params)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def add_music_conditioning(pipe: SpectrodiffPipeline) -> None:
+    """Give the pipeline's UNet a projection class embedding of musical conditions (a no-op when it has one).
+
+    The UNet's other weights are kept and the embedding's last layer starts at zero, so the model starts out
+    exactly as it was and learns what the conditions mean."""
+    from diffusers import UNet2DConditionModel
+
+    if pipe.music_conditioned:
+        return
+    old = pipe.unet
+    unet = UNet2DConditionModel(**{**old.config, "class_embed_type": "projection",
+                                   "projection_class_embeddings_input_dim": MUSIC_FEATURES})
+    missing, unexpected = unet.load_state_dict(old.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("class_embedding.") for key in missing):
+        raise SpectrodiffError("cannot add musical conditions to this UNet (its weights do not carry over)")
+    torch.nn.init.zeros_(unet.class_embedding.linear_2.weight)
+    torch.nn.init.zeros_(unet.class_embedding.linear_2.bias)
+    pipe.register_modules(unet=unet.to(old.device))
+
+
+def crop_music(items: list[dict], starts: list[int], params: SpectrogramParams) -> torch.Tensor:
+    """`(B, MUSIC_FEATURES)` conditions of crops starting `starts` pixels into each item's tile."""
+    return torch.from_numpy(np.stack([item_music(item, start, params)
+                                      for item, start in zip(items, starts, strict=True)]))
 
 
 def add_lora(unet: torch.nn.Module, rank: int) -> None:
@@ -367,23 +418,27 @@ def encode_dataset(vae, items: list[dict], device, dtype) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def latent_crops(latents: torch.Tensor, indices: list[int], columns: int | None,
-                 generator: torch.Generator) -> torch.Tensor:
-    """`(B, C, h, columns)` crops of cached latents at random columns (the latent twin of `tile_pixels`)."""
+def latent_crops(latents: torch.Tensor, indices: list[int], columns: int | None, generator: torch.Generator,
+                 starts: list[int] | None = None) -> torch.Tensor:
+    """`(B, C, h, columns)` crops of cached latents at random columns (the latent twin of `tile_pixels`);
+    `starts` collects those columns."""
     width = min(columns or latents.shape[-1], latents.shape[-1])
     out = []
     for index in indices:
         start = int(torch.randint(0, latents.shape[-1] - width + 1, (1,), generator=generator))
         out.append(latents[index, ..., start: start + width])
+        if starts is not None:
+            starts.append(start)
     return torch.stack(out)
 
 
 def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, text: torch.Tensor,
-                   generator: torch.Generator) -> torch.Tensor:
+                   generator: torch.Generator, music: torch.Tensor | None = None) -> torch.Tensor:
     """MSE of the UNet's prediction (epsilon or v, per the scheduler's prediction_type) at random timesteps.
 
     Args:
-        latents: `(B, 4, h, w)`; text: `(B, L, D)` hidden states; generator draws noise and timesteps.
+        latents: `(B, 4, h, w)`; text: `(B, L, D)` hidden states; generator draws noise and timesteps;
+        music: `(B, MUSIC_FEATURES)` conditions for a UNet that takes them, else None.
     """
     batch = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
@@ -397,7 +452,7 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, text: torch.Ten
         target = noise_scheduler.get_velocity(latents, noise, steps)
     else:
         raise SpectrodiffError(f"prediction_type {kind!r} is not supported (epsilon or v_prediction)")
-    prediction = unet(noisy, steps, encoder_hidden_states=text).sample
+    prediction = unet(noisy, steps, encoder_hidden_states=text, class_labels=music).sample
     return F.mse_loss(prediction.float(), target.float())
 
 
@@ -419,7 +474,7 @@ def text_table(pipe: SpectrodiffPipeline, captions: list[str]) -> dict[str, torc
 
 @torch.no_grad()
 def validation_loss(unet, vae, noise_scheduler, items: list[dict], texts: dict, opts: TrainOptions,
-                    device, dtype) -> float | None:
+                    device, dtype, params: SpectrogramParams) -> float | None:
     """Mean diffusion loss over the held-out tiles, with noise and timesteps fixed for the whole run (seeded by
     `seed` alone), so values at different steps compare like with like. None without validation tiles."""
     if not items:
@@ -429,11 +484,14 @@ def validation_loss(unet, vae, noise_scheduler, items: list[dict], texts: dict, 
     losses = []
     for i in range(0, len(items), opts.batch_size):
         chunk = items[i: i + opts.batch_size]
-        pixels = tile_pixels(chunk, opts.crop_width, generator).to(device, dtype)
+        starts: list[int] = []
+        pixels = tile_pixels(chunk, opts.crop_width, generator, starts).to(device, dtype)
         latents, _ = encode_latents(vae, pixels, generator, opts.latents == "sample")
         text = torch.stack([texts[item["text"]] for item in chunk]).to(device, dtype)
+        music = crop_music(chunk, starts, params) if takes_music(unet) else None
         for _ in range(4):  # four noise draws per tile lower the variance
-            losses.append(float(diffusion_loss(unet, noise_scheduler, latents, text, generator)) * len(chunk))
+            losses.append(float(diffusion_loss(unet, noise_scheduler, latents, text, generator,
+                                               None if music is None else music.to(device, dtype))) * len(chunk))
     return sum(losses) / (4 * len(items))
 
 
@@ -501,6 +559,10 @@ class UNetTask(Task):
     def __init__(self, opts: TrainOptions, config: dict, dataset: Dataset, prompts: list[str]):
         self.opts, self.dataset, self.prompts = opts, dataset, prompts
         self.pipe = build_pipeline(opts, config, dataset.params)
+        if config.get("music_conditioning"):
+            add_music_conditioning(self.pipe)
+        if self.pipe.music_conditioned and dataset.music_styles:
+            self.pipe.register_to_config(music_styles=dataset.music_styles)
         self.train_vae = bool(config.get("train_vae")) and not opts.base
         self.sc_weight = float(config.get("vae_sc_weight", 0.0))
 
@@ -560,23 +622,33 @@ class UNetTask(Task):
         indices = sample_indices(len(self.dataset.train), opts.seed, start, opts.batch_size)
         items = [self.dataset.train[i] for i in indices]
         captions = [item["text"] for item in items]
+        dropped = [False] * len(items)
         if opts.caption_dropout:
-            drop = torch.rand(len(items), generator=generator) < opts.caption_dropout
-            captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+            dropped = (torch.rand(len(items), generator=generator) < opts.caption_dropout).tolist()
+            captions = ["" if d else c for c, d in zip(captions, dropped, strict=True)]
         batch = {"generator": generator, "text": torch.stack([self.texts[c] for c in captions]).to(self.device)}
+        starts: list[int] = []
         if self.cache is not None:
             columns = opts.crop_width and opts.crop_width // self.pipe.vae_scale_factor
-            batch["latents"] = latent_crops(self.cache, indices, columns, generator)
+            batch["latents"] = latent_crops(self.cache, indices, columns, generator, starts)
+            starts = [start * self.pipe.vae_scale_factor for start in starts]
         elif self.train_vae:
-            pixels = tile_pixels(items, opts.crop_width, generator).to(self.device)
+            pixels = tile_pixels(items, opts.crop_width, generator, starts).to(self.device)
             factor = self.pipe.vae_scale_factor
             batch["pixels"] = pixels
             batch["draws"] = torch.randn((len(items), vae.config.latent_channels, pixels.shape[-2] // factor,
                                           pixels.shape[-1] // factor), generator=generator)
         else:
-            pixels = tile_pixels(items, opts.crop_width, generator).to(self.device, self.frozen_dtype)
+            pixels = tile_pixels(items, opts.crop_width, generator, starts).to(self.device, self.frozen_dtype)
             with torch.no_grad():
                 batch["latents"], _ = encode_latents(vae, pixels, generator, opts.latents == "sample")
+        if self.pipe.music_conditioned:
+            # Dropped with the caption (classifier-free guidance's unconditional branch knows nothing), and on
+            # their own, so the model also follows words alone.
+            kept = (torch.rand(len(items), generator=generator) >= opts.music_dropout).tolist()
+            music = crop_music(items, starts, self.dataset.params)
+            keep = torch.tensor([k and not d for k, d in zip(kept, dropped, strict=True)])[:, None]
+            batch["music"] = (music * keep).to(self.device)
         return batch
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -586,14 +658,16 @@ class UNetTask(Task):
             parts["vae_loss"] = float(vae_loss.detach())
         else:
             latents, vae_loss = batch["latents"], 0
-        loss = diffusion_loss(self.unet, self.noise_scheduler, latents.float(), batch["text"], batch["generator"])
+        loss = diffusion_loss(self.unet, self.noise_scheduler, latents.float(), batch["text"], batch["generator"],
+                              batch.get("music"))
         return loss + vae_loss, {"loss": float(loss.detach())} | parts
 
     def validate(self, step: int) -> float | None:
         unet = self.accelerator.unwrap_model(self.unet)
         unet.eval()
         loss = validation_loss(unet, self.pipe.vae, self.noise_scheduler, self.dataset.validation, self.texts,
-                               self.opts, self.device, torch.float32 if self.train_vae else self.frozen_dtype)
+                               self.opts, self.device, torch.float32 if self.train_vae else self.frozen_dtype,
+                               self.dataset.params)
         if self.prompts:
             render_validation(self._current_pipe(), self.prompts,
                               Path(self.opts.out) / "validation" / f"step-{step:06d}", self.opts,
@@ -620,7 +694,8 @@ class UNetTask(Task):
         result = SpectrodiffPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
                                      unet=self.accelerator.unwrap_model(self.unet),
                                      scheduler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
-                                     spectrogram=pipe.spectrogram, encode_steps=pipe.config.encode_steps)
+                                     spectrogram=pipe.spectrogram, encode_steps=pipe.config.encode_steps,
+                                     music_styles=pipe.config.get("music_styles"))
         result.set_progress_bar_config(disable=True)
         return result
 
@@ -642,8 +717,10 @@ class UNetTask(Task):
 def train(opts: TrainOptions) -> dict:
     """Run (or resume) training; returns a summary: steps, last loss, validation losses, output paths."""
     if bool(opts.base) == bool(opts.config):
-        raise SpectrodiffError("give exactly one of --base MODEL (fine-tune) and --config CONFIG.yaml (from scratch)")
+        raise SpectrodiffError("give exactly one of --base MODEL (fine-tune) and --config CONFIG.yaml (from scratch, "
+                               "or from the config's `base:`)")
     config = load_config(opts.config)
+    opts.base = opts.base or config.get("base")
     opts = resolve_options(opts, config)
     if opts.lora_rank and not opts.base:
         raise SpectrodiffError("--lora-rank needs --base: LoRA adapts an existing model")

@@ -3,6 +3,7 @@ extend, inpaint and riffuse. Each checks its input, denoises, and writes the out
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,13 +49,20 @@ def _denoise(pipe: SpectrodiffPipeline, job: Job, timeline: Timeline, width: int
 def _from_text(pipe: SpectrodiffPipeline, job: Job, output: Output | None, timeline: Timeline, seconds: float,
                loop: bool = False, loop_info: LoopInfo | None = None) -> Result:
     """Denoise `timeline` into a clip of `seconds` (a loop: whole latent columns, circular throughout; with
-    `loop_info`, resampled to exactly `seconds`) and write it."""
+    `loop_info`, resampled to exactly `seconds`) and write it, with the music it followed in the sidecar."""
     output = output or Output()
     paths = output_paths(output.out, job, output.overwrite)
-    latents = _denoise(pipe, job, timeline, pipe.columns_for(seconds, loop), output, loop=loop)
+    width = pipe.columns_for(seconds, loop)
+    music = timeline.music
     exact = not loop or loop_info is not None
+    if music is not None and music.bpm is not None and loop and exact:
+        # The loop is made on whole latent columns and then resampled to `seconds`: condition on the tempo that
+        # its bars have before the resampling.
+        made = width * pipe.vae_scale_factor * pipe.spectrogram.step_size_ms / 1000
+        timeline = dataclasses.replace(timeline, music=dataclasses.replace(music, bpm=music.bpm * seconds / made))
+    latents = _denoise(pipe, job, timeline, width, output, loop=loop)
     return render(pipe, job, latents, paths, output, loop=loop, seconds=seconds if exact else None,
-                  loop_info=loop_info)
+                  loop_info=loop_info, record={"music": music.to_dict()} if music is not None else None)
 
 
 def generate(pipe: SpectrodiffPipeline, job: GenerateJob, output: Output | None = None) -> Result:
@@ -63,17 +71,23 @@ def generate(pipe: SpectrodiffPipeline, job: GenerateJob, output: Output | None 
     if job.bpm is not None:
         root = MIDDLE_C + parse_key(job.key).pitch_class if job.key else None
         loop_info = LoopInfo(job.bpm, job.beats, job.meter, root)
-    return _from_text(pipe, job, output, Timeline.single(job.keyframe), job.seconds, job.loop, loop_info)
+    music = pipe.resolve_music(job.prompt, job.seed, job.bpm, job.key, job.meter if job.bpm is not None else None)
+    return _from_text(pipe, job, output, Timeline.single(job.keyframe, music), job.seconds, job.loop, loop_info)
 
 
 def morph(pipe: SpectrodiffPipeline, job: MorphJob, output: Output | None = None) -> Result:
     """Interpolate across keyframes over one clip: embeddings lerped, noise slerped, guidance lerped."""
-    return _from_text(pipe, job, output, Timeline.morph(list(job.keyframes), job.seconds), job.seconds)
+    first = job.keyframes[0]
+    music = pipe.resolve_music(first.prompt, first.seed)
+    return _from_text(pipe, job, output, Timeline.morph(list(job.keyframes), job.seconds, music), job.seconds)
 
 
 def compose(pipe: SpectrodiffPipeline, job: ComposeJob, output: Output | None = None) -> Result:
-    """A timeline of keyframes, each holding for its `seconds`, blended over `transition` at the boundaries."""
-    timeline = Timeline.compose(list(job.keyframes), job.transition)
+    """A timeline of keyframes, each holding for its `seconds`, blended over `transition` at the boundaries; one
+    tempo for the whole clip (the plan's, else the first keyframe's)."""
+    first = job.keyframes[0]
+    music = pipe.resolve_music(first.prompt, first.seed, job.bpm, meter=job.meter if job.bpm is not None else None)
+    timeline = Timeline.compose(list(job.keyframes), job.transition, music)
     return _from_text(pipe, job, output, timeline, timeline.duration)
 
 

@@ -48,7 +48,9 @@ from ..metrics import magnitude_convergence
 from ..vocoding.registry import choose_vocoder
 from ..vocoding.render import mel_to_audio
 from .components import NeuralVocoder, SpectrogramParams
+from .conditions import Music, MusicTable, music_features, takes_music, words_music
 from .jobs import DEFAULT_GUIDANCE, MAX_SECONDS, SCHEDULER_NAMES, TILE_SECONDS, Keyframe
+from .musical import beats_per_bar
 from .timeline import Timeline
 
 SCHEDULERS = dict(zip(SCHEDULER_NAMES, (DPMSolverMultistepScheduler, DDIMScheduler, DDPMScheduler,
@@ -152,7 +154,9 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     for those parameters: the model's own, before the bundled one for its parameters and Griffin-Lim).
     Config (model_index.json): `encode_steps`, the steps refining an encoding of input audio (`refine_latents`)
     that the model recommends, 0 by default (each is a decoder pass forward and back: cheap for a small VAE, about
-    50 s a tile for Stable Diffusion's on a 2-core CPU).
+    50 s a tile for Stable Diffusion's on a 2-core CPU); `music_styles`, for a model trained with musical
+    conditions (`conditions.py`), the styles it knows with their tempo ranges and modes, from which it picks a
+    tempo and key for a prompt that names none.
     LoRA adapters load through diffusers' `load_lora_weights` (with `set_adapters`, `fuse_lora` and the rest),
     including the `lora.safetensors` files `spectrodiff train --lora-rank` writes.
     """
@@ -161,12 +165,13 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     _optional_components = ["spectrogram", "vocoder"]
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, spectrogram: SpectrogramParams | None = None,
-                 vocoder: NeuralVocoder | None = None, encode_steps: int = 0):
+                 vocoder: NeuralVocoder | None = None, encode_steps: int = 0, music_styles: dict | None = None):
         super().__init__()
         spectrogram = SpectrogramParams.of(spectrogram) if spectrogram is not None else SpectrogramParams()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               scheduler=scheduler, spectrogram=spectrogram, vocoder=vocoder)
-        self.register_to_config(encode_steps=encode_steps)
+        self.register_to_config(encode_steps=encode_steps, music_styles=music_styles)
+        self._caption_embeddings: tuple[list[str], torch.Tensor] | None = None
 
     # ---- loading -------------------------------------------------------------------------------------------------
 
@@ -271,6 +276,72 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # CLIP (Stable Diffusion) was trained without an attention mask; other encoders need theirs.
         mask = None if isinstance(self.text_encoder, CLIPTextModel) else tokens.attention_mask
         return self.text_encoder(tokens.input_ids, attention_mask=mask)[0].to(self.unet.dtype)
+
+    @torch.no_grad()
+    def sentence_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        """`(K, D)` unit-length mean of each prompt's token states (padding left out)."""
+        hidden = self.encode_text(prompts).float()
+        limit = hidden.shape[1]
+        mask = self.tokenizer(prompts, padding="max_length", max_length=limit, truncation=True,
+                              return_tensors="pt").attention_mask.to(hidden.device, hidden.dtype)[..., None]
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    # ---- music ---------------------------------------------------------------------------------------------------
+
+    @property
+    def music_conditioned(self) -> bool:
+        """Whether the UNet takes musical conditions (`conditions.music_features`) beside the text."""
+        return takes_music(self.unet)
+
+    def style_of(self, prompt: str) -> str | None:
+        """The style of the model's `music_styles` whose name or captions the prompt is nearest (cosine similarity of
+        sentence embeddings); None for a model without the table."""
+        if not self.config.get("music_styles"):
+            return None
+        table = MusicTable.from_dict({"styles": self.config.music_styles})
+        if self._caption_embeddings is None:
+            # The name too: "a cinematic string orchestra" is a string-ensemble caption.
+            captions = [(name, text) for name, entry in table.styles.items() for text in (name, *entry["captions"])]
+            texts = [caption for _, caption in captions]
+            # A few at a time: every text is padded to the encoder's full length, and mini's 145 captions at once
+            # raised a cold `generate`'s peak memory from 0.8 to 2.7 GB.
+            embeddings = torch.cat([self.sentence_embeddings(texts[i: i + 8]) for i in range(0, len(texts), 8)])
+            self._caption_embeddings = ([name for name, _ in captions], embeddings)
+        names, embeddings = self._caption_embeddings
+        similarity = (embeddings @ self.sentence_embeddings([prompt])[0]).tolist()
+        return names[int(np.argmax(similarity))]
+
+    def resolve_music(self, prompt: str, seed: int, bpm: float | None = None, key: str | None = None,
+                      meter: str | None = None) -> Music | None:
+        """The tempo and key a generation follows: as asked, else as the prompt words them, else the model's pick
+        for the prompt's style (a typical tempo; a key drawn by the seed). None when nothing is known, and for a
+        model without musical conditions unless the job asks for a tempo or key."""
+        if not self.music_conditioned and bpm is None and key is None:
+            return None  # nothing asked, and the model would not follow words or a pick
+        said_bpm, said_key = words_music(prompt)
+        sources = ["asked" if bpm is not None else "words" if said_bpm is not None else None,
+                   "asked" if key is not None else "words" if said_key is not None else None]
+        bpm, key = bpm if bpm is not None else said_bpm, key if key is not None else said_key
+        style = self.style_of(prompt) if self.music_conditioned and (bpm is None or key is None) else None
+        if style is not None:
+            picked = MusicTable.from_dict({"styles": self.config.music_styles}).pick(style, seed)
+            sources = [source or "model" for source in sources]
+            bpm, key, meter = bpm or picked.bpm, key or picked.key, meter or picked.meter
+        if bpm is None and key is None:
+            return None
+        return Music(bpm, key, meter or "4/4", *sources)
+
+    def music_labels(self, music: Music | None, starts: list[int]) -> torch.Tensor:
+        """`(len(starts), MUSIC_FEATURES)` conditions of latent windows starting at columns `starts`, the bar
+        phase counted from column 0, a downbeat."""
+        column = self.vae_scale_factor * self.spectrogram.step_size_ms / 1000
+        rows = []
+        for start in starts:
+            phase = 0.0
+            if music is not None and music.bpm is not None:
+                phase = start * column * music.bpm / 60 / beats_per_bar(music.meter) % 1.0
+            rows.append(music_features(music, phase))
+        return torch.from_numpy(np.stack(rows)).to(self._execution_device, self.unet.dtype)
 
     # ---- latents <-> images ------------------------------------------------------------------------------------
 
@@ -386,6 +457,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         loop: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
         vocoder: str | None = None,
+        bpm: float | None = None,
+        key: str | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ) -> SpectrodiffPipelineOutput | tuple:
@@ -402,6 +475,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             vocoder: as `--vocoder`: None (the model's own, else the bundled one for its parameters, else
                 Griffin-Lim), "griffin-lim", "neural", or a vocoder's name or folder.
             output_type: "np" or "pt" for `audios`; "latent" returns the denoised latents instead.
+            bpm, key: the tempo and key ("F minor") a model with musical conditions follows; by default the
+                prompt's words, else the model's pick for its style. They do not set the length: `seconds` does.
         Returns:
             `SpectrodiffPipelineOutput` (or `(audios, images)` without `return_dict`).
         """
@@ -418,7 +493,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         chosen = choose_vocoder(vocoder, params, self.vocoder) if output_type != "latent" else None
         audios, images, all_latents = [], [], []
         for text, negative, noise_generator in zip(prompts, negatives, generators, strict=True):
-            timeline = Timeline.single(Keyframe(text, guidance=guidance_scale, negative=negative))
+            music = self.resolve_music(text, 0, bpm, key)
+            timeline = Timeline.single(Keyframe(text, guidance=guidance_scale, negative=negative), music)
             noise = None
             if noise_generator is not None:
                 shape = (1, self.unet.config.in_channels, self.latent_height, width)
@@ -486,6 +562,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         window_cond = torch.lerp(cond[index], cond[nxt], blend)
         window_uncond = torch.lerp(uncond[index], uncond[nxt], blend)
         guidance = torch.from_numpy(timeline.lerp("guidance", centre)).to(device, dtype)
+        labels = self.music_labels(timeline.music, starts) if self.music_conditioned else None
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -522,10 +599,13 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                     pieces = model_input[0][:, :, cols].permute(2, 0, 1, 3)  # (B, 4, h, tile)
                     use_cfg = bool((guidance[b: b + len(batch)] > 1).any())
                     emb = window_cond[b: b + len(batch)]
+                    music = None if labels is None else labels[b: b + len(batch)]
                     if use_cfg:
                         emb = torch.cat([window_uncond[b: b + len(batch)], emb])
                         pieces = torch.cat([pieces, pieces])
-                    eps = self.unet(pieces, t, encoder_hidden_states=emb).sample.float()
+                        # The unconditional branch knows no music either, so guidance sharpens it like the text.
+                        music = None if music is None else torch.cat([torch.zeros_like(music), music])
+                    eps = self.unet(pieces, t, encoder_hidden_states=emb, class_labels=music).sample.float()
                     if use_cfg:
                         eps_uncond, eps_cond = eps.chunk(2)
                         g = guidance[b: b + len(batch)].float()[:, None, None, None]

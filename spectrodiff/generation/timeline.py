@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .conditions import Music
 from .jobs import Keyframe
 
 
@@ -14,24 +15,26 @@ class Timeline:
     """Keyframes and a piecewise-linear map from time to a fractional keyframe index.
 
     At time t the position p = interp(t, times, positions); the conditioning there is keyframe floor(p) blended
-    with the next one by p - floor(p) (text embeddings and strength/guidance lerped, noise slerped).
+    with the next one by p - floor(p) (text embeddings and strength/guidance lerped, noise slerped). `music`: the
+    tempo, key and meter of the whole clip, for a model with musical conditions (its downbeat at time 0).
     """
 
     keyframes: tuple[Keyframe, ...]
     times: tuple[float, ...] = field(default=(0.0,))
     positions: tuple[float, ...] = field(default=(0.0,))
+    music: Music | None = None
 
     @classmethod
-    def single(cls, keyframe: Keyframe) -> Timeline:
-        return cls((keyframe,))
+    def single(cls, keyframe: Keyframe, music: Music | None = None) -> Timeline:
+        return cls((keyframe,), music=music)
 
     @classmethod
-    def morph(cls, keyframes: list[Keyframe], seconds: float) -> Timeline:
+    def morph(cls, keyframes: list[Keyframe], seconds: float, music: Music | None = None) -> Timeline:
         """Evenly spaced keyframes, blending continuously from the first to the last over `seconds`."""
-        return cls(tuple(keyframes), (0.0, seconds), (0.0, float(len(keyframes) - 1)))
+        return cls(tuple(keyframes), (0.0, seconds), (0.0, float(len(keyframes) - 1)), music)
 
     @classmethod
-    def compose(cls, keyframes: list[Keyframe], transition: float) -> Timeline:
+    def compose(cls, keyframes: list[Keyframe], transition: float, music: Music | None = None) -> Timeline:
         """Each keyframe holds for its `seconds`; neighbours blend over `transition` seconds around each boundary."""
         times, positions, start = [0.0], [0.0], 0.0
         for index, keyframe in enumerate(keyframes[:-1]):
@@ -40,7 +43,7 @@ class Timeline:
             times += [end - half, end + half]
             positions += [float(index), float(index + 1)]
             start = end
-        return cls(tuple(keyframes), tuple(times), tuple(positions))
+        return cls(tuple(keyframes), tuple(times), tuple(positions), music)
 
     @property
     def duration(self) -> float | None:
