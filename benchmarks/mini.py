@@ -210,11 +210,11 @@ def one_piece_audio(image_path: Path, params: SpectrogramParams) -> torch.Tensor
         return mel_to_waveform(image_to_mel(image, params), params)
 
 
-def cold_generate(model: str, vocoder: str | None, out: Path) -> dict:
-    """`spectrodiff generate "jazzy saxophone"` in a fresh process: wall time and the child's peak RSS."""
+def cold_generate(model: str, vocoder: str | None, out: Path, options: list[str] | None = None) -> dict:
+    """`spectrodiff generate "jazzy saxophone" [options]` in a fresh process: wall time and the child's peak RSS."""
     command = [str(Path(sys.executable).parent / "spectrodiff"), "generate", "jazzy saxophone", "-o",
                str(out / "cold.wav")] + (["--model", model] if model != "mini" else []) + \
-        (["--vocoder", vocoder] if vocoder else [])
+        (["--vocoder", vocoder] if vocoder else []) + (options or [])
     began = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     wall = time.perf_counter() - began

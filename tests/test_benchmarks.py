@@ -51,3 +51,27 @@ def test_catalogue_ceilings_score_the_music_and_see_clicks_at_the_joins(tmp_path
     )
     # The clip from 0 s has a click on every join (measured 5.12); the clip from 5 s has them 12 frames off (1.07).
     assert clicked["seams"][0] > 3.0 and clicked["seams"][1] < 1.5
+
+
+@pytest.fixture(scope="module")
+def music_benchmark():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        return importlib.import_module("music")
+
+
+def test_music_benchmark_plans_every_style_over_its_range_with_unseen_phrasings(music_benchmark):
+    from spectrodiff.generation.musical import bar_seconds
+    from spectrodiff.training.catalogue import STYLES
+
+    plan = music_benchmark.tempo_plan(2)
+    assert len(plan) == len(STYLES) * 4 * 2
+    for style in STYLES:
+        rows = [r for r in plan if r["style"] == style.name]
+        assert {r["bpm"] for r in rows} >= {float(style.tempo[0]), float(style.tempo[1])}
+        assert all(r["meter"] == f"{style.meter}/4" for r in rows)
+        assert all(r["bars"] * bar_seconds(r["bpm"], r["meter"]) >= 3.0 for r in rows)
+        assert all(r["key"].split()[1] in ("major", "minor") for r in rows)
+    captions = {c.lower() for s in STYLES for c in s.captions} | {s.name for s in STYLES}
+    assert set(music_benchmark.UNSEEN) == {s.name for s in STYLES}
+    assert not set(music_benchmark.UNSEEN.values()) & captions
