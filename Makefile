@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CATALOGUE := data/catalogue
 HELDOUT := data/heldout
+CATALOGUE_V1 := data/catalogue-v1
 MINI_DATASET := data/mini-dataset
+MUSIC_DATASET := data/mini-music-dataset
 MINI := spectrodiff/models/mini
 RECORDINGS := data/recordings
 # Real recordings for the vocoders (training/recordings.py): two sample packs to train on (a fifth held out) and
@@ -15,16 +17,21 @@ RECORDINGS := data/recordings
 RECORDING_PACKAGES := sonic-pi-samples lmms-common hydrogen-drumkits
 # Real music that no model or vocoder trains on, for the reconstruction benchmark (benchmarks/real_music.py).
 HELDOUT_MUSIC_PACKAGES := warzone2100-music planetblupi-music-ogg
-# The reference catalogue's renderers (training/catalogue.py): fluidsynth + FluidR3 GM, timidity + freepats; the
-# browser the studio's test drives (tests/test_web.py); and Open MPI, through which `accelerate launch --cpu` starts
-# several processes (the multi-process tests).
-APT_PACKAGES := fluidsynth fluid-soundfont-gm timidity freepats chromium openmpi-bin
+# The reference catalogue's renderers (training/catalogue.py): fluidsynth with MuseScore General and avldrums'
+# recorded kits (version 2) or FluidR3 GM (version 1), timidity + freepats (held out); the browser the studio's test
+# drives (tests/test_web.py); and Open MPI, through which `accelerate launch --cpu` starts several processes (the
+# multi-process tests).
+APT_PACKAGES := fluidsynth fluid-soundfont-gm musescore-general-soundfont avldrums.lv2-soundfont timidity freepats \
+	chromium openmpi-bin
 CHROMIUM := /usr/bin/chromium
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+MUSESCORE := /usr/share/sounds/sf3/MuseScore_General_Full.sf3
+AVLDRUMS := /usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2
 FREEPATS := /etc/timidity/freepats.cfg
-CATALOGUE_MINUTES ?= 30
+CATALOGUE_MINUTES ?= 120
+CATALOGUE_V1_MINUTES := 30
 
-.PHONY: install demo test test-fast serve bench bench-real-music bench-startup bench-mini bench-encode bench-vocoder bench-load lint \
+.PHONY: install demo test test-fast serve bench bench-real-music bench-startup bench-mini bench-music bench-encode bench-vocoder bench-load lint \
 	clean system-deps recording-deps heldout-music catalogue recordings mini vocoders
 
 install: $(STAMP)
@@ -63,11 +70,13 @@ endef
 # The renderers and the browser the tests need; a no-op when present.
 system-deps:
 	$(call apt_install,$(APT_PACKAGES),command -v fluidsynth >/dev/null && command -v timidity >/dev/null \
-		&& [ -f $(SOUNDFONT) ] && [ -f $(FREEPATS) ] && [ -x $(CHROMIUM) ] && command -v mpirun >/dev/null)
+		&& [ -f $(SOUNDFONT) ] && [ -f $(MUSESCORE) ] && [ -f $(AVLDRUMS) ] && [ -f $(FREEPATS) ] \
+		&& [ -x $(CHROMIUM) ] && command -v mpirun >/dev/null)
 
-# The reference catalogue the bundled model trains on (fluidsynth) and its held-out twin: the same music,
-# seed 0, rendered by timidity with freepats' different samples.
-catalogue: $(CATALOGUE)/catalogue.json $(HELDOUT)/catalogue.json
+# The reference catalogue the bundled model trains on (version 2: 29 styles, 2 hours, fluidsynth, with stems), its
+# held-out twin (the same music, seed 0, rendered by timidity with freepats' different samples), and version 1
+# (8 styles, 30 minutes, FluidR3), on which mini's first four stages trained.
+catalogue: $(CATALOGUE)/catalogue.json $(HELDOUT)/catalogue.json $(CATALOGUE_V1)/catalogue.json
 
 $(CATALOGUE)/catalogue.json: | $(STAMP) system-deps
 	$(BIN)/python -m spectrodiff.training.catalogue $(CATALOGUE) --minutes $(CATALOGUE_MINUTES) --seed 0
@@ -75,19 +84,25 @@ $(CATALOGUE)/catalogue.json: | $(STAMP) system-deps
 $(HELDOUT)/catalogue.json: | $(STAMP) system-deps
 	$(BIN)/python -m spectrodiff.training.catalogue $(HELDOUT) --minutes $(CATALOGUE_MINUTES) --seed 0 --renderer timidity
 
+$(CATALOGUE_V1)/catalogue.json: | $(STAMP) system-deps
+	$(BIN)/python -m spectrodiff.training.catalogue $(CATALOGUE_V1) --minutes $(CATALOGUE_V1_MINUTES) --seed 0 --version 1
+
 # Rebuilds the bundled model from nothing with the project's own commands (training/README.md has the wall times).
 # Interrupted? Run it again: prepare skips finished files and each training stage resumes from its last checkpoint.
 mini: catalogue recordings
-	$(BIN)/spectrodiff prepare $(CATALOGUE) -o $(MINI_DATASET) --n-mels 128 --hop 1.28 --workers 2
+	$(BIN)/spectrodiff prepare $(CATALOGUE_V1) -o $(MINI_DATASET) --n-mels 128 --hop 1.28 --workers 2
 	$(BIN)/spectrodiff train $(MINI_DATASET) -o runs/mini-vae --config training/configs/mini-vae.yaml \
 		$(if $(wildcard runs/mini-vae/run.json),--resume latest)
 	$(BIN)/spectrodiff train $(MINI_DATASET) -o runs/mini --config training/configs/mini.yaml \
 		$(if $(wildcard runs/mini/run.json),--resume latest)
 	$(BIN)/python -m spectrodiff.training.decoder runs/mini $(MINI_DATASET) -o runs/mini-decoder --max-steps 1500 \
 		$(if $(wildcard runs/mini-decoder/checkpoints),--resume latest)
-	$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train -o runs/vocoder-mini \
+	$(BIN)/spectrodiff train-vocoder $(CATALOGUE_V1) $(RECORDINGS)/train -o runs/vocoder-mini \
 		--config training/configs/vocoder-mini.yaml $(if $(wildcard runs/vocoder-mini/run.json),--resume latest)
-	$(BIN)/python -m spectrodiff.training.bundle runs/mini-decoder $(MINI) --vocoder runs/vocoder-mini
+	$(BIN)/spectrodiff prepare $(CATALOGUE) -o $(MUSIC_DATASET) --n-mels 128 --hop 1.28 --workers 2
+	$(BIN)/spectrodiff train $(MUSIC_DATASET) -o runs/mini-music --config training/configs/mini-music.yaml \
+		$(if $(wildcard runs/mini-music/run.json),--resume latest)
+	$(BIN)/python -m spectrodiff.training.bundle runs/mini-music $(MINI) --vocoder runs/vocoder-mini
 
 recording-deps:
 	$(call apt_install,$(RECORDING_PACKAGES),[ -d /usr/share/sonic-pi/samples ] && [ -d /usr/share/lmms/samples ] \
@@ -100,7 +115,7 @@ $(RECORDINGS)/train: | $(STAMP) recording-deps
 
 # The bundled vocoder for Riffusion's parameters (512 bins); mini's (128 bins) is part of `make mini`.
 vocoders: catalogue recordings
-	$(BIN)/spectrodiff train-vocoder $(CATALOGUE) $(RECORDINGS)/train -o runs/vocoder-riffusion \
+	$(BIN)/spectrodiff train-vocoder $(CATALOGUE_V1) $(RECORDINGS)/train -o runs/vocoder-riffusion \
 		--config training/configs/vocoder-riffusion.yaml $(if $(wildcard runs/vocoder-riffusion/run.json),--resume latest)
 	$(BIN)/python -m spectrodiff.training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
 
@@ -122,6 +137,9 @@ bench-startup: $(STAMP)
 # The bundled model's quality bars (prompt adherence, loops, long clips, speed, VAE); needs the catalogue.
 bench-mini: catalogue
 	$(BIN)/python benchmarks/mini.py
+
+bench-music: catalogue
+	$(BIN)/python benchmarks/music.py
 
 # Refined encodings of input audio: closeness against steps, and a step's cost at Stable Diffusion's VAE size.
 bench-encode: catalogue

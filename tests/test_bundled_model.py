@@ -37,8 +37,19 @@ def test_mini_is_the_default_and_fits_the_repository():
     weights = [p for p in MINI.rglob("*") if p.suffix in (".safetensors", ".bin", ".ckpt", ".pt", ".pth")]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
     card = (MINI / "README.md").read_text()
-    for topic in ("Trained on", "Limits", "adherence", "benchmarks/mini.py"):
+    for topic in ("Trained on", "Limits", "adherence", "benchmarks/mini.py", "benchmarks/music.py"):
         assert topic in card, topic
+
+
+def test_mini_takes_tempo_and_key_and_knows_the_catalogue_styles(mini):
+    from spectrodiff.training.catalogue import STYLES
+
+    assert mini.music_conditioned
+    assert set(mini.config.music_styles) == {s.name for s in STYLES}
+    for style in STYLES:
+        assert mini.style_of(style.name) == style.name
+        picked = mini.resolve_music(style.name, 0)
+        assert style.tempo[0] <= picked.bpm <= style.tempo[1] and picked.meter == f"{style.meter}/4"
 
 
 def test_mini_loads_offline_with_its_own_parameters(mini):
