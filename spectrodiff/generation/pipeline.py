@@ -308,7 +308,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             embeddings = torch.cat([self.sentence_embeddings(texts[i: i + 8]) for i in range(0, len(texts), 8)])
             self._caption_embeddings = ([name for name, _ in captions], embeddings)
         names, embeddings = self._caption_embeddings
-        similarity = (embeddings @ self.sentence_embeddings([prompt])[0]).tolist()
+        query = self.sentence_embeddings([prompt])[0]
+        similarity = (embeddings.to(query.device) @ query).tolist()
         return names[int(np.argmax(similarity))]
 
     def resolve_music(self, prompt: str, seed: int, bpm: float | None = None, key: str | None = None,
