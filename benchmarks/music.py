@@ -36,6 +36,7 @@ from music_estimators import beat_phase_error, estimate_key, estimate_tempo, par
 from spectrodiff.generation.conditions import label_key
 from spectrodiff.generation.jobs import ComposeJob, GenerateJob, Keyframe
 from spectrodiff.generation.modes import compose, generate
+from spectrodiff.generation.musical import NOTE_NAMES
 from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.metrics import loop_wrap_ratio, seam_ratios
@@ -60,7 +61,6 @@ UNSEEN = {
 }
 COMPOSE_PLAN = (("jazzy saxophone", 8), ("lo-fi hip hop", 8), ("house", 8), ("cinematic orchestra", 8))
 COMPOSE_BPM = 120.0
-TONAL_LEAST_PARTS = 1  # a style with a pitched part has a key to hear
 
 
 def loop_bars(bpm: float, beats: int) -> int:
@@ -75,11 +75,11 @@ def tempo_plan(seeds: int) -> list[dict]:
         for n, bpm in enumerate(np.linspace(style.tempo[0], style.tempo[1], 4).round()):
             for seed in range(seeds):
                 rng = np.random.default_rng([index, n, seed, 5])
-                tonic = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")[int(rng.integers(12))]
+                tonic = NOTE_NAMES[int(rng.integers(12))]
                 key = label_key(tonic, style.modes[int(rng.integers(len(style.modes)))])
                 plan.append({"style": style.name, "bpm": float(bpm), "seed": seed, "key": key,
                              "meter": f"{style.meter}/4", "bars": loop_bars(float(bpm), style.meter),
-                             "tonal": len(style.parts) >= TONAL_LEAST_PARTS})
+                             "tonal": bool(style.parts)})  # a style with pitched parts has a key to hear
     return plan
 
 
@@ -114,7 +114,7 @@ def tempo_and_key(pipe, plan: list[dict], out: Path) -> list[dict]:
 def ceilings(heldout: Path, seconds: float = 8.0) -> dict:
     """The tempo and key estimators on the first `seconds` of every held-out clip, against its labels."""
     labels = json.loads((heldout / "catalogue.json").read_text())["files"]
-    tonal = {s.name: len(s.parts) >= TONAL_LEAST_PARTS for s in STYLES}
+    tonal = {s.name: bool(s.parts) for s in STYLES}
     tempo, key = [], []
     for entry in labels:
         audio = read_mono(heldout / entry["file"])[: int(seconds * SAMPLE_RATE)]

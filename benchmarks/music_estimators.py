@@ -18,7 +18,8 @@ import librosa
 import numpy as np
 import scipy.ndimage
 
-# Pitch-class names, as the reference catalogue writes its keys (training/catalogue.py NOTE_NAMES).
+# Pitch-class names, as the reference catalogue writes its keys; spelled out here rather than imported, so the judge
+# shares no code with what it judges.
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MODES = ("major", "minor")
 

@@ -41,6 +41,7 @@ import pretty_midi
 import soundfile
 
 from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.musical import NOTE_NAMES
 
 SAMPLE_RATE = 44100
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")  # version 1
@@ -56,7 +57,6 @@ STEMS = ".stems"  # hidden, so tools that read the catalogue's audio (prepare, t
 GAP_SECONDS = 4.0
 PEAK = 10 ** (-1 / 20)  # clips are normalised to a -1 dBFS peak
 FADE_SECONDS = 0.05
-NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 SCALES = {
     "major": (0, 2, 4, 5, 7, 9, 11),
     "minor": (0, 2, 3, 5, 7, 8, 10),

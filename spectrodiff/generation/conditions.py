@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SpectrodiffError
-from .musical import MAX_BPM, MIN_BPM, beats_per_bar, parse_key
+from .musical import MAX_BPM, MIN_BPM, NOTE_NAMES, beats_per_bar, parse_key
 
 MUSIC_FEATURES = 20
 TABLE_FILE = "music.json"  # in a model folder: the styles it knows, with their tempo ranges and modes
@@ -118,6 +118,6 @@ class MusicTable:
         entry = self.styles[style]
         low, high = entry["tempo"]
         rng = np.random.default_rng([seed, 21])
-        tonic = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")[int(rng.integers(12))]
+        tonic = NOTE_NAMES[int(rng.integers(12))]
         mode = entry["modes"][int(rng.integers(len(entry["modes"])))]
         return Music(float(round((low + high) / 2)), label_key(tonic, mode), entry["meter"], "model", "model")

@@ -14,6 +14,8 @@ _LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _KEY = re.compile(r"^\s*([A-Ga-g])\s*([#b♯♭]?)\s*(major|maj|minor|min|m|M)?\s*$")
 # MIDI note of the tonic in the octave from middle C (60), as a WAV's acid chunk names a loop's root.
 MIDDLE_C = 60
+# Pitch classes 0-11 as keys are written here and in the reference catalogue.
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
 @dataclass(frozen=True)

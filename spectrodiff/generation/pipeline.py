@@ -293,12 +293,18 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Whether the UNet takes musical conditions (`conditions.music_features`) beside the text."""
         return takes_music(self.unet)
 
+    @property
+    def music_table(self) -> MusicTable | None:
+        """The styles the model knows (its config's `music_styles`), or None."""
+        styles = self.config.get("music_styles")
+        return MusicTable.from_dict({"styles": styles}) if styles else None
+
     def style_of(self, prompt: str) -> str | None:
         """The style of the model's `music_styles` whose name or captions the prompt is nearest (cosine similarity of
         sentence embeddings); None for a model without the table."""
-        if not self.config.get("music_styles"):
+        table = self.music_table
+        if table is None:
             return None
-        table = MusicTable.from_dict({"styles": self.config.music_styles})
         if self._caption_embeddings is None:
             # The name too: "a cinematic string orchestra" is a string-ensemble caption.
             captions = [(name, text) for name, entry in table.styles.items() for text in (name, *entry["captions"])]
@@ -325,7 +331,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         bpm, key = bpm if bpm is not None else said_bpm, key if key is not None else said_key
         style = self.style_of(prompt) if self.music_conditioned and (bpm is None or key is None) else None
         if style is not None:
-            picked = MusicTable.from_dict({"styles": self.config.music_styles}).pick(style, seed)
+            picked = self.music_table.pick(style, seed)
             sources = [source or "model" for source in sources]
             bpm, key, meter = bpm or picked.bpm, key or picked.key, meter or picked.meter
         if bpm is None and key is None:
