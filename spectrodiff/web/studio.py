@@ -3,6 +3,7 @@ shows a player, the spectrogram, the settings that redo it, and downloads of the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..codec.audio import audio_info, load_audio
+from ..codec.audio import AUDIO_SUFFIXES, audio_info, load_audio
 from ..errors import SpectrodiffError
-from ..generation.jobs import DEFAULT_GUIDANCE, JOBS, REQUIRED, optional_kind
+from ..generation.jobs import DEFAULT_GUIDANCE, JOBS, REQUIRED, number, optional_kind
+from ..generation.musical import NOTE_NAMES
 from .service import IMAGE_SUFFIXES, SERVER_CONTROLLED, SERVER_HIGHS, StoredResult, Studio
 
 WAVEFORM_SIZE = (900, 120)
@@ -24,12 +26,18 @@ COMPOSE_COLUMNS = ["prompt", "seed", "seconds", "guidance"]
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
+def uploaded(path: str | None, what: str = "an audio file") -> Path:
+    """A file input's path: a file uploaded through the page (Gradio has refused any other path before a handler
+    runs, see build_studio), never a folder; the message names no server path."""
+    if not path or not Path(path).is_file():
+        raise SpectrodiffError(f"upload {what} first")
+    return Path(path)
+
+
 def waveform_picture(path: str | None, start: float, end: float) -> Image.Image | None:
     """The uploaded audio's envelope, with the span [start, end) seconds shaded: what inpaint will regenerate."""
-    if not path:
-        return None
     try:
-        Studio.check_upload(Path(path))
+        Studio.check_upload(uploaded(path))
     except SpectrodiffError:
         return None  # the job's own check says what is wrong when it runs
     audio = load_audio(Path(path), 22050, "mono")[0]
@@ -50,9 +58,11 @@ def waveform_picture(path: str | None, start: float, end: float) -> Image.Image 
 
 def pick_span(path: str | None, start: float, end: float, event: gr.SelectData) -> tuple[float, float]:
     """A click on the waveform moves the nearer end of the span there (seconds, to the millisecond)."""
-    if not path:
-        return start, end
-    seconds = round(event.index[0] / WAVEFORM_SIZE[0] * audio_info(Path(path)).duration, 3)
+    try:
+        duration = audio_info(uploaded(path)).duration
+    except SpectrodiffError:
+        return start, end  # as waveform_picture: the job's own check speaks when it runs
+    seconds = round(event.index[0] / WAVEFORM_SIZE[0] * duration, 3)
     if abs(seconds - start) <= abs(seconds - end):
         return min(seconds, end), end
     return start, max(seconds, start)
@@ -81,11 +91,10 @@ def _guarded(function: Callable) -> Callable:
     return run
 
 
-def _whole(value: float | None, name: str) -> int | None:
-    """A number box's value as a whole number (the box gives floats); the job checks its range."""
-    if value is None or float(value) != int(value):
-        raise SpectrodiffError(f"{name} must be a whole number, got {value}")
-    return int(value)
+def _whole(value: float | None) -> int | float | None:
+    """A number box's value (a float) as an int where it is whole; anything else (a fraction, NaN) goes on as it is,
+    so that the job's own check words the error as every face does ("steps must be a whole number, got nan")."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _result_panel(loop: bool = False) -> list[gr.components.Component]:
@@ -95,41 +104,71 @@ def _result_panel(loop: bool = False) -> list[gr.components.Component]:
         audio = gr.Audio(label="Audio", type="filepath", interactive=False, elem_classes="result-audio", loop=loop,
                          waveform_options=gr.WaveformOptions(show_recording_waveform=False))
         image = gr.Image(label="Spectrogram", type="filepath", interactive=False, elem_classes="result-image")
-        settings = gr.JSON(label="Settings (the sidecar: its job redoes this result)", elem_classes="result-settings")
+        settings = gr.JSON(label="Settings (the JSON download: they redo this result)", elem_classes="result-settings")
         files = gr.File(label="Downloads: WAV, PNG, JSON", file_count="multiple", interactive=False)
     return [audio, image, settings, files]
 
 
 # Steps of the sliders, by setting; anything else numeric is a number box.
 SLIDER_STEPS = {"steps": 1, "seconds": 0.01, "guidance": 0.5, "strength": 0.05, "transition": 0.5}
-# Guidance past 20 is rarely useful: the slider stops there (the API takes up to the declared 50).
-SLIDER_HIGHS = {"guidance": 20.0}
+# The keys a loop may be asked in, as a list (the declaration takes any spelling parse_key reads).
+KEYS = tuple(f"{note} {mode}" for note in NOTE_NAMES for mode in ("major", "minor"))
+# The studio's own words where a declaration's help speaks the command line's language (option names, latent
+# columns) or a programmer's: (mode or "*", setting) -> (label, help or None for the declaration's). Every other
+# setting shows its declaration's.
+WORDS = {
+    ("generate", "seconds"): ("Seconds", "Length of the clip. With a tempo (typed as BPM, named in the prompt or "
+                                         "picked by the model) it becomes the whole bars nearest this."),
+    ("generate", "bpm"): ("BPM", "Tempo in beats a minute: the clip is whole bars at it, and the WAV carries it for "
+                                 "your DAW. Empty: the prompt's tempo, else the model picks one."),
+    ("compose", "bpm"): ("BPM", None),
+    ("generate", "bars"): ("Bars", "Length in bars at the BPM (give a BPM too). Empty: the whole bars nearest "
+                                   "Seconds."),
+    ("generate", "key"): ("Key", "Written into the file name and the WAV's root note. Empty: the model picks."),
+    ("*", "guidance"): ("Guidance", "How closely the music follows the prompt: higher is closer, lower freer."),
+}
+# What an optional setting left empty means, shown in its empty box or as its list's empty choice, keyed as WORDS.
+EMPTY = {("generate", "bpm"): "let the model pick", ("compose", "bpm"): "none", ("*", "bars"): "from Seconds",
+         ("*", "key"): "let the model pick", ("*", "meter"): "let the model pick", ("*", "scheduler"): "the model's",
+         ("*", "sample_rate"): "as made", ("*", "encode_steps"): "the model's"}
+
+
+def _studio(table: dict, mode: str, name: str, default=None):
+    """A setting's entry in one of the tables above: its mode's, else every mode's ("*"), else `default`."""
+    return table.get((mode, name), table.get(("*", name), default))
 
 
 def control(mode: str, name: str, **override) -> gr.components.Component:
     """The studio's control for a setting of a mode, made from its declaration (spectrodiff/generation/jobs.py):
-    label, help, default and range, the server's limits applied; `override` sets anything else (a label, a value)."""
+    label, help, default and range, the server's limits applied and said; `override` sets anything else (a label, a
+    value)."""
     f = JOBS[mode].fields()[name]
     spec, kind = f.metadata["spec"], optional_kind(f.type) or f.type
-    options = {"label": name.replace("_", " ").capitalize(), "info": spec.help, "elem_classes": name.replace("_", "-")}
+    label, info = _studio(WORDS, mode, name, (name.replace("_", " ").capitalize(), None))
+    info = info or spec.help
+    high = min(SERVER_HIGHS.get(name, spec.high), spec.high) if spec.high is not None else None
+    if kind is not str and high is not None and high < spec.high:
+        info += f" At most {number(high)} on this server (the command line takes {number(spec.high)})."
+    options = {"label": label, "info": info, "elem_classes": name.replace("_", "-")}
     if f.default is not REQUIRED and f.default is not None:
         options["value"] = f.default
     options |= override
-    high = min(SERVER_HIGHS.get(name, spec.high), SLIDER_HIGHS.get(name, spec.high)) if spec.high else None
-    high = options.pop("maximum", high)
+    choices = KEYS if name == "key" else spec.choices
     if kind is bool:
         return gr.Checkbox(**options)
-    if spec.choices:  # "" stands for an optional setting left to its default
-        choices = list(spec.choices) if f.default in spec.choices else ["", *spec.choices]
-        return gr.Dropdown(choices, **{"value": choices[0]} | options)
+    if choices:  # an optional setting's empty choice leaves it to its default, and says what that is
+        choices = [(c, c) for c in choices] if f.default in choices else [(_studio(EMPTY, mode, name, "default"), ""),
+                                                                          *[(c, c) for c in choices]]
+        return gr.Dropdown(choices, **{"value": choices[0][1]} | options)
     if kind is str:
         return gr.Textbox(max_length=int(high) if high else None, **options)
     if name in SLIDER_STEPS:
         return gr.Slider(spec.low + (SLIDER_STEPS[name] if spec.above else 0), high, step=SLIDER_STEPS[name],
                          **options)
-    if optional_kind(f.type):  # an empty box arrives as 0: the job's own check judges what was typed
-        return gr.Number(precision=0 if kind is int else None, **options)
-    return gr.Number(precision=0 if kind is int else None, minimum=spec.low, maximum=high, **options)
+    if optional_kind(f.type):  # a text box, which can be empty (Gradio's number box shows 0), and says what empty is
+        return gr.Textbox(placeholder=_studio(EMPTY, mode, name, "default"), max_lines=1, **options)
+    # No precision: Gradio would round 2.5 to 2 and fail on NaN in words of its own; _whole and the job judge it.
+    return gr.Number(minimum=spec.low, maximum=high, **options)
 
 
 def _simple(kind) -> bool:
@@ -155,11 +194,15 @@ def job_values(mode: str, controls: dict[str, gr.components.Component], data: di
         value = data[component]
         if name not in fields or value is None:
             continue
-        spec = fields[name].metadata["spec"]
-        if optional_kind(fields[name].type) and (value == "" or (value == 0 and spec.low and spec.low > 0)):
+        kind = optional_kind(fields[name].type) or fields[name].type
+        if isinstance(value, str) and kind in (int, float):  # an optional number's text box
+            value = value.strip()
+            with contextlib.suppress(ValueError):  # not a number: the job's check says so
+                value = float(value)
+        if value == "" and optional_kind(fields[name].type):
             continue  # left empty: the setting takes its default
-        if (optional_kind(fields[name].type) or fields[name].type) is int:
-            value = _whole(value, name)
+        if kind is int:
+            value = _whole(value)
         values[name] = value
     return values
 
@@ -167,10 +210,9 @@ def job_values(mode: str, controls: dict[str, gr.components.Component], data: di
 def build_studio(studio: Studio) -> gr.Blocks:
     """The studio page over `studio` (its queue lets one job run at a time; others wait their turn)."""
 
-    def upload(path: str | None) -> Path:
-        if not path:
-            raise SpectrodiffError("upload an audio file first")
-        return studio.save_upload(Path(path).name, Path(path).read_bytes())
+    def upload(path: str | None, kinds: tuple[str, ...] = AUDIO_SUFFIXES, what: str = "an audio file") -> Path:
+        path = uploaded(path, what)
+        return studio.save_upload(path.name, path.read_bytes(), kinds)
 
     def run(mode: str, values: dict, progress: gr.Progress) -> tuple:
         return _show(studio.run(studio.job(mode, values), _reporter(progress)))
@@ -182,7 +224,7 @@ def build_studio(studio: Studio) -> gr.Blocks:
 
     @_guarded
     def run_morph(data: dict, progress=PROGRESS):
-        keyframes = [{"prompt": data[prompt], "seed": _whole(data[seed], "seed"), "guidance": data[morph_guidance]}
+        keyframes = [{"prompt": data[prompt], "seed": _whole(data[seed]), "guidance": data[morph_guidance]}
                      for prompt, seed in morph_ends]
         return run("morph", {"keyframes": keyframes} | job_values("morph", morph_controls, data), progress)
 
@@ -210,11 +252,8 @@ def build_studio(studio: Studio) -> gr.Blocks:
         return str(png), str(png)
 
     @_guarded
-    def run_image_to_audio(file):
-        if not file:
-            raise SpectrodiffError("upload a spectrogram PNG first")
-        path = Path(file if isinstance(file, str) else file.name)
-        wav = studio.image_to_audio(studio.save_upload(path.name, path.read_bytes(), IMAGE_SUFFIXES))
+    def run_image_to_audio(path):
+        wav = studio.image_to_audio(upload(path, IMAGE_SUFFIXES, "a spectrogram PNG"))
         return str(wav), str(wav)
 
     tile = round(studio.tile_seconds, 2)
@@ -265,7 +304,7 @@ def build_studio(studio: Studio) -> gr.Blocks:
                                                                                     "number"],
                                                  row_count=2, column_count=4, label="Timeline: one keyframe a "
                                                  f"row, up to {SERVER_HIGHS['keyframes']}")
-                    compose_controls = {"transition": control("compose", "transition", maximum=10),
+                    compose_controls = {"transition": control("compose", "transition"),
                                         "steps": control("compose", "steps")}
                     compose_controls |= more_settings(("compose",), set(compose_controls))
                     button = gr.Button("Compose", variant="primary")
@@ -313,4 +352,8 @@ def build_studio(studio: Studio) -> gr.Blocks:
                     audio_out, audio_file = gr.Audio(label="Audio", type="filepath"), gr.File(label="WAV")
             to_image.click(run_audio_to_image, [audio_in], [image_out, image_file])
             to_audio.click(run_image_to_audio, [image_in], [audio_out, audio_file])
+    # Gradio refuses a request's file that is not in its upload folder only once launch() has set has_launched
+    # (processing_utils._check_allowed); mounted (server.py), the page sets it itself, or any request could have
+    # any server path read, /dev/zero included.
+    page.has_launched = True
     return page
