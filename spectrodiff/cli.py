@@ -209,17 +209,23 @@ def image_to_audio_command(
     Example: spectrodiff image-to-audio tile.png -o tile.wav
     """
     from .codec.audio import normalize_loudness, save_audio
-    from .codec.image import open_image
+    from .codec.image import image_params, open_image
     from .files import check_writable, resolve_output
+    from .vocoding.registry import choose_vocoder, vocoder_name
     from .vocoding.render import image_to_audio
 
     picture = open_image(image)
     path = resolve_output(out, f"{image.stem}.wav", OUTPUT_AUDIO_SUFFIXES)
     check_writable(path, overwrite)
+    params, max_value = image_params(picture)
+    chosen = choose_vocoder(vocoder, params)
     with progress("audio", iters) as update:
-        audio, params = image_to_audio(picture, n_iter=iters, seed=seed, on_iter=update, vocoder=vocoder)
+        audio, params = image_to_audio(picture, params, max_value, n_iter=iters, seed=seed, on_iter=update,
+                                       vocoder=chosen or "griffin-lim")
     save_audio(path, normalize_loudness(audio) if normalize else audio, params.sample_rate, overwrite)
     print(path)
+    err_console.print(f"{audio.shape[-1] / params.sample_rate:.2f} s of audio, rendered by {vocoder_name(chosen)}",
+                      markup=False)
 
 
 @app.command("slice")
@@ -278,10 +284,29 @@ def slice_command(
     print(summary + (f"; {len(failed)} file(s) skipped" if failed else ""))
 
 
+def _tempo_rows(path: Path, sample_rate: int) -> dict[str, object]:
+    """What a WAV's acid and smpl chunks say, as `info` shows it."""
+    from .codec.riff import read_loop_info
+    from .generation.jobs import number
+    from .generation.musical import MIDDLE_C, NOTE_NAMES
+
+    found = read_loop_info(path)
+    if found is None:
+        return {"tempo": "none recorded (no acid chunk)"}
+    loop, points = found
+    rows: dict[str, object] = {"tempo": f"{number(loop.bpm)} BPM", "meter": loop.meter, "beats": loop.beats,
+                               "key": "not recorded" if loop.root_note is None else
+                               f"root {NOTE_NAMES[(loop.root_note - MIDDLE_C) % 12]} (MIDI {loop.root_note})"}
+    rows["loop"] = ", ".join(f"samples {first}-{last} ({first / sample_rate:.3f}-{(last + 1) / sample_rate:.3f} s)"
+                             for first, last in points) or "none (not a loop)"
+    return rows
+
+
 @app.command("info")
 @handle_errors
 def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a spectrogram PNG.")]) -> None:
-    """Describe an audio file (rate, channels, duration) or a spectrogram image (parameters, EXIF, duration).
+    """Describe an audio file (rate, channels, duration; a WAV's tempo, meter, beats, key and loop points) or a
+    spectrogram image (parameters, EXIF, duration).
 
     Example: spectrodiff info tile.png
     """
@@ -306,6 +331,8 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
                 "duration": f"{info.duration:.3f} s"}
         if is_truncated(file):
             rows["truncated"] = "yes: the file ends before its header says it does (cut short or damaged)"
+        if file.suffix.lower() == ".wav":
+            rows |= _tempo_rows(file, info.sample_rate)
     width = max(len(k) for k in rows)
     for key, value in rows.items():
         print(f"{key:<{width}}  {value}")
@@ -419,11 +446,12 @@ def job_options(job, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
 
 
 def generation_command(name: str, job, example: str, face: Callable | None = None, face_params: tuple = (),
-                       run_params: tuple = (), runner: Callable | None = None) -> None:
+                       run_params: tuple = (), runs: Callable | None = None) -> None:
     """Register `spectrodiff NAME` for a job class: its options (`job_options`), the command line's own face of
     fields it takes another way (`face_params`, turned into job fields by `face(**values)`), options about the run
-    rather than the job (`run_params`, passed to `runner(pipe, job, runtime, report, **values)`; the default runner
-    makes one result), and the runtime options."""
+    rather than the job (`run_params`, passed to `runs(job, runtime, **values)`, which lists the (job, runtime)
+    pairs to make; default the one), and the runtime options. Every run's files are checked before the model
+    loads."""
     face_names, run_names = [p.name for p in face_params], [p.name for p in run_params]
 
     def command(**kwargs):
@@ -436,9 +464,13 @@ def generation_command(name: str, job, example: str, face: Callable | None = Non
             job_value = job.from_dict(fields, flag=True)
         except SpectrodiffError as exc:
             raise UsageError(str(exc)) from None
+        planned = runs(job_value, runtime, **run_values) if runs else [(job_value, runtime)]
+        for one, where in planned:
+            check_files(one, where.out, where.overwrite)
         pipe = runtime.load()
         with _stages() as report:
-            (runner or _run_one)(pipe, job_value, runtime, report, **run_values)
+            for one, where in planned:
+                _run_one(pipe, one, where, report)
 
     runtime_params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=getattr(Runtime, k), annotation=a)
                       for k, a in RUNTIME_OPTIONS.items()]
@@ -448,6 +480,23 @@ def generation_command(name: str, job, example: str, face: Callable | None = Non
     command.__doc__ = f"{job.__doc__}\n\nExample: spectrodiff {name} {example}"
     command.__name__ = f"{name.replace('-', '_')}_command"
     app.command(name)(handle_errors(command))
+
+
+def check_files(job, out: Path | None, overwrite: bool) -> None:
+    """What a job reads and writes, checked before the model loads (seconds of imports and loading), with the
+    words the mode itself would use: its input audio is a readable audio file, its outputs are not in the way."""
+    from .generation.paths import output_paths
+
+    check_inputs(job)
+    output_paths(out, job, overwrite)
+
+
+def check_inputs(job) -> None:
+    """SpectrodiffError unless the job's input audio (if it has one) is a readable audio file."""
+    from .codec.audio import audio_info, check_readable
+
+    if getattr(job, "audio", None) is not None:
+        check_readable(audio_info(job.audio))
 
 
 def _run_one(pipe, job, runtime: Runtime, report) -> None:
@@ -500,13 +549,14 @@ def _compose_face(plan: Path) -> dict:
     return load_plan(plan)
 
 
-def _generate_many(pipe, job, runtime: Runtime, report, count: int) -> None:
+def _generate_many(job, runtime: Runtime, count: int) -> list[tuple[GenerateJob, Runtime]]:
     """`generate --count N`: N clips, seeds seed, seed + 1, ... (into numbered folders of -o)."""
     if count > 1 and runtime.out is not None and runtime.out.suffix:
         raise SpectrodiffError("--count above 1 needs -o to name a folder, not a file")
-    for n in range(count):
-        target = runtime.out / f"{n:03d}" if count > 1 and runtime.out is not None else runtime.out
-        _run_one(pipe, dataclasses.replace(job, seed=job.seed + n), dataclasses.replace(runtime, out=target), report)
+    return [(dataclasses.replace(job, seed=job.seed + n),
+             dataclasses.replace(runtime, out=runtime.out / f"{n:03d}" if count > 1 and runtime.out is not None
+                                 else runtime.out))
+            for n in range(count)]
 
 
 def _argument(name: str, annotation) -> inspect.Parameter:
@@ -517,7 +567,7 @@ def _option(name: str, annotation, default) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-generation_command("generate", GenerateJob, '"jazzy saxophone" --seed 3 --seconds 10', runner=_generate_many,
+generation_command("generate", GenerateJob, '"jazzy saxophone" --seed 3 --seconds 10', runs=_generate_many,
                    run_params=(_option("count", Annotated[int, typer.Option(
                        help="Clips to make, seeds --seed, --seed + 1, ...", min=1, max=100)], 1),))
 generation_command("morph", MorphJob, '"church bells" "electronic beats" --seconds 30 --seeds 42,7', _morph_face, (
@@ -536,18 +586,18 @@ generation_command("inpaint", InpaintJob, 'take.wav --prompt "drum fill" --start
 
 def _batch(jobs: Path, runtime: Runtime, shared: dict) -> None:
     """Run the lines of a batch file; under `accelerate launch` each process takes its share on its own device."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    from .generation.batch import line_job, run_line
+    from .generation.batch import check_line, run_line
     from .generation.plans import load_jobs
 
     entries = load_jobs(jobs)
-    for line, job in entries:  # every line checked before the model loads and the first job runs
+    for line, job in entries:  # every line and its files checked before the model loads and the first job runs
         try:
-            line_job(job, shared)
+            check_inputs(check_line(job, shared, runtime.out, runtime.overwrite))
         except SpectrodiffError as exc:
             raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
+    from accelerate import PartialState  # torch: after the checks
+    from accelerate.utils import parse_flag_from_env
+
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # `accelerate launch --cpu`
     if state.num_processes > 1:
         runtime = dataclasses.replace(runtime, device=str(state.device))
@@ -605,6 +655,8 @@ def serve_command(
     allow_origin: Annotated[list[str] | None, typer.Option("--allow-origin", help="A web origin whose pages may "
                                                            "call the API (repeatable), e.g. Riffusion's app at "
                                                            "http://localhost:3000.")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Print one line per request (client, method, "
+                                             "path, status, seconds) on stderr.")] = False,
     allow_pickle: PickleOption = False,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
@@ -624,7 +676,7 @@ def serve_command(
     check_address(host, port)
     warnings.filterwarnings("ignore", category=ResourceWarning)  # event loops the web libraries leave to the GC
     studio = Studio(_load(model, allow_pickle, device, dtype), vocoder=vocoder, seed_images=seed_images)
-    serve(studio, host, port, tuple(allow_origin or ()))
+    serve(studio, host, port, tuple(allow_origin or ()), access_log=access_log)
 
 
 @app.command("prepare")

@@ -10,6 +10,8 @@ from pathlib import Path
 from .errors import SpectrodiffError
 
 DEFAULT_OUTPUT_DIR = Path("outputs")
+# The longest file name, in bytes, that Linux's file systems take.
+NAME_MAX = 255
 
 
 def resolve_output(out: Path | None, default_name: str, suffixes: tuple[str, ...]) -> Path:
@@ -36,7 +38,7 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     removed."""
     path = Path(path)
     check_writable(path, overwrite)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = temporary_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -48,11 +50,19 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def temporary_path(path: Path) -> Path:
+    """The hidden name a file is written under before it is renamed to `path` (same folder, same suffix), within
+    NAME_MAX bytes however long `path`'s name is (its stem is cut)."""
+    tail = f".{os.getpid()}.tmp{path.suffix}"
+    stem = path.stem.encode()[: max(NAME_MAX - 1 - len(tail.encode()), 0)].decode(errors="ignore")
+    return path.with_name(f".{stem}{tail}")
+
+
 def os_reason(exc: OSError, names: dict[str, Path] | None = None) -> str:
     """An operating-system error in words, naming the user's path (a temporary name is replaced by `names`'s)."""
     name = exc.filename if exc.filename is not None else ""
     name = str((names or {}).get(str(name), name))
-    if isinstance(exc, (FileExistsError, NotADirectoryError)) and Path(name).is_file():
-        return f"{name} is a file, not a folder"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and Path(name).exists() and not Path(name).is_dir():
+        return f"{name} is {'a file' if Path(name).is_file() else 'a device or other special file'}, not a folder"
     reason = exc.strerror or str(exc)
     return f"{reason} ({name})" if name else reason

@@ -13,7 +13,6 @@ from spectrodiff.codec.audio import (
     iter_audio_blocks,
     load_audio,
     normalize_loudness,
-    resample,
     save_audio,
     select_channels,
 )
@@ -147,33 +146,25 @@ def test_load_audio_replaces_nan_with_zero(tmp_path):
     assert (audio[0, 10:20] == 0).all()
 
 
-# --- resample -------------------------------------------------------------------------------------------------------
+# --- resampling, in blocks -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("samples", [48000, 48001, 12345])
-def test_resample_48k_to_44k_keeps_frequency_and_length(samples):
-    tone = sine(samples, rate=48000)[None]
-    out = resample(tone, 48000, SR)
+def test_resampling_48k_to_44k_keeps_frequency_and_length(tmp_path, samples):
+    tone = sine(samples, rate=48000)
+    out = load_audio(write(tmp_path / "tone.wav", tone, rate=48000), SR)
     assert out.dtype == np.float32
     assert abs(out.shape[1] - round(samples * SR / 48000)) <= 1
     resolution = SR / out.shape[1]
     assert peak_hz(out[0], SR) == pytest.approx(1000, abs=resolution)
     # The level survives too (away from the filter's edges).
     middle = out[0, 2000:-2000]
-    assert dbfs(middle) == pytest.approx(dbfs(tone[0]), abs=0.1)
+    assert dbfs(middle) == pytest.approx(dbfs(tone), abs=0.1)
 
 
-def test_resample_same_rate_and_empty_are_passthrough():
-    audio = np.random.default_rng(0).standard_normal((2, 100))
-    same = resample(audio, SR, SR)
-    assert same.dtype == np.float32
-    np.testing.assert_array_equal(same, audio.astype(np.float32))
-    assert resample(np.zeros((1, 0), np.float32), 48000, SR).shape == (1, 0)
-
-
-def test_resample_multichannel_keeps_channels_apart():
-    audio = np.stack([sine(4800, 500, 48000), sine(4800, 3000, 48000)])
-    out = resample(audio, 48000, 22050)
+def test_resampling_keeps_channels_apart(tmp_path):
+    audio = np.stack([sine(4800, 500, 48000), sine(4800, 3000, 48000)], axis=1)
+    out = load_audio(write(tmp_path / "two.wav", audio, rate=48000), 22050, "keep")
     assert out.shape == (2, 2205)
     assert peak_hz(out[0], 22050) == pytest.approx(500, abs=10)
     assert peak_hz(out[1], 22050) == pytest.approx(3000, abs=10)
@@ -382,3 +373,51 @@ def test_resolve_output(tmp_path):
     assert (tmp_path / "b" / "d.png").read_bytes() == b"png"
     with pytest.raises(SpectrodiffError, match="expected a folder or a file ending in .png"):
         resolve_output(tmp_path / "f.jpg", "d.png", (".png",))
+
+
+# --- memory: one block at a time, whatever the file ---------------------------------------------------------------
+
+
+def test_reading_holds_one_block_whatever_the_files_rate_and_channels(tmp_path, monkeypatch):
+    """An 8-channel FLAC at 655,350 Hz (a 340 KB one of 59.5 s took 2.99 GB to convert) is decoded, downmixed and
+    resampled a block at a time: reading 6 s of it (126 MB as float32) peaks far below that; read whole (the
+    control), it does not."""
+    import tracemalloc
+
+    import spectrodiff.codec.audio as audio_module
+
+    rate, channels, seconds = 655_350, 8, 6
+    path = tmp_path / "wide.flac"
+    with soundfile.SoundFile(path, "w", rate, channels, subtype="PCM_16") as f:
+        for _ in range(seconds):
+            f.write(np.zeros((rate, channels), np.float32))
+    whole_bytes = seconds * rate * channels * 4
+
+    def peak(span: float | None) -> int:
+        tracemalloc.start()
+        try:
+            load_audio(path, SR, "mono", 0.0, span)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert peak(None) < whole_bytes / 2
+    assert peak(4.0) < whole_bytes / 2  # a span too
+    monkeypatch.setattr(audio_module, "READ_BLOCK_SAMPLES", 1 << 40)
+    assert peak(None) > whole_bytes
+
+
+def test_a_long_span_streams_that_span_only(tmp_path, monkeypatch):
+    """`audio-to-image --duration 500` of a 600 s file streamed the whole file (a 600 s image); streamed spans are
+    the span, and the same pixels as the span read at once."""
+    import spectrodiff.codec.convert as convert
+    from spectrodiff.codec.params import SpectrogramParams
+
+    path = write(tmp_path / "long.wav", noise(3.0, SR, seed=1))
+    params = SpectrogramParams()
+    at_once = np.asarray(convert.file_to_image(path, params, 0.0, 1.5))
+    monkeypatch.setattr(convert, "STREAM_ABOVE_SECONDS", 1.0)
+    streamed = np.asarray(convert.file_to_image(path, params, 0.0, 1.5))
+    assert streamed.shape == at_once.shape == (params.num_frequencies, 151, 3)
+    np.testing.assert_array_equal(streamed, at_once)
+    assert np.asarray(convert.file_to_image(path, params, 0.5, 1.5)).shape[1] == 151

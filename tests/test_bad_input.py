@@ -260,8 +260,10 @@ def test_audio_shorter_than_a_frame(tmp_path, out_dir, samples):
     assert_ok(invoke("audio-to-image", source, "-o", out_dir))
     assert size(out_dir / "tiny.png") == (1, 512)
     assert math.isfinite(float(exif(out_dir / "tiny.png")[11080]))
-    assert_ok(invoke("image-to-audio", out_dir / "tiny.png", "-o", out_dir, "--iters", 4))
-    assert soundfile.info(out_dir / "tiny.wav").frames == 0
+    # One column holds no audio: refused, rather than an empty WAV (hostile round 2).
+    result = invoke("image-to-audio", out_dir / "tiny.png", "-o", out_dir, "--iters", 4)
+    assert result.exit_code == 1 and "too narrow to hold audio" in result.output
+    assert not (out_dir / "tiny.wav").exists()
 
 
 @pytest.mark.parametrize("samples", [441, 1000, 5000, 9000])

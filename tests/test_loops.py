@@ -99,8 +99,9 @@ def test_resampling_a_loop_keeps_its_wrap_seamless():
         return abs(float(audio[0, 0] - audio[0, -1])) / np.abs(np.diff(audio[0])).max()
 
     for m in (n - 300, n + 300):
-        fitted = resample_loop(loop, m)
-        assert fitted.shape == (1, m) and wrap_jump(fitted) < 1.05
+        for block in (1 << 16, 1000):  # one block, and many
+            fitted = np.concatenate(list(resample_loop(loop, m, block)), axis=1)
+            assert fitted.shape == (1, m) and wrap_jump(fitted) < 1.05
     assert wrap_jump(loop[:, : n - 300]) > 5
 
 
@@ -112,6 +113,9 @@ def test_resampling_a_loop_keeps_its_wrap_seamless():
     (["--bpm", "120", "--bars", "0"], "--bars must be between 1 and 64, got 0"),
     (["--bpm", "120", "--bars", "65"], "--bars must be between 1 and 64, got 65"),
     (["--bars", "4"], "bars needs a tempo: give bpm too"),
+    (["--bpm", "240.0001"], "--bpm must be between 40 and 240, got 240.0001"),  # as given, not rounded to 240
+    (["--bpm", "1e308"], "--bpm must be between 40 and 240, got 1e+308"),  # not 309 digits
+    (["--bpm", "40", "--seconds", "600"], "600 s at 40 BPM are 100 bars of 4/4; at most 64"),  # exit 2, at once
     (["--bpm", "120", "--key", "H major"], "key 'H major' is not a key"),
     (["--bpm", "120", "--meter", "5/3"], "--meter must be one of 4/4, 3/4, 2/4, 5/4, 6/8, 7/8, 12/8, got '5/3'"),
 ])
@@ -166,3 +170,167 @@ def test_the_example_plans_load(plan):
 
     job = ComposeJob.from_dict(load_plan(plan))
     assert 0 < sum(k.seconds for k in job.keyframes) <= 600
+
+
+# ---- tempo travels with the music (issue 26) -------------------------------------------------------------------
+
+STYLES = {"techno": {"captions": ["techno", "hard techno beat"], "tempo": [130, 138], "meter": "4/4",
+                     "modes": ["minor"]},
+          "waltz": {"captions": ["a viennese waltz"], "tempo": [90, 180], "meter": "3/4", "modes": ["major"]}}
+
+
+@pytest.fixture(scope="module")
+def conditioned():
+    """A tiny pipeline with musical conditions and a table of styles, so that it picks a tempo."""
+    from spectrodiff.testing import build_tiny_pipeline
+    from spectrodiff.training.train import add_music_conditioning
+
+    pipe = build_tiny_pipeline()
+    add_music_conditioning(pipe)
+    pipe.register_to_config(music_styles=STYLES)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def bars_of(path: Path, bpm: float, meter: str) -> float:
+    numerator, denominator = map(int, meter.split("/"))
+    info = soundfile.info(path)
+    return info.frames / info.samplerate / (numerator * 4 / denominator * 60 / bpm)
+
+
+@pytest.mark.parametrize("prompt, bpm, meter, root", [("techno", 134, "4/4", None),  # the model's pick
+                                                      ("a viennese waltz", 135, "3/4", None),
+                                                      ("techno at 140 BPM in E minor", 140, "4/4", 64)])  # words
+def test_a_loop_without_bpm_is_whole_bars_at_the_tempo_it_was_made_at(conditioned, tmp_path, prompt, bpm, meter,
+                                                                       root):
+    result = generate(conditioned, GenerateJob(prompt=prompt, **FAST), Output(tmp_path / "loop.wav"))
+    music = result.record["music"]
+    assert (music["bpm"], music["meter"]) == (bpm, meter)
+    bars = bars_of(result.audio, bpm, meter)
+    bar = int(meter[0]) * 60 / bpm  # quarter-note beats a bar (4/4, 3/4) at the tempo
+    assert bars == pytest.approx(round(bars), abs=1e-4) and round(bars) == round(5.12 / bar)  # nearest 5.12 s
+    chunks = riff_chunks(result.audio)
+    loop = acid(chunks[b"acid"])
+    assert (loop["tempo"], loop["meter"], loop["beats"]) == (pytest.approx(bpm), meter, round(bars) * int(meter[0]))
+    assert loop["root_set"] and (root is None or loop["root"] == root)
+    frames = soundfile.info(result.audio).frames
+    assert smpl_loops(chunks[b"smpl"])[1] == [(0, 0, frames - 1, 0)]
+
+
+def test_a_plain_clip_keeps_its_length_unless_its_tempo_was_asked(conditioned, tmp_path):
+    """Only a loop rounds to the bars of the model's pick; a plain clip keeps the seconds asked for (no chunks), and
+    one whose prompt names a tempo is whole bars of it."""
+    picked = generate(conditioned, GenerateJob(prompt="techno", loop=False, **FAST), Output(tmp_path / "a.wav"))
+    assert picked.record["music"]["source"] == "model" and soundfile.info(picked.audio).frames == round(5.12 * 44100)
+    assert b"acid" not in riff_chunks(picked.audio) and "tempo" not in picked.record
+    said = generate(conditioned, GenerateJob(prompt="techno at 140 BPM", loop=False, **FAST),
+                    Output(tmp_path / "b.wav"))
+    bars = bars_of(said.audio, 140, "4/4")
+    assert bars == pytest.approx(3, abs=1e-4) and acid(riff_chunks(said.audio)[b"acid"])["beats"] == 12
+    assert b"smpl" not in riff_chunks(said.audio) or smpl_loops(riff_chunks(said.audio)[b"smpl"])[1] == []
+
+
+def test_a_meter_is_used_with_a_picked_tempo_and_refused_without_one(conditioned, pipe, tmp_path):
+    result = generate(conditioned, GenerateJob(prompt="techno", meter="6/8", **FAST), Output(tmp_path / "a.wav"))
+    assert acid(riff_chunks(result.audio)[b"acid"])["meter"] == "6/8"
+    from spectrodiff.errors import SpectrodiffError
+
+    with pytest.raises(SpectrodiffError, match="meter 6/8 needs a tempo: give bpm"):
+        generate(pipe, GenerateJob(prompt="techno", meter="6/8", **FAST), Output(tmp_path / "b.wav"))
+    assert not (tmp_path / "b.wav").exists()
+
+
+def test_the_bundled_plan_in_bars_writes_a_named_file_with_its_tempo(pipe, tmp_path):
+    """`compose prompts/sax-to-beats-in-bars.yaml` without -o named its file from a key the plan has not (an
+    internal error); its sections, one bar each here, keep the plan's tempo in the WAV."""
+    from spectrodiff.generation.jobs import ComposeJob
+    from spectrodiff.generation.modes import run
+    from spectrodiff.generation.plans import load_plan
+
+    plan = load_plan(Path(__file__).parents[1] / "prompts" / "sax-to-beats-in-bars.yaml")
+    short = [{"prompt": k.prompt, "seed": k.seed, "seconds": 2.5} for k in plan["keyframes"]]  # a bar at 96 BPM
+    job = ComposeJob.from_dict({"keyframes": short, "bpm": 96, "transition": 0.5} | FAST)
+    result = run(pipe, job, Output(tmp_path))
+    assert result.audio == tmp_path / "jazzy-saxophone-to-funky-piano_96bpm_s1.wav"
+    chunks = riff_chunks(result.audio)
+    assert acid(chunks[b"acid"])["beats"] == 12 and acid(chunks[b"acid"])["tempo"] == pytest.approx(96)
+    assert smpl_loops(chunks[b"smpl"])[1] == []  # a song, not a loop: no loop points
+
+
+def tempo_wav(path: Path, seconds: float = 4.0) -> Path:
+    """A 2-bar WAV at 120 BPM in F with its acid and smpl chunks."""
+    from spectrodiff.codec.riff import LoopInfo, append_chunks
+    from spectrodiff.signals import mix
+
+    soundfile.write(path, mix(seconds), 44100, subtype="PCM_16")
+    append_chunks(path, LoopInfo(120, seconds * 2, "4/4", 65).chunks(round(seconds * 44100), 44100))
+    return path
+
+
+@pytest.mark.parametrize("mode, fields, seconds", [("remix", {"strength": 0.5}, 4.0),
+                                                    ("extend", {"seconds": 2.0}, 6.0),
+                                                    ("inpaint", {"start": 1.0, "end": 2.0}, 4.0)])
+def test_what_is_made_of_a_wav_with_a_tempo_keeps_it(pipe, tmp_path, mode, fields, seconds):
+    from spectrodiff.generation.jobs import JOBS
+    from spectrodiff.generation.modes import run
+
+    source = tempo_wav(tmp_path / "in.wav")
+    result = run(pipe, JOBS[mode].from_dict({"audio": source, "prompt": "organ", **fields, **FAST}),
+                 Output(tmp_path / "out.wav"))
+    chunks = riff_chunks(result.audio)
+    frames = soundfile.info(result.audio).frames
+    assert frames == round(seconds * 44100)
+    assert acid(chunks[b"acid"]) | {"tempo": 120} == {"one_shot": False, "root_set": True, "stretch": True,
+                                                      "root": 65, "beats": seconds * 2, "meter": "4/4", "tempo": 120}
+    assert acid(chunks[b"acid"])["tempo"] == pytest.approx(120)
+    assert smpl_loops(chunks[b"smpl"])[1] == [(0, 0, frames - 1, 0)]  # the loop covers the new length
+    plain = tmp_path / "plain.wav"
+    soundfile.write(plain, soundfile.read(source)[0], 44100, subtype="PCM_16")  # the control: no chunks in
+    again = run(pipe, JOBS[mode].from_dict({"audio": plain, "prompt": "organ", **fields, **FAST}),
+                Output(tmp_path / "again.wav"))
+    assert set(riff_chunks(again.audio)) == {b"fmt ", b"data"}
+
+
+def test_batch_lines_are_named_as_generate_names_them(pipe, tmp_path):
+    from spectrodiff.generation.batch import run_line
+
+    first = {"mode": "generate", "prompt": "house", "bpm": 124, "bars": 1, "key": "A minor", "seed": 5, **FAST}
+    other = first | {"steps": 2}  # the same name, another job
+    made = [run_line(pipe, line, out=tmp_path) for line in (first, other)]
+    assert made[0].audio == tmp_path / "house_124bpm_Amin_s5.wav"
+    assert made[1].audio.name.startswith("house_124bpm_Amin_s5-") and made[1].audio != made[0].audio
+    assert acid(riff_chunks(made[1].audio)[b"acid"])["tempo"] == pytest.approx(124)
+    assert [run_line(pipe, line, out=tmp_path) for line in (first, other)] == [None, None]  # a rerun finds both
+
+
+def test_a_batch_line_of_too_many_bars_is_refused_before_the_model_loads():
+    from spectrodiff.errors import SpectrodiffError
+    from spectrodiff.generation.batch import line_job
+
+    with pytest.raises(SpectrodiffError, match="33 s at 240 BPM are 66 bars of 2/4; at most 64"):
+        line_job({"mode": "generate", "prompt": "x", "bpm": 240, "meter": "2/4", "seconds": 33})
+
+
+def test_info_shows_a_wavs_tempo_key_beats_and_loop(tmp_path, capsys, monkeypatch):
+    source = tempo_wav(tmp_path / "in.wav")
+    plain = tmp_path / "plain.wav"
+    soundfile.write(plain, soundfile.read(source)[0], 44100, subtype="PCM_16")
+    for path in (source, plain):
+        monkeypatch.setattr(sys, "argv", ["spectrodiff", "info", str(path)])
+        assert main() == 0
+    out = capsys.readouterr().out
+    assert "tempo        120 BPM" in out and "beats        8" in out and "meter        4/4" in out
+    assert "key          root F (MIDI 65)" in out and "loop         samples 0-176399 (0.000-4.000 s)" in out
+    assert "tempo        none recorded (no acid chunk)" in out  # the plain file
+
+
+def test_image_to_audio_says_which_vocoder_rendered(tmp_path, capsys, monkeypatch):
+    from spectrodiff import SpectrogramParams
+    from spectrodiff.codec.convert import audio_to_image, save_image
+    from spectrodiff.signals import mix
+
+    image = save_image(tmp_path / "s.png", audio_to_image(mix(1.0)[None], SpectrogramParams(num_frequencies=64)))
+    monkeypatch.setattr(sys, "argv", ["spectrodiff", "image-to-audio", str(image), "-o", str(tmp_path / "s.wav"),
+                                      "--iters", "1"])
+    assert main() == 0
+    assert "rendered by griffin-lim" in capsys.readouterr().err

@@ -24,7 +24,17 @@ from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.generation.timeline import Timeline
 from spectrodiff.signals import chord, drums
 from spectrodiff.testing import build_tiny_pipeline
-from spectrodiff.training.core import LR_SCHEDULES, Schedule, learning_rate_scheduler, read_log, weights_digest
+from spectrodiff.training.core import (
+    LR_SCHEDULES,
+    Schedule,
+    Task,
+    Update,
+    learning_rate_scheduler,
+    read_log,
+    run,
+    step_generator,
+    weights_digest,
+)
 from spectrodiff.training.prepare import prepare_dataset
 from spectrodiff.training.train import LOG_COLUMNS, TrainOptions, train
 
@@ -393,3 +403,106 @@ def test_decoder_fine_tune_takes_more_datasets(tmp_path, dataset):
     opts = DecoderOptions(str(tmp_path / "base"), dataset, tmp_path / "out3", extra=(shorter,), max_steps=1)
     with pytest.raises(SpectrodiffError, match=f"the dataset {shorter} has tiles 64 columns wide, {dataset} 128"):
         finetune_decoder(opts, log=lambda _: None)
+
+
+def copy_of(dataset: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(dataset, tmp_path / "dataset"))
+
+
+def test_hostile_datasets_and_configs_are_one_line_before_work(dataset, tmp_path):
+    """A metadata entry naming a file outside the dataset is refused (it was trained on); a crop wider than the
+    tiles names the tiles, not seconds; YAML aliases in a config (416 bytes expanded to 5.4 GB) and 5000-deep
+    nesting are refused as in compose plans."""
+    outside = copy_of(dataset, tmp_path)
+    (tmp_path / "x.png").write_bytes(next((outside / "train").rglob("*.png")).read_bytes())
+    metadata = outside / "train" / "metadata.jsonl"
+    metadata.write_text(json.dumps({"file_name": "../../x.png", "text": "stolen"}) + "\n" + metadata.read_text())
+    with pytest.raises(SpectrodiffError, match=r"metadata.jsonl line 1: file_name '../../x.png' is not a file inside"):
+        train(TrainOptions(outside, tmp_path / "o1", config=TINY))
+    with pytest.raises(SpectrodiffError, match=r"crop_width 100000 is wider than the dataset's tiles \(128 columns\)"):
+        train(TrainOptions(dataset, tmp_path / "o2", config=TINY, crop_width=100_000))
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text('a: &a ["x","x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+                    + TINY.read_text())
+    with pytest.raises(SpectrodiffError, match=r"bomb.yaml line 2: not valid YAML \(aliases"):
+        train(TrainOptions(dataset, tmp_path / "o3", config=bomb))
+    bomb.write_text("unet: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SpectrodiffError, match=r"line 1: not valid YAML \(nested deeper than 16 levels\)"):
+        train(TrainOptions(dataset, tmp_path / "o4", config=bomb))
+    assert not any((tmp_path / f"o{n}").exists() for n in range(1, 5))
+
+
+@pytest.mark.slow
+def test_a_cut_tile_is_named_and_lost_random_states_warn(dataset, tmp_path):
+    """A tile cut short stops training with its path (it was "image file is truncated" with no path); a checkpoint
+    whose random states cannot be read resumes with a warning (it resumed silently, no longer exact)."""
+    cut = copy_of(dataset, tmp_path)
+    for tile in (cut / "train").rglob("*.png"):
+        tile.write_bytes(tile.read_bytes()[:200])
+    with pytest.raises(SpectrodiffError, match=r"train/.*\.png is not a readable image"):
+        train(TrainOptions(cut, tmp_path / "cut", config=TINY, max_steps=1, batch_size=2, **FAST))
+    out = tmp_path / "run"
+    common = dict(config=TINY, checkpoint_every=1, validate_every=100, batch_size=2, **FAST)
+    train(TrainOptions(dataset, out, max_steps=1, **common))
+    for states in (out / "checkpoints").rglob("random_states_*.pkl"):
+        states.write_bytes(b"not a pickle")
+    with pytest.warns(UserWarning, match="random states could not be read; resuming without them"):
+        train(TrainOptions(dataset, out, max_steps=2, resume="latest", **common))
+
+
+class TwoLines(Task):
+    """The smallest task with a vocoder's shape (two models, two optimizers, EMA): checkpoints in a second."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.models = {"g": torch.nn.Linear(2, 1), "d": torch.nn.Linear(2, 1)}
+
+    def prepare(self, accelerator):
+        updates = []
+        for model in self.models.values():
+            model, optimizer = accelerator.prepare(model, torch.optim.AdamW(model.parameters(), lr=0.01))
+            updates.append(Update(optimizer, [model], list(model.parameters()),
+                                  lambda x, model=model: (model(x).square().mean(), {"loss": 0.0})))
+        return updates
+
+    def trainable(self):
+        return self.models
+
+    def batch(self, step, micro, rank, world):
+        return torch.randn(4, 2, generator=step_generator(0, step, micro, rank))
+
+    def finish(self):
+        pass
+
+
+@pytest.mark.parametrize("name", ["trainable.safetensors", "ema.safetensors", "state.json", "optimizer_1.bin",
+                                  "scheduler.bin", "../../run.json"])
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(name, tmp_path):
+    """A checkpoint file cut short (a full disk, a killed copy) stops `--resume` with one line naming it: it was
+    "internal error (PytorchStreamReader failed reading zip archive ...)" naming no file, or safetensors' "invalid
+    header length". The control: the same checkpoint whole resumes."""
+    schedule = dict(lr=0.01, lr_schedule="warmup-constant", ema=0.9, checkpoint_every=1, log=lambda _: None)
+    run(TwoLines(), Schedule(max_steps=1, **schedule), tmp_path, None, {"task": "two lines"})
+    run(TwoLines(), Schedule(max_steps=2, **schedule), tmp_path, "latest", {"task": "two lines"})
+    damaged = tmp_path / "checkpoints" / "step-000002" / name
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    with pytest.raises(SpectrodiffError, match=f"cannot resume: {re.escape(str(damaged.resolve()))} is missing "
+                                               r"or damaged \(\w"):
+        run(TwoLines(), Schedule(max_steps=3, **schedule), tmp_path, "latest", {"task": "two lines"})
+
+
+@pytest.mark.parametrize("part", ["unet", "vae"])
+def test_a_config_too_big_for_memory_is_one_line_naming_its_sizes(part, dataset, tmp_path):
+    """block_out_channels of 262,144 (terabytes of weights) are counted on the meta device and refused with the
+    sizes named: the allocator's "DefaultCPUAllocator: can't allocate memory" was an internal error, and a config
+    asking for a little more than the memory went on to the OOM killer."""
+    config = yaml.safe_load(TINY.read_text())
+    config[part]["block_out_channels"] = [262_144] * len(config[part]["block_out_channels"])
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump(config))
+    with pytest.raises(SpectrodiffError, match=rf"config: {part}: block_out_channels \[262144, .* billion weights "
+                                               r"\(\d+ GB as float32\), more than this machine's \d+ GB of memory"):
+        train(TrainOptions(dataset, tmp_path / "out", config=big))
+    assert not (tmp_path / "out").exists()

@@ -26,7 +26,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
+import pickle
 import shutil
 import time
 import warnings
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from spectrodiff.errors import SpectrodiffError
@@ -193,7 +196,7 @@ def check_run(out: Path, resume: str | None, record: dict, resumable: tuple[str,
     run_file = out / RUN_FILE
     if not run_file.is_file():
         raise SpectrodiffError(f"--resume latest: {out} holds no run to resume")
-    saved = json.loads(run_file.read_text())
+    saved = _read(run_file, lambda path: json.loads(path.read_text()))
     # An option newer than the saved run is not compared: the run was made before it existed.
     changed = [k for k in sorted(saved) if k not in resumable and saved.get(k) != record.get(k)]
     if changed:
@@ -358,21 +361,80 @@ def _register_state_hooks(accelerator, task: Task, ema: EMA | None, progress: di
     def load(models: list, folder: str) -> None:
         models.clear()
         folder = Path(folder)
+        state = _read(folder / STATE_FILE, lambda path: json.loads(path.read_text()))
+        weights = _read(folder / TRAINABLE_FILE, lambda path: load_file(str(path)))
+        shadow = _read(folder / EMA_FILE, lambda path: load_file(str(path))) if ema is not None else None
         try:
-            state = json.loads((folder / STATE_FILE).read_text())
-            load_trainable(task.trainable(), load_file(str(folder / TRAINABLE_FILE)))
+            load_trainable(task.trainable(), weights)
             if ema is not None:
-                shadow = load_file(str(folder / EMA_FILE))
                 for k in ema.shadow:
                     ema.shadow[k].copy_(shadow[k])
                 ema.updates = int(state["ema_updates"])
             task.load_state(state)
             progress["step"] = int(state["step"])
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise SpectrodiffError(f"cannot resume from {folder}: {exc}") from None
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
+
+
+# Damaged files: truncated or overwritten safetensors, torch zips and pickles, JSON.
+DAMAGED = (OSError, ValueError, KeyError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError)
+# What accelerate's load_state reads after our hook, in order, each closed by the message it logs.
+ACCELERATE_FILES = (("optimizer*.bin", "All optimizer states loaded successfully"),
+                    ("scheduler*.bin", "All scheduler states loaded successfully"),
+                    ("scaler.pt", "GradScaler state loaded successfully"))
+
+
+def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
+    """`reader(path)`, or a SpectrodiffError naming the checkpoint file that cannot be read."""
+    try:
+        return reader(path)
+    except DAMAGED as exc:
+        raise SpectrodiffError(f"cannot resume: {path} is missing or damaged ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _loads(path: Path) -> bool:
+    """Whether accelerate can read the file `path` (its load, on the CPU)."""
+    from accelerate.utils import load
+
+    try:
+        load(path, map_location="cpu")
+    except DAMAGED:
+        return False
+    return True
+
+
+def _load_state(accelerator, checkpoint: Path) -> None:
+    """`accelerator.load_state`, with a warning when the random states do not load: accelerate goes on without them
+    and says so only at INFO level, and the run would not repeat exactly. A damaged file is a SpectrodiffError
+    naming it (accelerate's messages name none)."""
+    heard: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: heard.append(record.getMessage())
+    logger = logging.getLogger("accelerate.checkpointing")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except DAMAGED as exc:
+        pattern = next((files for files, done in ACCELERATE_FILES if not any(done in m for m in heard)), "*")
+        files = sorted(Path(checkpoint).glob(pattern))
+        named = next((path for path in files if not _loads(path)), None)  # of several, the one that fails
+        names = str(named) if named else " or ".join(map(str, files)) or f"{checkpoint}/{pattern}"
+        raise SpectrodiffError(f"cannot resume: {names} is missing or damaged ({_first_line(exc)})") from None
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if any("Could not load random states" in message for message in heard):
+        warnings.warn(f"{checkpoint}: its random states could not be read; resuming without them, so the run will "
+                      "not repeat exactly", stacklevel=2)
 
 
 def run(task: Task, schedule: Schedule, out: Path, resume: str | None, record: dict,
@@ -399,7 +461,7 @@ def run(task: Task, schedule: Schedule, out: Path, resume: str | None, record: d
     main = accelerator.is_main_process
     say = schedule.log if main else (lambda _: None)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        _load_state(accelerator, checkpoint)
         say(f"resuming from {checkpoint} (step {progress['step']})")
     step = progress["step"]
     if main:

@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
-from PIL import Image
 from safetensors.torch import save_file
 
+from spectrodiff.codec.image import open_image
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.conditions import MUSIC_FEATURES, Music, label_key, music_features, takes_music
 from spectrodiff.generation.musical import bar_seconds
-from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline
+from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline, check_model_size
+from spectrodiff.generation.plans import load_yaml
 from spectrodiff.metrics import magnitude_convergence
 
 from .core import Schedule, Task, Update, check_run, run, step_generator
@@ -136,10 +136,7 @@ def load_config(path: Path | None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SpectrodiffError(f"no such config file: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpectrodiffError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    config, _ = load_yaml(path)
     if not isinstance(config, dict) or not (isinstance(config.get("unet"), dict) or config.get("base")):
         raise SpectrodiffError(f"{path}: a config needs a `unet:` mapping (see training/configs/tiny.yaml), or a "
                                "`base:` model to fine-tune")
@@ -181,8 +178,10 @@ def _read_split(root: Path, split: str, required: bool) -> list[dict]:
         try:
             item = json.loads(line)
             file, text = item["file_name"], item["text"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
             raise SpectrodiffError(f"{path} line {n}: expected JSON with file_name and text") from None
+        if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
+            raise SpectrodiffError(f"{path} line {n}: file_name {file!r:.80} is not a file inside {root / split}")
         tile = root / split / file
         if not tile.is_file():
             raise SpectrodiffError(f"{path} line {n}: missing tile {tile}")
@@ -225,9 +224,8 @@ def item_music(item: dict, start_column: int, params: SpectrogramParams) -> np.n
 
 @lru_cache(maxsize=1024)
 def _read_tile(path: str) -> torch.Tensor:
-    """`(3, H, W)` uint8 tile."""
-    with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    """`(3, H, W)` uint8 tile; SpectrodiffError naming it when it cannot be read (cut short, not an image)."""
+    return torch.from_numpy(np.array(open_image(path).convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 def tile_pixels(items: list[dict], crop_width: int | None, generator: torch.Generator,
@@ -238,6 +236,10 @@ def tile_pixels(items: list[dict], crop_width: int | None, generator: torch.Gene
     flipped, which would reverse time); `starts` collects those columns.
     """
     tiles = [_read_tile(item["path"]) for item in items]
+    for item, tile in zip(items, tiles, strict=True):
+        if tile.shape[-2] != tiles[0].shape[-2] or tile.shape[-2] % 8:
+            raise SpectrodiffError(f"tile {item['path']} is {tile.shape[-2]} pixels high, {items[0]['path']} "
+                                   f"{tiles[0].shape[-2]}: a dataset's tiles share one height, a multiple of 8")
     width = min(t.shape[-1] for t in tiles)
     width = min(width, crop_width or width) // 8 * 8
     if width < 8:
@@ -291,6 +293,7 @@ def build_from_config(config: dict, allow_pickle: bool = False) -> SpectrodiffPi
         tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
     torch.manual_seed(int(config.get("seed", 0)))
     try:
+        check_model_size(UNet2DConditionModel, config["unet"], "config: unet")
         unet = UNet2DConditionModel(**config["unet"])
         vae_spec = config.get("vae") or {}
         if "pretrained" in vae_spec:
@@ -298,6 +301,7 @@ def build_from_config(config: dict, allow_pickle: bool = False) -> SpectrodiffPi
             vae = AutoencoderKL.from_pretrained(vae_spec["pretrained"], subfolder="vae", dtype=torch.float32,
                                                 use_safetensors=not allow_pickle)
         else:
+            check_model_size(AutoencoderKL, vae_spec, "config: vae")
             vae = AutoencoderKL(**vae_spec)
         scheduler = DPMSolverMultistepScheduler(**(config.get("scheduler") or {}))
     except (TypeError, ValueError, OSError) as exc:
@@ -514,7 +518,8 @@ def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Pat
     """Generate one clip per prompt (seed = run seed) into `folder`: WAV + PNG + JSON each. Returns the WAVs."""
     from spectrodiff.generation.jobs import GenerateJob
     from spectrodiff.generation.modes import generate
-    from spectrodiff.generation.output import Output, slugify
+    from spectrodiff.generation.output import Output
+    from spectrodiff.generation.paths import slugify
 
     shutil.rmtree(folder, ignore_errors=True)
     wavs = []
@@ -731,6 +736,9 @@ def train(opts: TrainOptions) -> dict:
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k in RUN_KEYS}
     check_run(opts.out, opts.resume, record)  # before the model loads
     dataset = load_dataset(opts.dataset)
+    width = _read_tile(dataset.train[0]["path"]).shape[-1]
+    if opts.crop_width is not None and opts.crop_width > width:
+        raise SpectrodiffError(f"crop_width {opts.crop_width} is wider than the dataset's tiles ({width} columns)")
     task = UNetTask(opts, config, dataset, validation_prompts(opts, dataset))
     summary = run(task, schedule, opts.out, opts.resume, record)
     return summary | {"val_losses": summary["val"],

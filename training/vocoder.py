@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from spectrodiff.codec.audio import find_audio, load_audio, save_audio
@@ -36,6 +35,7 @@ from spectrodiff.codec.mel import waveform_to_mel
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.components import NeuralVocoder
+from spectrodiff.generation.plans import load_yaml
 from spectrodiff.metrics import STFT_SIZES, multi_resolution_stft_distance, multi_resolution_stft_loss, stft_magnitude
 from spectrodiff.vocoding.vocoder import MEL_FLOOR
 
@@ -90,10 +90,7 @@ def load_vocoder_config(path: Path | None) -> dict:
         return {}
     if not Path(path).is_file():
         raise SpectrodiffError(f"no such config file: {path}")
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpectrodiffError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    config = load_yaml(path)[0] or {}
     if not isinstance(config, dict):
         raise SpectrodiffError(f"{path}: expected a mapping of {', '.join(sorted(CONFIG_KEYS))}")
     unknown = set(config) - CONFIG_KEYS | set(config.get("training") or {}) - set(TRAINING_DEFAULTS)

@@ -47,9 +47,9 @@ def file_to_image(
     channels = "stereo" if params.stereo else "mono"
     info = audio_info(path)
     span = (info.duration - start) if duration is None else duration
-    if start == 0 and span >= STREAM_ABOVE_SECONDS:
-        blocks = (torch.from_numpy(b) for b in iter_audio_blocks(path, params.sample_rate, channels))
-        return mel_to_image(waveform_to_mel_streaming(blocks, params, on_frames), params)
+    if span >= STREAM_ABOVE_SECONDS:
+        blocks = iter_audio_blocks(path, params.sample_rate, channels, start=start, duration=duration)
+        return mel_to_image(waveform_to_mel_streaming(map(torch.from_numpy, blocks), params, on_frames), params)
     return audio_to_image(load_audio(path, params.sample_rate, channels, start, duration), params)
 
 

@@ -6,14 +6,16 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpectrodiffError
 from ..files import DEFAULT_OUTPUT_DIR
 from .jobs import JOBS, Job, Spec, check, job_from_dict, shown
-from .modes import run
-from .output import Output, Result, output_paths, resolved, slug_and_seed, slugify
-from .pipeline import SpectrodiffPipeline
+from .paths import file_stem, output_paths
+
+if TYPE_CHECKING:  # the lines are checked before a model loads, without torch (`line_job`, `line_target`)
+    from .output import Result
+    from .pipeline import SpectrodiffPipeline
 
 # What a batch line may hold beside its job's fields: where its files go, and whether they may replace others.
 LINE_FIELDS = ("out", "overwrite")
@@ -23,7 +25,7 @@ def line_job(line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
     """The job of a batch line: a job's fields (`mode` first) and optionally `out` and `overwrite`; `defaults` (the
     batch command's own options) fill the shared settings the line leaves out."""
     mode = line.get("mode") if isinstance(line, Mapping) else None
-    fields = JOBS[mode].fields() if mode in JOBS else {}
+    fields = JOBS[mode].fields() if isinstance(mode, str) and mode in JOBS else {}
     if "out" in line and not isinstance(line["out"], str):
         raise SpectrodiffError(f"out must be a file or folder name, got {shown(line['out'])}")
     if "overwrite" in line:
@@ -32,24 +34,51 @@ def line_job(line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
 
 
 def line_target(job: Job, line: Mapping[str, Any], out: Path | None) -> Path:
-    """Where a line's files go: its own `out`; else, in the batch's folder (`out`, default outputs/), a name made of
-    its prompt and its job's digest, so that lines never collide and a rerun finds what a line made before."""
+    """Where a line's files go: its own `out`; else, in the batch's folder (`out`, default outputs/), the name
+    `generate` gives (`funk_100bpm_Fmin_s3.wav`), and where that name's files are there from another job (an
+    earlier line's, another batch's) the same name with the job's digest, so that lines never collide and a rerun
+    finds what each line made before (the earlier line's files, then its own)."""
     if line.get("out"):
         return Path(line["out"])
+    folder = out or DEFAULT_OUTPUT_DIR
+    plain = folder / f"{file_stem(job)}.wav"
+    triple = (plain, plain.with_suffix(".png"), plain.with_suffix(".json"))
+    if not any(path.exists() for path in triple) or made_before(None, job, triple):
+        return plain
     digest = hashlib.sha256(json.dumps(job.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return (out or DEFAULT_OUTPUT_DIR) / f"{slugify(slug_and_seed(job)[0])}-{digest}.wav"
+    return folder / f"{file_stem(job)}-{digest}.wav"
 
 
-def made_before(pipe: SpectrodiffPipeline, job: Job, paths: tuple[Path, Path, Path]) -> bool:
+def made_before(pipe: SpectrodiffPipeline | None, job: Job, paths: tuple[Path, Path, Path]) -> bool:
     """Whether all three files exist and the sidecar's job is this job as it would run (the model's defaults filled
-    in)."""
+    in; before the model loads, `pipe` None, the settings the job leaves open are not compared)."""
     if not all(path.is_file() for path in paths):
         return False
     try:
         recorded = json.loads(paths[2].read_text()).get("job")
     except (OSError, ValueError, AttributeError):
         return False
-    return recorded == json.loads(json.dumps(resolved(pipe, job).to_dict(), default=str))
+    if pipe is not None:
+        from .output import resolved
+
+        job = resolved(pipe, job)
+    expected = json.loads(json.dumps(job.to_dict(), default=str))
+    if pipe is None and isinstance(recorded, dict):
+        recorded = {k: v for k, v in recorded.items() if expected.get(k, v) is not None}
+        expected = {k: v for k, v in expected.items() if v is not None}
+    return recorded == expected
+
+
+def check_line(line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, out: Path | None = None,
+               overwrite: bool = False) -> Job:
+    """A line's job (`line_job`), checked before the model loads: SpectrodiffError when its files are in the way
+    (there, and not from this job) and neither `overwrite` nor the line's own "overwrite" lets it replace them."""
+    job = line_job(line, defaults)
+    target = line_target(job, line, out)
+    overwrite = overwrite or bool(line.get("overwrite"))
+    if not overwrite and not made_before(None, job, output_paths(target, job, overwrite=True)):
+        output_paths(target, job, overwrite)
+    return job
 
 
 def run_line(pipe: SpectrodiffPipeline, line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
@@ -57,6 +86,9 @@ def run_line(pipe: SpectrodiffPipeline, line: Mapping[str, Any], defaults: Mappi
              overwrite: bool = False) -> Result | None:
     """Run one batch line (`line_job`) into `line_target`; None, without running, when its files are there from the
     same job (unless `overwrite` or the line's own "overwrite" asks to make them again)."""
+    from .modes import run
+    from .output import Output
+
     job = line_job(line, defaults)
     target = line_target(job, line, out)
     overwrite = overwrite or bool(line.get("overwrite"))

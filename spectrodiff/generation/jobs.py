@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import reprlib
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -21,7 +23,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import SpectrodiffError
-from .musical import MAX_BARS, MAX_BPM, METERS, MIN_BPM, bar_seconds, beats_per_bar, parse_key, whole_bars
+from .musical import (
+    MAX_BARS,
+    MAX_BPM,
+    METERS,
+    MIN_BPM,
+    bar_seconds,
+    nearest_bars,
+    parse_key,
+    whole_bars,
+)
 
 REQUIRED = dataclasses.MISSING
 # The schedulers a job may name (spectrodiff.generation.pipeline.SCHEDULERS maps them to diffusers' classes).
@@ -69,6 +80,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 60, 60
 
@@ -80,8 +92,12 @@ def shown(value: Any) -> str:
 
 
 def number(value: float) -> str:
-    """A number as a person writes it: 4294967295, 0.5, 600."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    """A number as a person writes it: 4294967295, 0.5, 240.0001, 600, 1e+308, "a 400-digit number" (a whole number
+    too large for a float stays an int)."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"a {len(str(abs(value)))}-digit number"
+    # repr: the shortest text that reads back as the same float (240.0001, not "240" as :g rounds it).
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
 
 
 def span(spec: Spec, high: float | None = None, text: bool = False) -> str:
@@ -108,6 +124,8 @@ def check(label: str, value: Any, kind: Any, spec: Spec, high: float | None = No
         raise SpectrodiffError(f"{label} is required")
     kind = optional or kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > sys.float_info.max:  # a whole number beyond any float: beyond every range too
+            raise SpectrodiffError(f"{label} must be {span(spec, high) or 'a number'}, got {number(value)}")
         value = float(value)
     if kind is Path and isinstance(value, str):
         value = Path(value)
@@ -117,6 +135,8 @@ def check(label: str, value: Any, kind: Any, spec: Spec, high: float | None = No
         raise SpectrodiffError(f"{label} is not a number, got {shown(value)}")
     high = spec.high if high is None else min(high, spec.high if spec.high is not None else high)
     if isinstance(value, str):
+        if _SURROGATE.search(value):  # JSON's "\ud800": no tokenizer or file takes it
+            raise SpectrodiffError(f"{label} is not valid text (a lone surrogate), got {shown(value)}")
         if spec.low and not value.strip():
             raise SpectrodiffError(f"{label} is empty")
         if high is not None and len(value) > high:
@@ -330,16 +350,19 @@ class GenerateJob(Job):
     seed: int = _seed()
     guidance: float = _guidance()
     negative: str = _negative()
-    seconds: float = _seconds(TILE_SECONDS, "Length; a loop is whole latent columns (80 ms at Riffusion's "
-                              "settings), a plain clip exactly this long. With --bpm: whole bars, the nearest.")
+    seconds: float = _seconds(TILE_SECONDS, "Length. With a tempo (asked, named in the prompt or picked by the "
+                              "model): the whole bars nearest it. Without one: a loop is whole latent columns (80 ms "
+                              "at Riffusion's settings), a plain clip exactly this long.")
     loop: bool = setting(True, "A seamless loop, or a plain clip.", cli="--loop/--no-loop")
     bpm: float | None = setting(None, "Tempo in quarter notes a minute: the clip is whole bars, exactly, and a WAV "
-                                "loop carries its tempo for DAWs.", low=MIN_BPM, high=MAX_BPM)
+                                "carries its tempo for DAWs (default: the prompt's, else the model's pick).",
+                                low=MIN_BPM, high=MAX_BPM)
     bars: int | None = setting(None, "Length in bars, which then decides the length (needs --bpm; default: the "
                                "whole bars nearest --seconds).", low=1, high=MAX_BARS)
     key: str | None = setting(None, "Key, e.g. 'F minor', 'C# major', 'Bbm': recorded in the file name and the "
                               "WAV's loop root.", high=20)
-    meter: str = setting("4/4", "Time signature of the bars.", choices=METERS)
+    meter: str | None = setting(None, "Time signature of the bars (default: the style's where the model picks the "
+                                "tempo, else 4/4).", choices=METERS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -349,19 +372,18 @@ class GenerateJob(Job):
             if self.bars is not None:
                 raise SpectrodiffError("bars needs a tempo: give bpm too")
             return
-        bar = bar_seconds(self.bpm, self.meter)
-        bars = self.bars if self.bars is not None else max(1, round(self.seconds / bar))
-        seconds = bars * bar
+        meter = self.meter or "4/4"
+        bars = self.bars if self.bars is not None else nearest_bars(self.seconds, self.bpm, meter)
+        if bars > MAX_BARS:  # bars from seconds: checked here, before any work, as an asked number of bars is
+            raise SpectrodiffError(f"{number(self.seconds)} s at {number(self.bpm)} BPM are {bars} bars of {meter}; "
+                                   f"at most {MAX_BARS} (give fewer seconds, or bars)")
+        seconds = bars * bar_seconds(self.bpm, meter)
         if seconds > MAX_SECONDS:
-            raise SpectrodiffError(f"{bars} bars of {self.meter} at {number(self.bpm)} BPM are {seconds:g} s; at "
+            raise SpectrodiffError(f"{bars} bars of {meter} at {number(self.bpm)} BPM are {seconds:g} s; at "
                                    f"most {MAX_SECONDS:g}")
+        object.__setattr__(self, "meter", meter)
         object.__setattr__(self, "bars", bars)
         object.__setattr__(self, "seconds", seconds)
-
-    @property
-    def beats(self) -> float | None:
-        """Quarter-note beats in the clip, when it has a tempo."""
-        return None if self.bpm is None else self.bars * beats_per_bar(self.meter)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -435,7 +457,8 @@ class InpaintJob(AudioJob):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.end <= self.start:
-            raise SpectrodiffError(f"the span's end ({self.end:g} s) must come after its start ({self.start:g} s)")
+            raise SpectrodiffError(f"the span's end ({number(self.end)} s) must come after its start "
+                                   f"({number(self.start)} s)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -460,7 +483,7 @@ def job_from_dict(data: Mapping[str, Any], highs: Mapping[str, float] | None = N
     if not isinstance(data, Mapping):
         raise SpectrodiffError(f"a job is a mapping with a mode, got {shown(data)}")
     mode = data.get("mode")
-    if mode not in JOBS:
+    if not isinstance(mode, str) or mode not in JOBS:
         raise SpectrodiffError(f"unknown mode {shown(mode)} ({', '.join(JOBS)})")
     return JOBS[mode].from_dict(data, highs=highs, ignore=ignore)
 

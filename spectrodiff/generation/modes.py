@@ -14,11 +14,12 @@ from PIL import Image
 from ..codec.audio import AUDIO_SUFFIXES, load_audio
 from ..codec.convert import audio_to_pixels
 from ..codec.image import image_params, image_pixels, open_image
-from ..codec.riff import LoopInfo
+from ..codec.riff import LoopInfo, read_loop_info
 from ..errors import SpectrodiffError
 from ..vocoding.reconstruct import mel_to_waveform
 from ..vocoding.vocoder import NeuralVocoder
 from .jobs import (
+    MAX_SECONDS,
     ComposeJob,
     EncodingJob,
     ExtendJob,
@@ -28,9 +29,11 @@ from .jobs import (
     MorphJob,
     RemixJob,
     RiffuseJob,
+    number,
 )
-from .musical import MIDDLE_C, parse_key
-from .output import Output, Result, encode_steps, file_sha256, output_paths, render
+from .musical import bar_seconds, beats_per_bar, nearest_bars, parse_key
+from .output import Output, Result, encode_steps, file_sha256, render
+from .paths import output_paths
 from .pipeline import SpectrodiffPipeline
 from .timeline import Timeline
 
@@ -66,13 +69,25 @@ def _from_text(pipe: SpectrodiffPipeline, job: Job, output: Output | None, timel
 
 
 def generate(pipe: SpectrodiffPipeline, job: GenerateJob, output: Output | None = None) -> Result:
-    """Text -> a clip of `job.seconds`; by default a seamless loop; with a tempo, whole bars to the sample."""
-    loop_info = None
-    if job.bpm is not None:
-        root = MIDDLE_C + parse_key(job.key).pitch_class if job.key else None
-        loop_info = LoopInfo(job.bpm, job.beats, job.meter, root)
-    music = pipe.resolve_music(job.prompt, job.seed, job.bpm, job.key, job.meter if job.bpm is not None else None)
-    return _from_text(pipe, job, output, Timeline.single(job.keyframe, music), job.seconds, job.loop, loop_info)
+    """Text -> a clip of `job.seconds`; by default a seamless loop. With a tempo (the job's, the prompt's words' or,
+    for a loop, the model's pick) it is the whole bars nearest that, to the sample, and its WAV carries tempo and
+    key; a plain clip whose tempo only the model picked keeps the exact length asked for."""
+    music = pipe.resolve_music(job.prompt, job.seed, job.bpm, job.key, job.meter)
+    seconds, loop_info = job.seconds, None
+    if music is not None and music.bpm is not None and (job.loop or music.source != "model"):
+        bars = job.bars or nearest_bars(job.seconds, music.bpm, music.meter)
+        seconds = bars * bar_seconds(music.bpm, music.meter)
+        if seconds > MAX_SECONDS:  # the nearest bars of a picked tempo may overshoot by part of a bar
+            bars, seconds = bars - 1, seconds - bar_seconds(music.bpm, music.meter)
+        loop_info = LoopInfo(music.bpm, bars * beats_per_bar(music.meter), music.meter, _root(music.key), job.loop)
+    elif job.meter is not None and (music is None or music.bpm is None):
+        raise SpectrodiffError(f"meter {job.meter} needs a tempo: give bpm, or name one in the prompt (this model "
+                               "picks none)")
+    return _from_text(pipe, job, output, Timeline.single(job.keyframe, music), seconds, job.loop, loop_info)
+
+
+def _root(key: str | None) -> int | None:
+    return None if key is None else parse_key(key).root_note
 
 
 def morph(pipe: SpectrodiffPipeline, job: MorphJob, output: Output | None = None) -> Result:
@@ -88,7 +103,10 @@ def compose(pipe: SpectrodiffPipeline, job: ComposeJob, output: Output | None = 
     first = job.keyframes[0]
     music = pipe.resolve_music(first.prompt, first.seed, job.bpm, meter=job.meter if job.bpm is not None else None)
     timeline = Timeline.compose(list(job.keyframes), job.transition, music)
-    return _from_text(pipe, job, output, timeline, timeline.duration)
+    # With the plan's tempo the sections are whole bars, and so is the whole: its WAV says so.
+    loop_info = None if job.bpm is None else LoopInfo(job.bpm, timeline.duration * job.bpm / 60, job.meter,
+                                                      _root(music.key), loop=False)
+    return _from_text(pipe, job, output, timeline, timeline.duration, loop_info=loop_info)
 
 
 def _load_input(pipe: SpectrodiffPipeline, path: Path) -> np.ndarray:
@@ -111,6 +129,12 @@ def _input_record(path: Path) -> dict:
     return {"input": {"path": str(path), "sha256": file_sha256(Path(path))}}
 
 
+def _input_tempo(path: Path) -> LoopInfo | None:
+    """The tempo, key and loop of an input WAV's acid and smpl chunks, which what is made of it keeps."""
+    found = read_loop_info(path) if Path(path).suffix.lower() == ".wav" else None
+    return None if found is None else found[0]
+
+
 def remix(pipe: SpectrodiffPipeline, job: RemixJob, output: Output | None = None) -> Result:
     """Audio-to-audio over the whole input (img2img at `job.strength`), one shared latent, no seams."""
     output = output or Output()
@@ -120,7 +144,7 @@ def remix(pipe: SpectrodiffPipeline, job: RemixJob, output: Output | None = None
     init, max_value = _encode_audio(pipe, audio, width, job)
     latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, output, init_latents=init)
     return render(pipe, job, latents, paths, output, max_value=max_value, record=_input_record(job.audio),
-                  seconds=audio.shape[1] / pipe.spectrogram.sample_rate)
+                  seconds=audio.shape[1] / pipe.spectrogram.sample_rate, loop_info=_input_tempo(job.audio))
 
 
 def extend(pipe: SpectrodiffPipeline, job: ExtendJob, output: Output | None = None) -> Result:
@@ -138,8 +162,10 @@ def extend(pipe: SpectrodiffPipeline, job: ExtendJob, output: Output | None = No
     latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, output, init_latents=init,
                        keep=keep.to(init.device))
     # The input must stay bit-exact, so no loudness gain: the continuation is already on the input's scale.
+    tempo = _input_tempo(job.audio)
     return render(pipe, job, latents, paths, output, max_value=max_value, prefix_audio=audio, normalize=False,
-                  record=_input_record(job.audio), seconds=total)
+                  record=_input_record(job.audio), seconds=total,
+                  loop_info=None if tempo is None else tempo.for_length(total))
 
 
 def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, output: Output | None = None) -> Result:
@@ -149,7 +175,7 @@ def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, output: Output | None = 
     params, factor = pipe.spectrogram, pipe.vae_scale_factor
     duration = audio.shape[1] / params.sample_rate
     if job.end > duration:
-        raise SpectrodiffError(f"inpaint span {job.start:g}-{job.end:g} s must lie inside the audio "
+        raise SpectrodiffError(f"inpaint span {number(job.start)}-{number(job.end)} s must lie inside the audio "
                                f"(0-{duration:.3f} s)")
     paths = output_paths(output.out, job, output.overwrite)
     width = -(-params.width_for_samples(audio.shape[1]) // factor)
@@ -176,7 +202,7 @@ def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, output: Output | None = 
         yield _crossfade_span(audio, fresh, a, b, fade)
 
     return render(pipe, job, latents, paths, output, max_value=max_value, splice=splice, normalize=False,
-                  record=_input_record(job.audio), seconds=duration)
+                  record=_input_record(job.audio), seconds=duration, loop_info=_input_tempo(job.audio))
 
 
 def _crossfade_span(original: np.ndarray, fresh: np.ndarray, a: int, b: int, fade: int) -> np.ndarray:

@@ -40,6 +40,11 @@ class Key:
     def pitch_class(self) -> int:
         return (_LETTERS[self.letter] + {"#": 1, "b": -1, "": 0}[self.accidental]) % 12
 
+    @property
+    def root_note(self) -> int:
+        """The tonic's MIDI note in the octave from middle C, as a WAV's acid chunk names a loop's root."""
+        return MIDDLE_C + self.pitch_class
+
 
 def parse_key(text: str) -> Key:
     """"F minor", "Fmin", "F#m", "Bb major", "eb" (major unless said) -> Key; SpectrodiffError otherwise."""
@@ -60,6 +65,11 @@ def beats_per_bar(meter: str) -> float:
 
 def bar_seconds(bpm: float, meter: str) -> float:
     return beats_per_bar(meter) * 60.0 / bpm
+
+
+def nearest_bars(seconds: float, bpm: float, meter: str) -> int:
+    """The whole number of bars nearest `seconds` (at least one): a clip's length when a tempo is known."""
+    return max(1, round(seconds / bar_seconds(bpm, meter)))
 
 
 def whole_bars(seconds: float, bpm: float, meter: str, what: str) -> int:

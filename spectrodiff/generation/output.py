@@ -3,11 +3,12 @@ PNG with its EXIF, and a JSON sidecar whose "job" redoes the result, with its pr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import json
-import re
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,22 +21,19 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from ..codec.audio import DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS
+from ..codec.audio import DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS, write_block
 from ..codec.convert import save_image
 from ..codec.image import layout, pixels_to_mel, to_uint8, with_exif
 from ..codec.params import RIFFUSION_MAX_VALUE
 from ..codec.riff import LoopInfo, append_chunks
 from ..errors import SpectrodiffError
-from ..files import DEFAULT_OUTPUT_DIR, atomic_path, check_writable
-from ..vocoding.reconstruct import stream_mel_to_waveform, vocode_stream
-from ..vocoding.registry import choose_vocoder
+from ..files import check_writable, os_reason, temporary_path
+from ..vocoding.reconstruct import CONTEXT_FRAMES, _crossfade, stream_mel_to_waveform, vocode_stream
+from ..vocoding.registry import choose_vocoder, vocoder_name
 from ..vocoding.render import mel_to_audio
 from ..vocoding.vocoder import NeuralVocoder
-from .jobs import EncodingJob, Job, Keyframe, number
-from .musical import parse_key
+from .jobs import EncodingJob, Job
 from .pipeline import SpectrodiffPipeline
-
-OUTPUT_SUFFIXES = (".wav", ".flac")
 
 
 @dataclass
@@ -59,55 +57,6 @@ class Result:
     sidecar: Path
     seconds: float
     record: dict = field(default_factory=dict)
-
-
-# ---- output paths ------------------------------------------------------------------------------------------------
-
-def slugify(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "clip"
-
-
-def output_paths(out: Path | None, job: Job, overwrite: bool = False) -> tuple[Path, Path, Path]:
-    """(audio, png, json). `out` ending in .wav/.flac names the audio and the others sit beside it with its stem;
-    any other `out` is a folder; the default is outputs/<date>-<slug>-<seed>/ (slug and seed of the job's first
-    prompt). Nothing existing is overwritten unless `overwrite`."""
-    slug, seed = slug_and_seed(job)
-    if out is not None and out.suffix.lower() in OUTPUT_SUFFIXES:
-        audio = out
-    elif out is not None and out.suffix and not out.is_dir():
-        raise SpectrodiffError(f"-o {out}: expected a folder or a file ending in {', '.join(OUTPUT_SUFFIXES)}")
-    else:
-        folder = out if out is not None else DEFAULT_OUTPUT_DIR / f"{dt.date.today():%Y%m%d}-{slug}-{seed}"
-        if out is None:
-            base, n = folder, 2
-            while folder.exists():
-                folder, n = base.with_name(f"{base.name}-{n}"), n + 1
-        audio = folder / f"{file_stem(job)}.wav"
-    paths = (audio, audio.with_suffix(".png"), audio.with_suffix(".json"))
-    for path in paths:
-        check_writable(path, overwrite)
-    return paths
-
-
-def file_stem(job: Job) -> str:
-    """A result's file name: its words; a clip with a tempo as sample packs name theirs,
-    `lofi-hip-hop_84bpm_Fmin_s3`."""
-    slug, seed = slug_and_seed(job)
-    bpm = getattr(job, "bpm", None)
-    if bpm is None:
-        return slug
-    key = f"_{parse_key(job.key).short}" if job.key else ""
-    return f"{slug}_{number(bpm)}bpm{key}_s{seed}"
-
-
-def slug_and_seed(job: Job) -> tuple[str, int]:
-    """A file name's words for a job: its prompt (an input file's name first), or its first two keyframes'."""
-    keyframes = getattr(job, "keyframes", None) or [k for k in (getattr(job, "start", None), getattr(job, "end", None))
-                                                     if isinstance(k, Keyframe)]
-    if keyframes:
-        return slugify(" to ".join(k.prompt for k in keyframes[:2])), keyframes[0].seed
-    audio = getattr(job, "audio", None)
-    return slugify(f"{Path(audio).stem} {job.prompt}" if audio else job.prompt), job.seed
 
 
 # ---- model identity ------------------------------------------------------------------------------------------------
@@ -145,10 +94,12 @@ def file_sha256(path: Path) -> str:
 
 class _AudioSink:
     """Receives audio blocks, spools them to a float file and tracks level, then writes the final file in one
-    streamed pass (loudness gain, optional resampling), so memory does not grow with the clip's length."""
+    streamed pass (loudness gain, optional resampling), so memory does not grow with the clip's length. A write
+    that fails (a full disk) names `path`, the file the user asked for, and the cause (soundfile says "System
+    error")."""
 
-    def __init__(self, channels: int, sample_rate: int):
-        self.sample_rate, self.channels = sample_rate, channels
+    def __init__(self, channels: int, sample_rate: int, path: Path):
+        self.sample_rate, self.channels, self.path = sample_rate, channels, path
         self._dir = tempfile.TemporaryDirectory(prefix="spectrodiff-")
         self._spool = soundfile.SoundFile(Path(self._dir.name) / "spool.wav", "w", sample_rate, channels,
                                           subtype="FLOAT")
@@ -157,7 +108,7 @@ class _AudioSink:
     def write(self, block: np.ndarray) -> None:
         """`(C, n)` float audio."""
         block = np.asarray(block, dtype=np.float32)
-        self._spool.write(block.T)
+        write_block(self._spool, block.T, f"{self.path} (its spool in {tempfile.gettempdir()})")
         self.frames += block.shape[1]
         self._sum_squares += float(np.square(block, dtype=np.float64).sum())
         self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
@@ -169,48 +120,113 @@ class _AudioSink:
         return min(10 ** (DEFAULT_LOUDNESS_DBFS / 20) / rms, 10 ** (PEAK_CEILING_DBFS / 20) / self.peak)
 
     def finish(self, path: Path, out_rate: int | None, seconds: float, normalize: bool = True,
-               overwrite: bool = False, loop_info: LoopInfo | None = None) -> None:
-        """Write the file: `seconds` long to the sample at `out_rate` (default the spool's rate), resampled by soxr,
-        cut or padded with silence by the resampler's last few samples; a WAV loop with `loop_info` gets its acid
-        and smpl chunks."""
+               loop_info: LoopInfo | None = None) -> None:
+        """Write the file `path` (its format from its suffix): `seconds` long to the sample at `out_rate` (default
+        the spool's rate), resampled by soxr, cut or padded with silence by the resampler's last few samples; a WAV
+        with `loop_info` gets its acid and smpl chunks."""
         self._spool.close()
         gain, rate = self.gain(normalize), out_rate or self.sample_rate
         stream = soxr.ResampleStream(self.sample_rate, rate, self.channels, dtype="float32") \
             if rate != self.sample_rate else None
         remaining = total = round(seconds * rate)
-        with atomic_path(path, overwrite) as tmp:
-            with soundfile.SoundFile(tmp, "w", rate, self.channels, subtype="PCM_16",
-                                     format=path.suffix[1:].upper()) as f:
-                spool = Path(self._dir.name) / "spool.wav"
-                with soundfile.SoundFile(spool) as source:
-                    while True:
-                        block = source.read(1 << 16, dtype="float32", always_2d=True)
-                        last = source.tell() >= source.frames
-                        if stream is not None:
-                            block = stream.resample_chunk(block, last=last)
-                        block = block[:remaining]
-                        remaining -= len(block)
-                        f.write(np.clip(block * gain, -1, 1))
-                        if last:
-                            break
-                f.write(np.zeros((remaining, self.channels), np.float32))
-            if loop_info is not None and path.suffix.lower() == ".wav":
-                append_chunks(tmp, loop_info.chunks(total, rate))
+        with soundfile.SoundFile(path, "w", rate, self.channels, subtype="PCM_16",
+                                 format=path.suffix[1:].upper()) as f:
+            spool = Path(self._dir.name) / "spool.wav"
+            with soundfile.SoundFile(spool) as source:
+                while True:
+                    block = source.read(1 << 16, dtype="float32", always_2d=True)
+                    last = source.tell() >= source.frames
+                    if stream is not None:
+                        block = stream.resample_chunk(block, last=last)
+                    block = block[:remaining]
+                    remaining -= len(block)
+                    write_block(f, np.clip(block * gain, -1, 1), self.path)
+                    if last:
+                        break
+            write_block(f, np.zeros((remaining, self.channels), np.float32), self.path)
+        if loop_info is not None and path.suffix.lower() == ".wav":
+            append_chunks(path, loop_info.chunks(total, rate))
         self._dir.cleanup()
 
 
-def resample_loop(audio: np.ndarray, samples: int) -> np.ndarray:
-    """`(C, N)` one period of a loop -> `(C, samples)`, resampled as the periodic signal it is (band-limited, in
-    the Fourier domain), so that the wrap stays seamless; a loop of whole bars is a few hops off its latent grid,
-    so the ratio is within a fraction of a percent (a few cents of pitch)."""
-    n = audio.shape[-1]
+@contextlib.contextmanager
+def published(paths: tuple[Path, ...], overwrite: bool = False) -> Iterator[tuple[Path, ...]]:
+    """Temporary names beside `paths` for files that make one result: once the body has written them all they are
+    renamed into place together; if the body or a rename fails (SIGTERM, a full disk), the temporary files and any
+    already renamed are removed, so that no part of a result is left looking complete and a rerun starts clean."""
+    for path in paths:
+        check_writable(path, overwrite)
+    temporary = tuple(temporary_path(path) for path in paths)
+    done: list[Path] = []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        yield temporary
+        for tmp, path in zip(temporary, paths, strict=True):
+            os.replace(tmp, path)
+            done.append(path)
+    except OSError as exc:
+        names = {str(tmp): path for tmp, path in zip(temporary, paths, strict=True)}
+        raise SpectrodiffError(f"cannot write {names.get(str(exc.filename), paths[0])}: "
+                               f"{os_reason(exc, names)}") from None
+    finally:
+        if len(done) < len(paths):
+            for path in (*temporary, *done):
+                with contextlib.suppress(OSError):  # e.g. the folder is a file: there is nothing to remove
+                    path.unlink(missing_ok=True)
+
+
+# Loops up to this many frames are vocoded as one circular period; longer ones in pieces, as plain clips are, so that
+# memory does not grow with their length (docs/generation.md: a 576 s loop peaked at 4.87 GB in one period).
+LOOP_PERIOD_FRAMES = 8192
+# Frames a long loop's Griffin-Lim streams at once: a Riffusion tile, as a plain clip's decoded tiles arrive.
+LOOP_PIECE_FRAMES = 512
+
+
+def loop_audio(mel: torch.Tensor, params, vocoder: NeuralVocoder | None, n_iter: int) -> np.ndarray:
+    """`(C, n_mels, T)` one period of a loop -> `(C, T * hop)` audio that repeats without a seam.
+
+    Up to LOOP_PERIOD_FRAMES frames, circular throughout (`mel_to_audio`). A longer loop is streamed as a plain clip
+    is, over the period and then its first frames again: their audio continues the end in phase, and is crossfaded
+    into the start (over more frames than the vocoder's context, so the start is reached where its audio no longer
+    depends on having begun without the end before it)."""
+    width, hop = mel.shape[-1], params.hop_length
+    if width <= LOOP_PERIOD_FRAMES:
+        return mel_to_audio(mel, params, vocoder, circular=True, n_iter=n_iter).numpy()
+    wrap = max(CONTEXT_FRAMES, vocoder.context_frames + 1 if vocoder is not None else 0)
+    ring = torch.cat([mel, mel[..., :wrap]], dim=-1)
+    pieces = ring.split(LOOP_PIECE_FRAMES, dim=-1)
+    blocks = vocode_stream(vocoder, pieces, params) if vocoder is not None else \
+        stream_mel_to_waveform(pieces, params, n_iter=n_iter)
+    audio = torch.cat([torch.as_tensor(block) for block in blocks], dim=-1)  # (C, (T + wrap - 1) * hop)
+    return _crossfade(audio[..., width * hop:], audio[..., : width * hop]).numpy()
+
+
+def resample_loop(audio: np.ndarray, samples: int, block: int = 1 << 16) -> Iterator[np.ndarray]:
+    """`(C, N)` one period of a loop -> `(C, n)` blocks, `samples` in all, resampled as the periodic signal it is:
+    soxr (band-limited) through the loop with its own end before its start and its start after its end, so that
+    the wrap stays seamless, a block at a time (the Fourier transform of a whole 576 s loop in float64 took
+    gigabytes). A loop of whole bars is a few hops off its latent grid, so the ratio is within a fraction of a
+    percent (a few cents of pitch); the result may start a fraction of a sample later, which a loop does not
+    hear."""
+    channels, n = audio.shape
     if n == samples:
-        return audio
-    spectrum = np.fft.rfft(audio, axis=-1)
-    kept = min(spectrum.shape[-1], samples // 2 + 1)
-    resized = np.zeros((*audio.shape[:-1], samples // 2 + 1), spectrum.dtype)
-    resized[..., :kept] = spectrum[..., :kept]
-    return (np.fft.irfft(resized, samples, axis=-1) * (samples / n)).astype(np.float32)
+        yield audio
+        return
+    pad = min(n, 1 << 12)  # samples of context either side: more than soxr's filter reaches at any ratio near 1
+    stream = soxr.ResampleStream(n, samples, channels, dtype="float32")
+    pieces = [audio[:, n - pad:], *(audio[:, i: i + block] for i in range(0, n, block)), audio[:, :pad]]
+    skip, left = round(pad * samples / n), samples
+    for k, piece in enumerate(pieces):
+        out = stream.resample_chunk(np.ascontiguousarray(piece.T), last=k == len(pieces) - 1).T
+        cut = min(skip, out.shape[1])
+        out, skip = out[:, cut:], skip - cut
+        out = out[:, :left]
+        left -= out.shape[1]
+        if out.shape[1]:
+            yield out
+        if not left:
+            return
 
 
 def encode_steps(pipe: SpectrodiffPipeline, job: EncodingJob) -> int:
@@ -251,7 +267,7 @@ def render(
         seconds: the output's exact length (prefix included): round(seconds * rate) samples at the model's rate and
             at the output rate, cut or padded with silence (a loop is resampled to it, `resample_loop`); None: the
             mel's own length (loops).
-        loop_info: tempo and key for a WAV loop's acid and smpl chunks.
+        loop_info: tempo, key and whether it is a loop, for a WAV's acid and smpl chunks.
         record: more for the sidecar (e.g. the input's hash).
     """
     params = pipe.spectrogram
@@ -272,15 +288,12 @@ def render(
             if mel.shape[-1]:
                 yield mel
 
-    sink = _AudioSink(params.channels, params.sample_rate)
-    if loop or splice is not None:
-        mel = torch.cat(list(mel_pieces()), dim=-1)
-        if loop:
-            blocks = [mel_to_audio(mel, params, vocoder, circular=True, n_iter=job.iters).numpy()]
-            if seconds is not None:
-                blocks = [resample_loop(blocks[0], round(seconds * params.sample_rate))]
-        else:
-            blocks = splice(mel, vocoder)
+    sink = _AudioSink(params.channels, params.sample_rate, audio_path)
+    if loop:
+        audio = loop_audio(torch.cat(list(mel_pieces()), dim=-1), params, vocoder, job.iters)
+        blocks = [audio] if seconds is None else resample_loop(audio, round(seconds * params.sample_rate))
+    elif splice is not None:
+        blocks = splice(torch.cat(list(mel_pieces()), dim=-1), vocoder)
     else:
         if prefix_audio is not None:
             sink.write(prefix_audio)
@@ -295,17 +308,15 @@ def render(
     if total is not None and sink.frames < total:
         sink.write(np.zeros((params.channels, total - sink.frames), np.float32))
     seconds = sink.frames / params.sample_rate if seconds is None else seconds
-    sink.finish(audio_path, job.sample_rate, seconds, normalize=normalize, overwrite=output.overwrite,
-                loop_info=loop_info if loop else None)
-
-    save_image(image_path, with_exif(Image.fromarray(np.concatenate(columns, axis=1), mode="RGB"), params, max_value),
-               output.overwrite)
-
+    image = with_exif(Image.fromarray(np.concatenate(columns, axis=1), mode="RGB"), params, max_value)
+    tempo = None if loop_info is None or audio_path.suffix.lower() != ".wav" else dataclasses.asdict(loop_info)
     record = {"job": resolved(pipe, job).to_dict(), "spectrodiff": __version__,
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "model": model_record(pipe),
               **(record or {}), "seconds": round(seconds, 6), "sample_rate": job.sample_rate or params.sample_rate,
-              "vocoder": "griffin-lim" if vocoder is None else getattr(vocoder, "source", "neural"),
+              "vocoder": vocoder_name(vocoder), **({"tempo": tempo} if tempo else {}),
               "spectrogram": params.to_dict(), "files": {"audio": audio_path.name, "image": image_path.name}}
-    with atomic_path(json_path, output.overwrite) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    with published(paths, output.overwrite) as (audio_tmp, image_tmp, json_tmp):
+        sink.finish(audio_tmp, job.sample_rate, seconds, normalize=normalize, loop_info=loop_info)
+        save_image(image_tmp, image, overwrite=True)
+        json_tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return Result(audio_path, image_path, json_path, seconds, record)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import (
+    AutoencoderKL,
     DDIMScheduler,
     DDPMScheduler,
     DiffusionPipeline,
@@ -32,11 +34,13 @@ from diffusers import (
     EulerDiscreteScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from PIL import Image
+from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextModel
 
 from ..bundled import MODELS_DIR, bundled_models
@@ -208,7 +212,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 pipe = cls.from_pretrained(str(path) if path.is_dir() else model,
                                            use_safetensors=None if allow_pickle else True,
                                            dtype=dtype or torch.float32)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
                 raise SpectrodiffError(f"cannot load model {model!r} (tried {path}): "
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         pipe.model_id = model  # the name the user gave, recorded in sidecars
@@ -643,7 +647,40 @@ def lora_path(path: Path) -> Path:
         raise SpectrodiffError(f"no such LoRA file: {path}")
     if path.suffix != ".safetensors":
         raise SpectrodiffError(f"--lora takes a .safetensors file, got {path.name}")
+    _check_safetensors(path)
     return path
+
+
+# The fields of a UNet or VAE config that decide its size, named when the model would not fit in memory.
+SIZE_FIELDS = ("block_out_channels", "layers_per_block", "cross_attention_dim", "attention_head_dim",
+               "transformer_layers_per_block", "latent_channels")
+
+
+def check_model_size(model_class, config: dict, where: str) -> None:
+    """SpectrodiffError naming `where` and its size fields when the model `config` describes (a diffusers class and
+    its config dict) has more float32 weights than this machine has memory. Counted on the meta device, before
+    any weight is made: a huge block_out_channels otherwise asked the allocator for tens of GB ("internal error"),
+    or the OOM killer ended the process."""
+    if not isinstance(config, dict):  # from_config takes anything else for a path or a hub id
+        raise SpectrodiffError(f"{where}: expected a mapping of the model's settings, got {type(config).__name__}")
+    with torch.device("meta"):
+        count = sum(p.numel() for p in model_class.from_config(config).parameters())
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if count * 4 > memory:
+        sizes = ", ".join(f"{name} {config[name]}" for name in SIZE_FIELDS if name in config)
+        raise SpectrodiffError(f"{where}: {sizes} make {count / 1e9:.1f} billion weights ({count * 4 / 1e9:.0f} GB "
+                               f"as float32), more than this machine's {memory / 1e9:.0f} GB of memory")
+
+
+def _check_safetensors(path: Path) -> None:
+    """SpectrodiffError naming `path` unless its header and size are whole (read before any model loads: the
+    loaders' messages name no file, or say a LoRA does not fit)."""
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        raise SpectrodiffError(f"{path} is not a readable safetensors file, cut short or damaged "
+                               f"({str(exc).splitlines()[0]})") from None
 
 
 def resolve_model(model: str) -> Path:
@@ -673,6 +710,14 @@ def _check_model_folder(path: Path, allow_pickle: bool) -> None:
     for name in REQUIRED_COMPONENTS:
         if name not in declared or not (path / name).is_dir():
             raise SpectrodiffError(f"model folder {path} is missing its {name}/ component")
+    for weights in sorted(path.glob("*/*.safetensors")):
+        _check_safetensors(weights)
+    for name, model_class in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+        config = path / name / "config.json"
+        try:
+            check_model_size(model_class, json.loads(config.read_text()), str(config))
+        except (OSError, ValueError, TypeError) as exc:
+            raise SpectrodiffError(f"{config} is not a valid {model_class.__name__} config ({exc})") from None
     if allow_pickle:
         return
     for name in ("unet", "vae", "text_encoder", "vocoder"):

@@ -3,51 +3,94 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import yaml
 
 from ..errors import SpectrodiffError
-from .jobs import ComposeJob, Keyframe, Spec, check, keyframe_from, shown
+from .jobs import KEYFRAME_TYPES, ComposeJob, Keyframe, Spec, check, keyframe_from, shown
 from .musical import MAX_BARS, bar_seconds, whole_bars
 
 PLAN_FIELDS = {"keyframes", "transition", "bpm", "meter"}
-# A plan is three levels deep (plan, keyframes, keyframe); deeper nesting is refused before Python's stack runs out.
-MAX_PLAN_DEPTH = 16
+# A plan is three levels deep (plan, keyframes, keyframe), a training config four; deeper nesting is refused before
+# Python's stack runs out.
+MAX_YAML_DEPTH = 16
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Records, in every mapping, its own 1-based line (`__line__`) and each key's (`__lines__`). Aliases are refused
-    (a few bytes of them expand to gigabytes), and so is nesting deeper than MAX_PLAN_DEPTH."""
+class SafeLoader(yaml.SafeLoader):
+    """YAML without aliases (a few bytes of them expand to gigabytes) or nesting deeper than MAX_YAML_DEPTH, that
+    records the 1-based line of every mapping and of each of its keys: `lines[id(mapping)] = (line, {key: line})`.
+    """
 
-    depth = 0
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+        self.lines: dict[int, tuple[int, dict]] = {}
 
     def compose_node(self, parent, index):
         mark = self.peek_event().start_mark
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a plan", mark)
-        if self.depth >= MAX_PLAN_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_PLAN_DEPTH} levels", mark)
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
         self.depth += 1
         try:
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
-    def construct_mapping(self, node, deep=False):
-        mapping = super().construct_mapping(node, deep=deep)
-        mapping["__line__"] = node.start_mark.line + 1
-        mapping["__lines__"] = {self.construct_object(k): k.start_mark.line + 1 for k, _ in node.value}
-        return mapping
+    def construct_yaml_map(self, node):
+        data: dict = {}
+        yield data
+        data.update(self.construct_mapping(node))
+        self.lines[id(data)] = (node.start_mark.line + 1,
+                                {self.construct_object(k): k.start_mark.line + 1 for k, _ in node.value})
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python reads at most sys.get_int_max_str_digits() digits
+            raise yaml.constructor.ConstructorError(None, None, "a whole number too long to read",
+                                                    node.start_mark) from None
 
 
-def keyframe_from_lines(data: dict, path: Path, tempo: tuple[float, str] | None = None) -> Keyframe:
-    """A plan's keyframe mapping (with the lines `_LineLoader` recorded) -> a Keyframe; errors name the line of the
+SafeLoader.add_constructor("tag:yaml.org,2002:map", SafeLoader.construct_yaml_map)
+SafeLoader.add_constructor("tag:yaml.org,2002:int", SafeLoader.construct_yaml_int)
+
+
+def load_yaml(path: Path) -> tuple[object, dict[int, tuple[int, dict]]]:
+    """A YAML file (a plan, a training config) read with `SafeLoader`: its data and the lines of its mappings.
+    SpectrodiffError, naming the line, when it is missing or not valid YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpectrodiffError(f"no such file: {path}")
+    try:
+        loader = SafeLoader(path.read_text())
+        try:
+            return loader.get_single_data(), loader.lines
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpectrodiffError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # e.g. a date that is none (2024-13-45)
+        raise SpectrodiffError(f"{path}: not valid YAML ({exc})") from None
+
+
+def keyframe_from_lines(data: dict, lines: tuple[int, dict], path: Path,
+                        tempo: tuple[float, str] | None = None) -> Keyframe:
+    """A plan's keyframe mapping and its lines (`SafeLoader.lines`) -> a Keyframe; errors name the line of the
     field at fault. With the plan's `tempo` (bpm, meter) a keyframe may give its length in `bars`, and one given in
     seconds must be whole bars."""
-    lines, start = data.get("__lines__", {}), data.get("__line__")
-    fields = {k: v for k, v in data.items() if k not in ("__line__", "__lines__")}
-    at = lambda name: f"{path} line {lines.get(name, start)}"  # noqa: E731
+    start, key_lines = lines
+    fields = dict(data)
+    at = lambda name: f"{path} line {key_lines.get(name, start)}"  # noqa: E731
+    unknown = sorted(set(fields) - set(KEYFRAME_TYPES) - {"bars"}, key=str)
+    if unknown:  # bars is a plan's word for seconds: a field here, unknown to a Keyframe
+        raise SpectrodiffError(f"{at(unknown[0])}: unknown field {shown(unknown[0])} (fields: "
+                               f"{', '.join([*KEYFRAME_TYPES, 'bars'])})")
     if "bars" in fields:
         if tempo is None:
             raise SpectrodiffError(f"{at('bars')}: bars needs the plan's bpm")
@@ -65,36 +108,28 @@ def load_plan(path: Path) -> dict:
     """A compose plan: `keyframes` (each prompt, seconds or, with the plan's `bpm`, bars, and optionally seed,
     strength, guidance, negative), `transition` seconds (default 2), and optionally `bpm` and `meter` (4/4) so that
     sections are whole bars. Returns them as the fields of a ComposeJob."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpectrodiffError(f"no such file: {path}")
-    try:
-        data = yaml.load(path.read_text(), Loader=_LineLoader)
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SpectrodiffError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data, lines = load_yaml(path)
     if not data:
         raise SpectrodiffError(f"{path}: the plan is empty")
     if not isinstance(data, dict) or not isinstance(data.get("keyframes"), list) or not data["keyframes"]:
         raise SpectrodiffError(f"{path}: a plan needs a non-empty 'keyframes' list")
-    unknown = sorted(set(data) - PLAN_FIELDS - {"__line__", "__lines__"})
+    unknown = sorted(set(data) - PLAN_FIELDS, key=str)
     if unknown:
         raise SpectrodiffError(f"{path}: unknown field {shown(unknown[0])} (fields: {', '.join(sorted(PLAN_FIELDS))})")
     plan = {}
     for name in ("transition", "bpm", "meter"):
         if name in data:
             f = ComposeJob.fields()[name]
-            label = f"{path} line {data['__lines__'][name]}: {name}"
+            label = f"{path} line {lines[id(data)][1][name]}: {name}"
             plan[name] = check(label, data[name], f.type, f.metadata["spec"])
     tempo = (plan["bpm"], plan.get("meter", "4/4")) if plan.get("bpm") is not None else None
     keyframes = []
     for item in data["keyframes"]:
         if not isinstance(item, dict):
             raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {shown(item)}")
-        keyframe = keyframe_from_lines(item, path, tempo)
+        keyframe = keyframe_from_lines(item, lines[id(item)], path, tempo)
         if keyframe.seconds is None:
-            raise SpectrodiffError(f"{path} line {item['__line__']}: keyframe has no seconds")
+            raise SpectrodiffError(f"{path} line {lines[id(item)][0]}: keyframe has no seconds")
         keyframes.append(keyframe)
     return {"keyframes": keyframes, **plan}
 
@@ -109,12 +144,32 @@ def load_jobs(path: Path) -> list[tuple[int, dict]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            job = json.loads(line)
+            job = json.loads(line, parse_float=_finite_float, parse_int=_whole_number)
         except json.JSONDecodeError as exc:
             raise SpectrodiffError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # a number too long or too large to read
+            raise SpectrodiffError(f"{path} line {number}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise SpectrodiffError(f"{path} line {number}: not valid JSON (nested too deeply)") from None
         if not isinstance(job, dict) or "mode" not in job:
             raise SpectrodiffError(f"{path} line {number}: a job is a JSON object with a 'mode'")
         jobs.append((number, job))
     if not jobs:
         raise SpectrodiffError(f"{path}: no jobs")
     return jobs
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; ValueError for one beyond the float range (1e400), which would read as infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{shown(text)} is beyond the range of numbers")
+    return value
+
+
+def _whole_number(text: str) -> int:
+    """A JSON whole number; ValueError, in words, for one of more digits than Python reads (4300)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"a whole number of {len(text)} digits is too long to read") from None

@@ -78,3 +78,8 @@ def choose_vocoder(choice: str | None, params: SpectrogramParams,
         vocoder = resolve_vocoder(choice)
     vocoder.check_params(params)
     return vocoder
+
+
+def vocoder_name(vocoder: NeuralVocoder | None) -> str:
+    """How sidecars and messages name the vocoder that rendered (None: Griffin-Lim): its folder."""
+    return "griffin-lim" if vocoder is None else getattr(vocoder, "source", "neural")

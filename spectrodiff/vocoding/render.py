@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..codec.image import image_params, image_to_mel
 from ..codec.params import SpectrogramParams
+from ..errors import SpectrodiffError
 from .reconstruct import mel_to_waveform
 from .registry import choose_vocoder
 from .vocoder import CHUNK_FRAMES, NeuralVocoder
@@ -30,6 +31,7 @@ def mel_to_audio(mel: torch.Tensor, params: SpectrogramParams, vocoder: NeuralVo
 def image_to_audio(
     image: Image.Image,
     params: SpectrogramParams | None = None,
+    max_value: float | None = None,
     n_iter: int = 32,
     seed: int | None = 0,
     on_iter: Callable[[int], None] | None = None,
@@ -38,7 +40,8 @@ def image_to_audio(
 ) -> tuple[np.ndarray, SpectrogramParams]:
     """Spectrogram image -> `(C, (width - 1) * hop)` float audio (unnormalised) and the params used.
 
-    Params and decoding scale come from the image's EXIF unless `params` is given.
+    Params and decoding scale come from the image's EXIF unless `params` and `max_value` are given (as
+    `image_params` reads them: read once, a missing EXIF warns once).
 
     Args:
         vocoder: a NeuralVocoder trained for those params, or a choice as `choose_vocoder` takes it: None (the
@@ -47,8 +50,12 @@ def image_to_audio(
         n_iter, seed, on_iter: Griffin-Lim's iterations, initial phase and progress (unused by a neural vocoder).
         chunk_frames: a neural vocoder's piece length (`NeuralVocoder.vocode`).
     """
-    exif_params, max_value = image_params(image)
-    params = params or exif_params
+    if image.width < 2:  # audio spans the hops between columns: one column holds none
+        raise SpectrodiffError(f"the image is {image.width} pixel wide: too narrow to hold audio (a spectrogram "
+                               "needs at least 2 columns)")
+    if params is None or max_value is None:
+        exif_params, exif_max = image_params(image)
+        params, max_value = params or exif_params, exif_max if max_value is None else max_value
     mel = image_to_mel(image, params, max_value)
     if not isinstance(vocoder, NeuralVocoder):
         vocoder = choose_vocoder(vocoder, params)
