@@ -7,6 +7,10 @@ Starts `spectrodiff serve` on 127.0.0.1 (never another address) at a free port, 
 answer before sending the next, and reports status counts (the bar: no 5xx), latency percentiles, throughput and
 the server's peak resident memory (VmHWM). At most 500 requests and 32 clients.
 
+Then the upload mix (`--no-uploads` skips it): 8 generates, 2 audio-to-image and 2 remix uploads of 59.9 s of
+stereo at once, with the server's peak RSS after it and its RSS once idle again (the bars: under 2.5 GB, and back
+down when idle).
+
 Then the hostile round (`--no-hostile` skips it): uploads and requests as an attacker would send them (a 100 KB PNG
 that unpacks to 512 x 200,000 pixels, a chunked body past the limit, a deeply nested request, NaN, a burst of
 requests whose clients give up at once) and the largest inputs the server accepts (a 60 s image, 60 s of stereo
@@ -44,11 +48,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak (VmHWM) or current (VmRSS) resident memory, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+UPLOAD_SECONDS = 59.9
+
+
+def upload_mix(url: str, steps: int) -> dict[str, int]:
+    """8 generates, 2 audio-to-image and 2 remix uploads of 59.9 s at once: status counts."""
+    audio = wav_bytes(UPLOAD_SECONDS)
+
+    def send(n: int) -> int:
+        with httpx.Client(base_url=url, timeout=1800) as client:
+            if n < 8:
+                return client.post("/api/generate", json={"prompt": "upload mix", "seed": n, "steps": steps})\
+                    .status_code
+            if n < 10:
+                return client.post("/api/audio-to-image", files={"file": ("long.wav", audio)}).status_code
+            return client.post("/api/remix", files={"file": ("long.wav", audio)},
+                               data={"prompt": "remix", "steps": steps}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        return dict(Counter(str(status) for status in pool.map(send, range(12))))
 
 
 def request_for(n: int, steps: int) -> tuple[str, dict]:
@@ -145,6 +171,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--hostile", action=argparse.BooleanOptionalAction, default=True,
                         help="then send the hostile round")
+    parser.add_argument("--uploads", action=argparse.BooleanOptionalAction, default=True,
+                        help="then send the upload mix")
     args = parser.parse_args()
     if not (1 <= args.requests <= MAX_REQUESTS and 1 <= args.clients <= MAX_CLIENTS):
         sys.exit(f"--requests must be 1-{MAX_REQUESTS} and --clients 1-{MAX_CLIENTS}")
@@ -176,8 +204,14 @@ def main() -> None:
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
             results = list(pool.map(send, range(args.requests)))
         wall = time.monotonic() - began
+        uploads = {}
+        if args.uploads:
+            uploads["status"] = upload_mix(url, args.steps)
+            uploads["peak_rss_mb"] = round(rss_mb(server.pid), 1)
+            time.sleep(5)
+            uploads["idle_rss_mb"] = round(rss_mb(server.pid, "VmRSS"), 1)
         hostile = hostile_round(url, args.steps) if args.hostile else []
-        rss = peak_rss_mb(server.pid)
+        rss = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -191,7 +225,7 @@ def main() -> None:
               "latency_s": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
                             "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
                             "max": max(latencies), "mean": statistics.fmean(latencies)},
-              "peak_rss_mb": round(rss, 1), "hostile": hostile}
+              "peak_rss_mb": round(rss, 1), "uploads": uploads, "hostile": hostile}
     report["latency_s"] = {k: round(v, 2) for k, v in report["latency_s"].items()}
     print(f"{args.requests} requests from {args.clients} clients, {args.steps} steps each, model {args.model}: "
           f"status {dict(status)} ({errors} 5xx: {'PASS' if errors == 0 else 'FAIL'})")
@@ -199,6 +233,9 @@ def main() -> None:
     print(f"latency s: p50 {lat['p50']}  p90 {lat['p90']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}")
     print(f"wall {report['wall_s']} s ({report['requests_per_minute']} requests/min), server start "
           f"{report['startup_s']} s, server peak RSS {report['peak_rss_mb']} MB")
+    if uploads:
+        print(f"upload mix (8 generates, 2 audio-to-image, 2 remixes of {UPLOAD_SECONDS} s): status "
+              f"{uploads['status']}, peak RSS {uploads['peak_rss_mb']} MB, idle after {uploads['idle_rss_mb']} MB")
     for case in hostile:
         print(f"hostile: {case['case']}: {case['status']} in {case['seconds']} s (expected {case['expected']}: "
               f"{'PASS' if case['ok'] else 'FAIL'})")
@@ -207,7 +244,8 @@ def main() -> None:
           f"{'PASS' if memory_ok else 'FAIL'})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    sys.exit(1 if errors or not memory_ok or not all(case["ok"] for case in hostile) else 0)
+    uploads_ok = not uploads or uploads["status"] == {"200": 12}
+    sys.exit(1 if errors or not memory_ok or not uploads_ok or not all(case["ok"] for case in hostile) else 0)
 
 
 if __name__ == "__main__":

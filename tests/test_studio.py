@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 from PIL import Image
+from starlette.routing import Mount
 
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.web import GRADIO_CACHE, Studio
@@ -111,6 +112,31 @@ def test_the_studio_api_reads_only_files_uploaded_to_it(server, tmp_path):
         event, answer = gradio_call(server.url, name, [file_data(uploaded[0]), *data[1:]])
         assert event == "error" and "bad.wav is not a readable audio file" in answer["error"], answer
         assert GRADIO_CACHE not in answer["error"], answer
+
+
+def test_folders_and_urls_are_no_uploads_and_uploads_go_when_their_request_ends(server, tmp_path):
+    """A folder inside Gradio's upload folder passed its upload check and was listed among its temporary files (its
+    cache clean-up then failed on it for good), and an http(s) "path" would be downloaded into its cache: both are
+    refused before Gradio moves anything. The studio's own copy of a page upload goes when its request ends."""
+    rng = np.random.default_rng(1)
+    mine = tmp_path / "mine.wav"
+    soundfile.write(mine, rng.normal(0, 0.1, 22050).astype(np.float32), 22050)
+    with mine.open("rb") as handle:
+        uploaded = httpx.post(f"{server.url}/gradio_api/upload", files={"files": ("mine.wav", handle)}).json()[0]
+    page = next(route.app for route in server.server.config.app.routes if isinstance(route, Mount)).get_blocks()
+
+    def temporary_files() -> set[str]:
+        return {str(path) for files in page.temp_file_sets for path in files}
+
+    for target in (Path(uploaded).parent, GRADIO_CACHE, "http://127.0.0.1:9/x.wav"):
+        before = temporary_files()
+        event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(target)])
+        assert event == "error" and answer["error"] == "upload a file first", (target, answer)
+        assert temporary_files() == before, target
+    # The control: the uploaded file itself converts; the studio's copy of it is gone afterwards.
+    event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(uploaded)])
+    assert event == "complete", answer
+    assert not any((server.studio.root / "uploads").iterdir())
 
 
 def endpoint_inputs(url: str, name: str) -> tuple[list, list[str]]:

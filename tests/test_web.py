@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -129,11 +130,15 @@ def test_generate_returns_a_loop_its_spectrogram_and_settings_deterministically(
     audio = client.get(first["audio_url"])
     assert audio.headers["content-type"] == "audio/wav"
     samples, rate = soundfile.read(io.BytesIO(audio.content))
-    assert rate == 44100 and len(samples) == 512 * 441 and np.abs(samples).max() > 0.05
+    sidecar = client.get(first["sidecar_url"]).json()
+    # No tempo asked: the model picks one and the loop is the whole bars nearest 5.12 s, to the sample.
+    tempo = sidecar["tempo"]
+    assert rate == 44100 and len(samples) == round(tempo["beats"] * 60 / tempo["bpm"] * rate)
+    assert np.abs(samples).max() > 0.05 and tempo["loop"] is True
     assert audio.content == client.get(again["audio_url"]).content != client.get(other["audio_url"]).content
     image = Image.open(io.BytesIO(client.get(first["image_url"]).content))
-    assert image.size == (512, 128) and image_params(image)[0].num_frequencies == 128
-    sidecar = client.get(first["sidecar_url"]).json()
+    assert abs(image.width - len(samples) / 441) <= 8 and image.height == 128
+    assert image_params(image)[0].num_frequencies == 128
     assert sidecar["job"] == first["settings"]["job"]
     assert sidecar["job"]["seed"] == 3 and sidecar["job"]["loop"] is True
 
@@ -217,10 +222,11 @@ def test_spectrogram_tools_round_trip(client, clip):
     ("/api/generate", {"prompt": "ok", "bpm": 10}, 422, "bpm must be between 40 and 240, got 10"),
     ("/api/morph", {"keyframes": [{"prompt": "only one"}]}, 422, "keyframes"),
     ("/api/compose", {"keyframes": [{"prompt": "no seconds"}]}, 422, "keyframe 1 has no seconds"),
-    ("/run_inference/", riffusion_request(alpha=1.5), 422, "alpha"),
-    ("/run_inference/", riffusion_request(seed_image_id="../../etc/passwd"), 422, "seed_image_id"),
+    # Riffusion's route answers 400 to what it refuses, as Riffusion's server does.
+    ("/run_inference/", riffusion_request(alpha=1.5), 400, "alpha"),
+    ("/run_inference/", riffusion_request(seed_image_id="../../etc/passwd"), 400, "seed_image_id"),
     ("/run_inference/", riffusion_request(seed_image_id="nope"), 400, "unknown seed image"),
-    ("/run_inference/", {"alpha": 0.5}, 422, "start"),
+    ("/run_inference/", {"alpha": 0.5}, 400, "start"),
 ])
 def test_bad_requests_get_clear_4xx_messages(client, path, request_json, status, message):
     response = client.post(path, json=request_json)
@@ -336,10 +342,11 @@ def test_concurrent_requests_wait_their_turn(client):
 
 
 def test_uploads_and_results_are_removed_when_the_server_stops(mini, clip):
+    """An upload goes when its request ends (tests/test_serve_hostile.py), results when the server stops."""
     with RunningServer(Studio(mini)) as running, httpx.Client(base_url=running.url, timeout=120) as http:
         http.post("/api/remix", files={"file": ("riff.wav", clip.read_bytes())}, data={"prompt": "x", "steps": 1})
         root = running.studio.root
-        assert any((root / "results").iterdir()) and any((root / "uploads").iterdir())
+        assert any((root / "results").iterdir()) and not any((root / "uploads").iterdir())
     assert not root.exists()
 
 
@@ -383,17 +390,22 @@ def test_the_studio_page_generates_in_a_real_browser(server):
     with studio_page(server) as page:
         page.locator(".prompt textarea").first.fill("smooth sax solo")
         page.locator("#generate-button").click()
-        # A playable audio element: a source the browser has loaded, 5.12 s long.
+        # A playable audio element: a source the browser has loaded, whole bars near the 5.12 s asked for.
         page.wait_for_function("""() => { const a = document.querySelector('.result-audio audio');
-                                 return a && a.src && a.readyState >= 1 && a.duration > 5; }""", timeout=120_000)
+                                 return a && a.src && a.readyState >= 1 && a.duration > 4; }""", timeout=120_000)
         source = page.locator(".result-audio audio").first.evaluate("a => a.src")
         spectrogram = page.locator(".result-image img").first
         spectrogram.wait_for(timeout=30_000)
-        assert spectrogram.evaluate("img => img.complete && img.naturalWidth") == 512
+        width = spectrogram.evaluate("img => img.complete && img.naturalWidth")
         settings = page.locator(".result-settings").first.inner_text()
         page.screenshot(path=ARTIFACTS / "studio-generate.png", full_page=True)
     audio = httpx.get(source, timeout=30)
-    assert audio.status_code == 200 and len(soundfile.read(io.BytesIO(audio.content))[0]) == 512 * 441
+    samples = len(soundfile.read(io.BytesIO(audio.content))[0])
+    # The model picked the tempo: the loop is the whole bars it recorded, to the sample, and the image as wide.
+    tempo = json.loads(re.sub(r"\s+", "", settings).split('"tempo":', 1)[1].split("}", 1)[0] + "}")
+    bpm, beats = tempo["bpm"], tempo["beats"]
+    assert audio.status_code == 200 and samples == round(beats * 60 / bpm * 44100)
+    assert abs(width - samples / 441) <= 8  # latent columns are 8 pixels wide
     assert "smooth sax solo" in settings
     assert (ARTIFACTS / "studio-generate.png").stat().st_size > 10_000
 
@@ -420,6 +432,7 @@ def test_the_studio_inpaints_a_span_picked_on_the_waveform(server, clip):
         page.locator("input[type=file]").first.set_input_files(str(clip))
         waveform = page.locator(".span-picture img")
         waveform.wait_for(timeout=30_000)
+        waveform.scroll_into_view_if_needed()  # a mouse click lands only inside the window
         box = waveform.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)  # 1.5 s of 3 s
         end = page.locator(".span-end input").first
@@ -457,6 +470,24 @@ def test_the_studio_composes_its_timeline_and_converts_audio_to_a_spectrogram(se
         width = page.evaluate("""() => [...document.querySelectorAll('img')]
                                 .find(i => i.src.includes('riff.png')).naturalWidth""")
     assert width == 301  # 3 s at 10 ms a column
+
+
+def test_a_job_gives_its_freed_heap_back(server):
+    """What a job freed goes back to the OS when its turn ends (glibc keeps freed heap for later allocations: the
+    load test's server held 2.70 GB idle after its upload mix): 200 MB freed in 8 KB pieces under a piece still
+    held, which glibc alone keeps (the negative control)."""
+    def rss_mb() -> float:
+        return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+    before = rss_mb()
+    with server.studio._turn():
+        pieces = [bytearray(8192) for _ in range(25_000)]  # malloc's heap: below its mmap threshold
+        held = pieces.pop()
+        del pieces
+        freed = rss_mb()
+    assert freed - before > 150
+    assert rss_mb() - before < 50
+    assert len(held) == 8192
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import typing
 from collections.abc import Callable
@@ -13,11 +14,11 @@ import anyio.from_thread
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..codec.audio import AUDIO_SUFFIXES
 from ..errors import SpectrodiffError
-from ..generation.jobs import JOBS, KEYFRAME_TYPES, REQUIRED, Keyframe, Spec
+from ..generation.jobs import JOBS, KEYFRAME_TYPES, MAX_SEED, REQUIRED, Keyframe, Spec, shown
 from .service import (
     IMAGE_SUFFIXES,
     MAX_UPLOAD_BYTES,
@@ -32,7 +33,10 @@ from .service import (
 
 # ---- request schemas, made from the job declarations (spectrodiff/generation/jobs.py) ------------------------------
 # Types, defaults and help come from the declarations; ranges are checked by the jobs themselves, so that a bad
-# value is answered (400) in the same words as on the command line; the schema documents them.
+# value is answered (400) in the same words as on the command line; the schema documents them. Like a batch line, a
+# JSON request names only its fields and gives each its own type: "bmp" or "bpm": "120" is refused, not dropped or
+# converted (a JSON whole number still serves where a number is wanted).
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 def _field(name: str, kind: Any, default: Any, spec: Spec) -> tuple[Any, Any]:
@@ -43,7 +47,7 @@ def _field(name: str, kind: Any, default: Any, spec: Spec) -> tuple[Any, Any]:
                        json_schema_extra=limits or None)
 
 
-KeyframeInput = create_model("KeyframeInput", **{
+KeyframeInput = create_model("KeyframeInput", __config__=STRICT, **{
     f.name: _field(f.name, KEYFRAME_TYPES[f.name], f.default, f.metadata["spec"])
     for f in Keyframe.__dataclass_fields__.values()})
 
@@ -60,7 +64,7 @@ def request_model(mode: str) -> type[BaseModel]:
         elif kind is Keyframe:
             kind = KeyframeInput
         fields[name] = _field(name, kind, f.default, f.metadata["spec"])
-    return create_model(f"{mode.title()}Request", **fields)
+    return create_model(f"{mode.title()}Request", __config__=STRICT, **fields)
 
 
 def upload_parameters(mode: str) -> list[inspect.Parameter]:
@@ -77,9 +81,16 @@ def upload_parameters(mode: str) -> list[inspect.Parameter]:
 
 
 # ---- Riffusion's shapes ------------------------------------------------------------------------------------------
+# Riffusion's server (dacite) answers 400 to a value of the wrong type or a missing one and ignores fields it does not
+# know; so does this route (a JSON whole number still serves as a number: Riffusion's app sends guidance 7.0 as 7).
+RIFFUSION_ROUTE = "/run_inference/"
+RIFFUSION = ConfigDict(strict=True, extra="ignore")
+
 
 class PromptInput(BaseModel):
     """One end of Riffusion's interpolation."""
+
+    model_config = RIFFUSION
 
     prompt: str = Field(description="What to hear.")
     seed: int = Field(description="Noise seed.")
@@ -88,19 +99,25 @@ class PromptInput(BaseModel):
     guidance: float = Field(7.0, description="Classifier-free guidance scale.")
 
     def keyframe(self) -> dict:
-        return {"prompt": self.prompt, "seed": self.seed, "strength": self.denoising, "guidance": self.guidance,
+        # Riffusion's server takes any seed torch does (64 bits, negative ones too; its app sends seed + 1 for the
+        # end): those wrap to the job's 32 bits; others are refused with the job's range.
+        seed = self.seed % (MAX_SEED + 1) if -2**63 <= self.seed < 2**64 else self.seed
+        return {"prompt": self.prompt, "seed": seed, "strength": self.denoising, "guidance": self.guidance,
                 "negative": self.negative_prompt or ""}
 
 
 class InferenceInput(BaseModel):
     """Riffusion's request: `start` and `end` blended at `alpha`, grown from a named seed image."""
 
+    model_config = RIFFUSION
     start: PromptInput
     end: PromptInput
     alpha: float = Field(description="0 is all start, 1 all end.")
     num_inference_steps: int = 50
-    seed_image_id: str = Field("og_beat", max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    mask_image_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    seed_image_id: str = Field("og_beat", max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                               description="A seed image's id (GET /api/info lists them).")
+    mask_image_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$",
+                                      description="A mask's id; empty or null: no mask (as Riffusion's server).")
 
 
 class InferenceOutput(BaseModel):
@@ -161,9 +178,9 @@ def _json_route(studio: Studio, mode: str):
 def _upload_route(studio: Studio, mode: str):
     """`POST /api/<mode>` taking the audio as a file and the mode's other fields as form fields."""
     async def route(file: UploadFile, connection: Request, **fields) -> ResultOutput:
-        audio = await _upload(studio, file)
-        job = studio.job(mode, {"audio": audio, **{k: v for k, v in fields.items() if v is not None}})
-        return _result(await _in_thread(studio.run, job, None, _gone(connection)))
+        with await _upload(studio, file) as audio:
+            job = studio.job(mode, {"audio": audio, **{k: v for k, v in fields.items() if v is not None}})
+            return _result(await _in_thread(studio.run, job, None, _gone(connection)))
 
     route.__signature__ = inspect.Signature([inspect.Parameter("file", inspect.Parameter.KEYWORD_ONLY,
                                                                annotation=Upload), _CONNECTION,
@@ -171,15 +188,17 @@ def _upload_route(studio: Studio, mode: str):
     return route
 
 
-async def _upload(studio: Studio, file: UploadFile, kinds: tuple[str, ...] = AUDIO_SUFFIXES) -> FilePath:
-    """Keep an uploaded file (reading one byte past the limit, so that an oversized one is refused)."""
-    return studio.save_upload(file.filename or "", await file.read(MAX_UPLOAD_BYTES + 1), kinds)
+async def _upload(studio: Studio, file: UploadFile,
+                  kinds: tuple[str, ...] = AUDIO_SUFFIXES) -> contextlib.AbstractContextManager[FilePath]:
+    """An uploaded file kept for the request (reading one byte past the limit, so that an oversized one is
+    refused)."""
+    return studio.upload(file.filename or "", await file.read(MAX_UPLOAD_BYTES + 1), kinds)
 
 
 def api_router(studio: Studio) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/run_inference/", response_model=InferenceOutput, tags=["riffusion"])
+    @router.post(RIFFUSION_ROUTE, response_model=InferenceOutput, tags=["riffusion"])
     async def run_inference(request: InferenceInput, connection: Request) -> InferenceOutput:
         """Riffusion's inference: one clip from a seed image, the two prompts blended at `alpha`."""
 
@@ -205,15 +224,17 @@ def api_router(studio: Studio) -> APIRouter:
                     name=mode)(_upload_route(studio, mode))
 
     @router.post("/api/audio-to-image", response_class=FileResponse, tags=["spectrogram tools"])
-    async def audio_to_image(file: Upload) -> FileResponse:
+    async def audio_to_image(file: Upload, connection: Request) -> FileResponse:
         """Uploaded audio -> its spectrogram PNG (the model's parameters, in EXIF)."""
-        path = await _in_thread(studio.audio_to_image, await _upload(studio, file))
+        with await _upload(studio, file) as audio:
+            path = await _in_thread(studio.audio_to_image, audio, _gone(connection))
         return FileResponse(path, media_type="image/png", filename=path.name)
 
     @router.post("/api/image-to-audio", response_class=FileResponse, tags=["spectrogram tools"])
-    async def image_to_audio(file: ImageUpload) -> FileResponse:
+    async def image_to_audio(file: ImageUpload, connection: Request) -> FileResponse:
         """An uploaded spectrogram PNG -> WAV (Griffin-Lim, the image's own parameters)."""
-        path = await _in_thread(studio.image_to_audio, await _upload(studio, file, IMAGE_SUFFIXES))
+        with await _upload(studio, file, IMAGE_SUFFIXES) as image:
+            path = await _in_thread(studio.image_to_audio, image, _gone(connection))
         return FileResponse(path, media_type="audio/wav", filename=path.name)
 
     @router.get("/api/results/{result_id}/{kind}", tags=["studio"])
@@ -248,15 +269,25 @@ def install_error_handlers(app: FastAPI) -> None:
     async def too_large(_: Request, exc: TooLarge) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413)
 
+    def refused(request: Request) -> int:
+        """A request's settings refused: 422, or 400 as Riffusion's server answers on its route."""
+        return 400 if request.url.path == RIFFUSION_ROUTE else 422
+
     @app.exception_handler(InvalidRequest)
-    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    async def invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=refused(request))
 
     @app.exception_handler(SpectrodiffError)
     async def bad_input(_: Request, exc: SpectrodiffError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        lines = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse({"detail": "; ".join(lines)}, status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        lines = []
+        for e in exc.errors():
+            *within, name = [str(p) for p in e["loc"] if p != "body"] or [""]
+            if e["type"] == "extra_forbidden":  # worded as a batch line's
+                lines.append(f"{'.'.join(within) + ': ' if within else ''}unknown field {shown(name)}")
+            else:
+                lines.append(f"{'.'.join([*within, name])}: {e['msg']}")
+        return JSONResponse({"detail": "; ".join(lines)}, status_code=refused(request))

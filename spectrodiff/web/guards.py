@@ -1,9 +1,11 @@
 """ASGI middleware that every route passes through, Gradio's included: a cap on request bodies however they are sent,
-and no cross-origin headers unless the operator allowed an origin."""
+no cross-origin headers unless the operator allowed an origin, and the access log."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -80,3 +82,29 @@ class NoCrossOrigin:
             await send(message)
 
         await self.app(scope, receive, stripped_send)
+
+
+class AccessLog:
+    """One line per request to `write`, when its answer has been sent: client, method, path, status and seconds, e.g.
+    `127.0.0.1 "POST /run_inference/" 200 1.234 s` (the status is 499 where the client left without an answer)."""
+
+    def __init__(self, app: ASGIApp, write: Callable[[str], None]):
+        self.app, self.write = app, write
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.monotonic(), 499
+
+        async def noted_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noted_send)
+        finally:
+            client = (scope.get("client") or ("-",))[0]
+            self.write(f'{client} "{scope["method"]} {scope["path"]}" {status} {time.monotonic() - start:.3f} s')

@@ -4,6 +4,8 @@ requests wait their turn, and a temporary folder for uploads and results that is
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import dataclasses
 import io
 import json
@@ -13,7 +15,7 @@ import tempfile
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +51,57 @@ IMAGE_SUFFIXES = (".png",)
 MAX_RESULTS = 200
 MAX_WAITING = 32
 RESULT_FILES = ("audio", "image", "sidecar")
-# Riffusion's app names its seed images; ours are synthesised in the model's own spectrogram format at start-up.
+# Riffusion's app names its seed images and masks (the files of riffusion-hobby's seed_images/); ours are made at
+# start-up from their names: seeds synthesised in the model's own spectrogram format, masks drawn by MASKS.
 SEED_SIGNALS: dict[str, Callable[[], np.ndarray]] = {
     "og_beat": lambda: signals.drums(bpm=120.0, seed=0),
     "agile": lambda: signals.drums(bpm=140.0, seed=1),
     "marim": lambda: signals.chord(root_hz=440.0, seed=2),
     "motorway": lambda: signals.mix(seed=3),
     "vibes": lambda: signals.chord(root_hz=220.0, seed=4),
+    "chill_soul_1": lambda: signals.chord(root_hz=196.0, seed=5),
+    "0": lambda: signals.noise(seed=6),
 }
+MASK_BEAT_BPM = 120.0  # og_beat's tempo, whose beats mask_beat_lines_80 keeps
+
+
+def top_band(rows: int, columns: int, fraction: float, level: float, fade: bool) -> np.ndarray:
+    """`(rows, columns)` mask in [0, 1]: the top `fraction` of the rows (the highest frequencies) at `level`, fading
+    to 0 at its lower edge where `fade`; the rest 0."""
+    band = round(rows * fraction)
+    mask = np.zeros((rows, columns))
+    mask[:band] = (np.linspace(level, 0, band) if fade else np.full(band, level))[:, None]
+    return mask
+
+
+def beat_lines(rows: int, columns: int, beat_columns: int, level: float) -> np.ndarray:
+    """`(rows, columns)` mask at `level` with a black line (one latent column, 8 pixels) on every beat."""
+    mask = np.full((rows, columns), level)
+    for start in range(0, columns, beat_columns):
+        mask[:, start: start + 8] = 0
+    return mask
+
+
+# Riffusion's masks by name: white (1) is repainted, black (0) keeps the seed image; the number is the grey level in
+# percent. Riffusion blends by grey level; the riffuse mode repaints a pixel at least half white and keeps the rest.
+MASKS: dict[str, Callable[[int, int, int], np.ndarray]] = {
+    "mask_beat_lines_80": lambda rows, columns, beat: beat_lines(rows, columns, beat, 0.8),
+    "mask_gradient_dark": lambda rows, columns, _: top_band(rows, columns, 1.0, 0.6, fade=True),
+    "mask_gradient_top_70": lambda rows, columns, _: top_band(rows, columns, 1.0, 0.7, fade=True),
+    "mask_gradient_top_fifth_75": lambda rows, columns, _: top_band(rows, columns, 0.2, 0.75, fade=True),
+    "mask_top_third_75": lambda rows, columns, _: top_band(rows, columns, 1 / 3, 0.75, fade=False),
+    "mask_top_third_95": lambda rows, columns, _: top_band(rows, columns, 1 / 3, 0.95, fade=False),
+}
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's freed pages back to the OS (glibc's malloc_trim; a no-op where the C library is not glibc).
+    glibc keeps what a job freed for later allocations, so the server grew with every job it ran (docs/studio.md,
+    load test)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Busy(SpectrodiffError):
@@ -69,6 +114,10 @@ class TooLarge(SpectrodiffError):
 
 class Abandoned(SpectrodiffError):
     """The client left before its job was done: the job stops (or never starts) and its files are removed."""
+
+
+class Stopping(Busy):
+    """The server is stopping: a running job stops at its next step, a waiting one never starts."""
 
 
 class InvalidRequest(SpectrodiffError):
@@ -118,6 +167,7 @@ class Studio:
         (self.root / "results").mkdir()
         self._lock = threading.Lock()
         self._waiting = 0
+        self._stopping = threading.Event()
         self._count_lock = threading.Lock()
         self._results: OrderedDict[str, StoredResult] = OrderedDict()
         try:
@@ -132,6 +182,10 @@ class Studio:
         """Remove every upload and result."""
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def stop(self) -> None:
+        """The server is stopping (SIGTERM): the running job stops at its next step, waiting ones never start."""
+        self._stopping.set()
+
     def _make_seed_images(self, folder: Path | None) -> dict[str, Path]:
         params = self.pipe.spectrogram
         seeds = self.root / "seed_images"
@@ -141,6 +195,12 @@ class Studio:
             audio = make()
             found[name] = save_image(seeds / f"{name}.png",
                                      audio_to_image(np.stack([audio] * params.channels), params))
+        columns = self.pipe.tile_columns * self.pipe.vae_scale_factor
+        beat = round(60_000 / MASK_BEAT_BPM / params.step_size_ms)
+        for name, draw in MASKS.items():
+            found[name] = seeds / f"{name}.png"
+            Image.fromarray(np.round(draw(params.num_frequencies, columns, beat) * 255).astype(np.uint8)).save(
+                found[name])
         for path in sorted(Path(folder).glob("*.png")) if folder else []:
             found[path.stem] = path
         return found
@@ -164,6 +224,16 @@ class Studio:
         return self._results[result_id]
 
     # ---- uploads -------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def upload(self, name: str, data: bytes, kinds: tuple[str, ...] = AUDIO_SUFFIXES) -> Iterator[Path]:
+        """`save_upload` for the length of one request: the file is deleted when the request ends, answered or
+        refused (its results stay)."""
+        path = self.save_upload(name, data, kinds)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
 
     def save_upload(self, name: str, data: bytes, kinds: tuple[str, ...] = AUDIO_SUFFIXES) -> Path:
         """Keep an uploaded file (checked for type, size and, for audio, duration) under a fresh name."""
@@ -225,35 +295,56 @@ class Studio:
         """Wait for the model (at most MAX_WAITING requests wait), run `job` into a fresh result folder. `gone` says
         whether the client has left: checked when the model is free and at every step, so that an abandoned burst of
         requests does not hold up the next user."""
-        if gone is not None:
-            progress = _abandonable(progress, gone)
+        with self._turn(gone):
+            result_id = uuid.uuid4().hex
+            folder = self.root / "results" / result_id
+            folder.mkdir()
+            try:
+                result = run(self.pipe, job, Output(folder, self._abandonable(progress, gone)))
+            except SpectrodiffError as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise self._public(exc) from None
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        stored = StoredResult(result_id, folder, {"audio": result.audio.name, "image": result.image.name,
+                                                  "sidecar": result.sidecar.name}, result.seconds,
+                              _public_record(result))
+        self._remember(stored)
+        return stored
+
+    @contextlib.contextmanager
+    def _turn(self, gone: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Hold the model (one job at a time, generation and spectrogram tools alike; at most MAX_WAITING wait): Busy
+        when too many wait, Abandoned when the client left while it waited, Stopping when the server stops."""
         with self._count_lock:
             if self._waiting >= MAX_WAITING:
                 raise Busy(f"{self._waiting} requests are already waiting; try again shortly")
             self._waiting += 1
         try:
             with self._lock:
-                if gone is not None and gone():
-                    raise Abandoned("the client left before its job started")
-                result_id = uuid.uuid4().hex
-                folder = self.root / "results" / result_id
-                folder.mkdir()
                 try:
-                    result = run(self.pipe, job, Output(folder, progress))
-                except SpectrodiffError as exc:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    raise self._public(exc) from None
-                except BaseException:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    raise
+                    self._abandonable(None, gone)("the wait", 0, 0)
+                    yield
+                finally:
+                    release_freed_memory()
         finally:
             with self._count_lock:
                 self._waiting -= 1
-        stored = StoredResult(result_id, folder, {"audio": result.audio.name, "image": result.image.name,
-                                                  "sidecar": result.sidecar.name}, result.seconds,
-                              _public_record(result))
-        self._remember(stored)
-        return stored
+
+    def _abandonable(self, progress: Callable[[str, int, int], None] | None, gone: Callable[[], bool] | None
+                     ) -> Callable[[str, int, int], None]:
+        """`progress` that first stops the job when the server stops (Stopping) or its client has gone (Abandoned)."""
+
+        def report(stage: str, done: int, total: int) -> None:
+            if self._stopping.is_set():
+                raise Stopping(f"the server is stopping (during {stage})")
+            if gone is not None and gone():
+                raise Abandoned(f"the client left during {stage}")
+            if progress is not None:
+                progress(stage, done, total)
+
+        return report
 
     def _remember(self, stored: StoredResult) -> None:
         """Keep a result findable by id; past MAX_RESULTS, the oldest is deleted."""
@@ -267,30 +358,38 @@ class Studio:
                 mask_image_id: str | None = None, steps: int = 50, progress: Callable | None = None,
                 gone: Callable[[], bool] | None = None) -> StoredResult:
         """Riffusion's `/run_inference/`: seed and mask images are named by id, never by path."""
-        seed = self._seed_image(seed_image_id)
-        mask = self._seed_image(mask_image_id) if mask_image_id else None
+        seed = self._seed_image(seed_image_id, "seed image")
+        mask = self._seed_image(mask_image_id, "mask image") if mask_image_id else None  # "" or None: no mask
         job = self.job("riffuse", {"start": start, "end": end, "alpha": alpha, "seed_image": seed,
                                    "mask_image": mask, "steps": steps})
         return self.run(job, progress, gone)
 
-    def _seed_image(self, name: str) -> Path:
+    def _seed_image(self, name: str, what: str) -> Path:
         if name not in self.seed_images:
-            raise SpectrodiffError(f"unknown seed image {name!r}; known: {', '.join(sorted(self.seed_images))}")
+            raise SpectrodiffError(f"unknown {what} {name!r}; known: {', '.join(sorted(self.seed_images))}")
         return self.seed_images[name]
 
-    # ---- spectrogram tools (no model, no queue) -------------------------------------------------------------------
+    # ---- spectrogram tools (no model, but queued like jobs: each holds up to a few hundred MB) ---------------------
 
-    def audio_to_image(self, audio: Path) -> Path:
+    def audio_to_image(self, audio: Path, gone: Callable[[], bool] | None = None) -> Path:
         """An uploaded audio file -> its spectrogram PNG (the model's parameters) in a fresh result folder."""
         params = self.pipe.spectrogram
-        samples = load_audio(audio, params.sample_rate, "stereo" if params.stereo else "mono")
-        return save_image(self._tool_folder("image", f"{audio.stem}.png"), audio_to_image(samples, params))
+        with self._turn(gone):
+            try:
+                samples = load_audio(audio, params.sample_rate, "stereo" if params.stereo else "mono")
+            except SpectrodiffError as exc:
+                raise self._public(exc) from None
+            return save_image(self._tool_folder("image", f"{audio.stem}.png"), audio_to_image(samples, params))
 
-    def image_to_audio(self, image: Path) -> Path:
+    def image_to_audio(self, image: Path, gone: Callable[[], bool] | None = None) -> Path:
         """An uploaded spectrogram PNG (its own EXIF parameters) -> WAV in a fresh result folder."""
-        audio, params = image_to_audio(open_image(image, MAX_UPLOAD_COLUMNS), chunk_frames=TOOL_CHUNK_FRAMES)
-        return save_audio(self._tool_folder("audio", f"{image.stem}.wav"), normalize_loudness(audio),
-                          params.sample_rate)
+        with self._turn(gone):
+            try:
+                audio, params = image_to_audio(open_image(image, MAX_UPLOAD_COLUMNS), chunk_frames=TOOL_CHUNK_FRAMES)
+            except SpectrodiffError as exc:
+                raise self._public(exc) from None
+            return save_audio(self._tool_folder("audio", f"{image.stem}.wav"), normalize_loudness(audio),
+                              params.sample_rate)
 
     def _tool_folder(self, kind: str, name: str) -> Path:
         """The path of a spectrogram tool's output, in a fresh result folder counted against MAX_RESULTS."""
@@ -299,19 +398,6 @@ class Studio:
         stored.folder.mkdir()
         self._remember(stored)
         return stored.path(kind)
-
-
-def _abandonable(progress: Callable[[str, int, int], None] | None, gone: Callable[[], bool]
-                 ) -> Callable[[str, int, int], None]:
-    """`progress` that first stops the job (Abandoned) when its client has gone."""
-
-    def report(stage: str, done: int, total: int) -> None:
-        if gone():
-            raise Abandoned(f"the client left during {stage}")
-        if progress is not None:
-            progress(stage, done, total)
-
-    return report
 
 
 def _public_record(result: Result) -> dict:

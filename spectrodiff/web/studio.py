@@ -34,6 +34,29 @@ def uploaded(path: str | None, what: str = "an audio file") -> Path:
     return Path(path)
 
 
+def uploads_only(component: gr.components.Component) -> gr.components.Component:
+    """A file input that Gradio moves into its cache only when it is a regular file: given an http(s) "path" Gradio
+    would download it (no bound on how many), and a folder inside its upload folder passes its upload check but is
+    listed among its temporary files, on which its cache clean-up then fails for good. (Set on the instance: a
+    subclass of a Gradio component makes Gradio write a .pyi file beside this module.)"""
+    move, move_async = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
+
+    def refuse(path: str | Path | None) -> None:
+        if path is not None and not Path(path).is_file():
+            raise gr.Error("upload a file first")
+
+    def checked(path: str | Path | None) -> str | None:
+        refuse(path)
+        return move(path)
+
+    async def checked_async(path: str | Path | None) -> str | None:
+        refuse(path)
+        return await move_async(path)
+
+    component.move_resource_to_block_cache, component.async_move_resource_to_block_cache = checked, checked_async
+    return component
+
+
 def waveform_picture(path: str | None, start: float, end: float) -> Image.Image | None:
     """The uploaded audio's envelope, with the span [start, end) seconds shaded: what inpaint will regenerate."""
     try:
@@ -210,9 +233,12 @@ def job_values(mode: str, controls: dict[str, gr.components.Component], data: di
 def build_studio(studio: Studio) -> gr.Blocks:
     """The studio page over `studio` (its queue lets one job run at a time; others wait their turn)."""
 
-    def upload(path: str | None, kinds: tuple[str, ...] = AUDIO_SUFFIXES, what: str = "an audio file") -> Path:
+    @contextlib.contextmanager
+    def upload(path: str | None, kinds: tuple[str, ...] = AUDIO_SUFFIXES, what: str = "an audio file"):
+        """The page's upload, checked and kept by the studio for one request (deleted when it ends)."""
         path = uploaded(path, what)
-        return studio.save_upload(path.name, path.read_bytes(), kinds)
+        with studio.upload(path.name, path.read_bytes(), kinds) as kept:
+            yield kept
 
     def run(mode: str, values: dict, progress: gr.Progress) -> tuple:
         return _show(studio.run(studio.job(mode, values), _reporter(progress)))
@@ -244,16 +270,19 @@ def build_studio(studio: Studio) -> gr.Blocks:
     @_guarded
     def run_edit(data: dict, progress=PROGRESS):
         mode = data[edit_mode].lower()
-        return run(mode, {"audio": upload(data[edit_source])} | job_values(mode, edit_controls, data), progress)
+        with upload(data[edit_source]) as audio:
+            return run(mode, {"audio": audio} | job_values(mode, edit_controls, data), progress)
 
     @_guarded
     def run_audio_to_image(path):
-        png = studio.audio_to_image(upload(path))
+        with upload(path) as audio:
+            png = studio.audio_to_image(audio)
         return str(png), str(png)
 
     @_guarded
     def run_image_to_audio(path):
-        wav = studio.image_to_audio(upload(path, IMAGE_SUFFIXES, "a spectrogram PNG"))
+        with upload(path, IMAGE_SUFFIXES, "a spectrogram PNG") as image:
+            wav = studio.image_to_audio(image)
         return str(wav), str(wav)
 
     tile = round(studio.tile_seconds, 2)
@@ -313,8 +342,8 @@ def build_studio(studio: Studio) -> gr.Blocks:
         with gr.Tab("Remix / Extend / Inpaint"):
             with gr.Row():
                 with gr.Column():
-                    edit_source = gr.Audio(label="Your audio (at most 60 s)", type="filepath", sources=["upload"],
-                                           format=None)
+                    edit_source = uploads_only(gr.Audio(label="Your audio (at most 60 s)", type="filepath",
+                                                          sources=["upload"], format=None))
                     edit_mode = gr.Radio(["Remix", "Extend", "Inpaint"], value="Remix", label="Mode")
                     edit_controls = {"prompt": control("remix", "prompt", value="church organ"),
                                      "seed": control("remix", "seed"), "guidance": control("remix", "guidance"),
@@ -341,13 +370,13 @@ def build_studio(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     gr.Markdown("**Audio to spectrogram** (the model's parameters, written into the PNG's EXIF)")
-                    audio_in = gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None,
-                                        elem_classes="tool-audio")
+                    audio_in = uploads_only(gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None,
+                                                     elem_classes="tool-audio"))
                     to_image = gr.Button("Audio to image")
                     image_out, image_file = gr.Image(label="Spectrogram", type="filepath"), gr.File(label="PNG")
                 with gr.Column():
                     gr.Markdown("**Spectrogram to audio** (any spectrogram PNG with its EXIF, Riffusion's too)")
-                    image_in = gr.File(label="Spectrogram PNG", file_types=list(IMAGE_SUFFIXES))
+                    image_in = uploads_only(gr.File(label="Spectrogram PNG", file_types=list(IMAGE_SUFFIXES)))
                     to_audio = gr.Button("Image to audio")
                     audio_out, audio_file = gr.Audio(label="Audio", type="filepath"), gr.File(label="WAV")
             to_image.click(run_audio_to_image, [audio_in], [image_out, image_file])
