@@ -40,9 +40,9 @@ MEL_FLOOR = 1.0
 MAX_MAGNITUDE = 1e3
 # More mel-consistency projections than this take longer than Griffin-Lim itself and gain nothing measurable.
 MAX_REFINE_ITERATIONS = 100
-# Frames vocoded at once: each chunk also runs its context either side (about 480 frames at Riffusion's settings),
-# so long chunks waste little; 8192 frames (82 s at 10 ms) keep the refinement's spectra near 100 MB.
-CHUNK_FRAMES = 8192
+# Frames vocoded at once (20 s at 10 ms), each chunk with its context either side: a 60 s clip in one chunk held
+# twice the memory, for the same audio (docs/studio.md, load test).
+CHUNK_FRAMES = 2048
 
 
 class ConvNeXtBlock(nn.Module):
