@@ -586,15 +586,14 @@ generation_command("inpaint", InpaintJob, 'take.wav --prompt "drum fill" --start
 
 def _batch(jobs: Path, runtime: Runtime, shared: dict) -> None:
     """Run the lines of a batch file; under `accelerate launch` each process takes its share on its own device."""
-    from .generation.batch import check_line, run_line
+    from .generation.batch import plan_lines, run_line
     from .generation.plans import load_jobs
 
     entries = load_jobs(jobs)
-    for line, job in entries:  # every line and its files checked before the model loads and the first job runs
-        try:
-            check_inputs(check_line(job, shared, runtime.out, runtime.overwrite))
-        except SpectrodiffError as exc:
-            raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
+    try:  # every line and its files checked before the model loads and the first job runs
+        targets = [target for _, target in plan_lines(entries, shared, runtime.out, runtime.overwrite, check_inputs)]
+    except SpectrodiffError as exc:
+        raise SpectrodiffError(f"{jobs} {exc}") from None
     from accelerate import PartialState  # torch: after the checks
     from accelerate.utils import parse_flag_from_env
 
@@ -602,10 +601,10 @@ def _batch(jobs: Path, runtime: Runtime, shared: dict) -> None:
     if state.num_processes > 1:
         runtime = dataclasses.replace(runtime, device=str(state.device))
     pipe = runtime.load()
-    with state.split_between_processes(entries) as mine, _stages() as report:
-        for line, job in mine:
+    with state.split_between_processes(list(zip(entries, targets, strict=True))) as mine, _stages() as report:
+        for (line, job), target in mine:
             try:
-                result = run_line(pipe, job, shared, runtime.out, report, runtime.overwrite)
+                result = run_line(pipe, job, shared, runtime.out, report, runtime.overwrite, target)
             except SpectrodiffError as exc:
                 raise SpectrodiffError(f"{jobs} line {line}: {exc}") from None
             if result is None:

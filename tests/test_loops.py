@@ -303,6 +303,22 @@ def test_batch_lines_are_named_as_generate_names_them(pipe, tmp_path):
     assert [run_line(pipe, line, out=tmp_path) for line in (first, other)] == [None, None]  # a rerun finds both
 
 
+def test_batch_lines_sharing_a_name_are_planned_apart_before_any_runs(tmp_path):
+    """Processes side by side (`accelerate launch`) each plan the whole batch before any line has run: a later line
+    whose name an earlier one claimed takes its digest name then, not when it finds the earlier line's files
+    (which another process may not have written yet)."""
+    from spectrodiff.generation.batch import line_job, line_target, plan_lines
+
+    first = {"mode": "generate", "prompt": "house", "bpm": 124, "bars": 1, "seed": 5, **FAST}
+    other = first | {"steps": 2}  # the same name, another job
+    lines = [(1, first), (3, other), (4, first | {"out": str(tmp_path / "own.wav")})]
+    targets = [target for _, target in plan_lines(lines, out=tmp_path)]
+    assert targets[0] == tmp_path / "house_124bpm_s5.wav" and targets[1].name.startswith("house_124bpm_s5-")
+    assert targets[2] == tmp_path / "own.wav" and not any(tmp_path.iterdir())  # planned, nothing written
+    # The control: on an empty folder, the later line alone would take the plain name as well.
+    assert line_target(line_job(other), other, tmp_path) == targets[0]
+
+
 def test_a_batch_line_of_too_many_bars_is_refused_before_the_model_loads():
     from spectrodiff.errors import SpectrodiffError
     from spectrodiff.generation.batch import line_job

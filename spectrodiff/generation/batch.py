@@ -33,17 +33,17 @@ def line_job(line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
     return job_from_dict({k: v for k, v in (defaults or {}).items() if k in fields} | dict(line), ignore=LINE_FIELDS)
 
 
-def line_target(job: Job, line: Mapping[str, Any], out: Path | None) -> Path:
+def line_target(job: Job, line: Mapping[str, Any], out: Path | None, claimed: frozenset[Path] = frozenset()) -> Path:
     """Where a line's files go: its own `out`; else, in the batch's folder (`out`, default outputs/), the name
-    `generate` gives (`funk_100bpm_Fmin_s3.wav`), and where that name's files are there from another job (an
-    earlier line's, another batch's) the same name with the job's digest, so that lines never collide and a rerun
-    finds what each line made before (the earlier line's files, then its own)."""
+    `generate` gives (`funk_100bpm_Fmin_s3.wav`), and where an earlier line of the batch has `claimed` that name or
+    its files are there from another job (another batch's) the same name with the job's digest, so that lines never
+    collide, not even in processes running side by side, and a rerun finds what each line made before."""
     if line.get("out"):
         return Path(line["out"])
     folder = out or DEFAULT_OUTPUT_DIR
     plain = folder / f"{file_stem(job)}.wav"
     triple = (plain, plain.with_suffix(".png"), plain.with_suffix(".json"))
-    if not any(path.exists() for path in triple) or made_before(None, job, triple):
+    if plain not in claimed and (not any(path.exists() for path in triple) or made_before(None, job, triple)):
         return plain
     digest = hashlib.sha256(json.dumps(job.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
     return folder / f"{file_stem(job)}-{digest}.wav"
@@ -69,28 +69,40 @@ def made_before(pipe: SpectrodiffPipeline | None, job: Job, paths: tuple[Path, P
     return recorded == expected
 
 
-def check_line(line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, out: Path | None = None,
-               overwrite: bool = False) -> Job:
-    """A line's job (`line_job`), checked before the model loads: SpectrodiffError when its files are in the way
-    (there, and not from this job) and neither `overwrite` nor the line's own "overwrite" lets it replace them."""
-    job = line_job(line, defaults)
-    target = line_target(job, line, out)
-    overwrite = overwrite or bool(line.get("overwrite"))
-    if not overwrite and not made_before(None, job, output_paths(target, job, overwrite=True)):
-        output_paths(target, job, overwrite)
-    return job
+def plan_lines(lines: list[tuple[int, Mapping[str, Any]]], defaults: Mapping[str, Any] | None = None,
+               out: Path | None = None, overwrite: bool = False,
+               check: Callable[[Job], None] | None = None) -> list[tuple[Job, Path]]:
+    """Each (line number, line)'s job and target (`line_target`, names claimed in line order), checked before the
+    model loads: SpectrodiffError naming the line when its job is bad (or `check(job)` finds its inputs are), or its
+    files are in the way (there, and not from this job) and neither `overwrite` nor the line's own "overwrite" lets
+    it replace them. Every process of a batch plans alike from the same lines."""
+    planned, claimed = [], set()
+    for number, line in lines:
+        try:
+            job = line_job(line, defaults)
+            if check is not None:
+                check(job)
+            target = line_target(job, line, out, frozenset(claimed))
+            if not (overwrite or line.get("overwrite")) and not made_before(None, job, output_paths(
+                    target, job, overwrite=True)):
+                output_paths(target, job, overwrite=False)
+        except SpectrodiffError as exc:
+            raise SpectrodiffError(f"line {number}: {exc}") from None
+        claimed.add(target)
+        planned.append((job, target))
+    return planned
 
 
 def run_line(pipe: SpectrodiffPipeline, line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
              out: Path | None = None, progress: Callable[[str, int, int], None] | None = None,
-             overwrite: bool = False) -> Result | None:
-    """Run one batch line (`line_job`) into `line_target`; None, without running, when its files are there from the
-    same job (unless `overwrite` or the line's own "overwrite" asks to make them again)."""
+             overwrite: bool = False, target: Path | None = None) -> Result | None:
+    """Run one batch line (`line_job`) into `target` (default `line_target`); None, without running, when its files
+    are there from the same job (unless `overwrite` or the line's own "overwrite" asks to make them again)."""
     from .modes import run
     from .output import Output
 
     job = line_job(line, defaults)
-    target = line_target(job, line, out)
+    target = target or line_target(job, line, out)
     overwrite = overwrite or bool(line.get("overwrite"))
     if not overwrite and made_before(pipe, job, output_paths(target, job, overwrite=True)):
         return None
