@@ -14,15 +14,15 @@ from ..codec.params import SpectrogramParams
 from ..errors import SpectrodiffError
 from .reconstruct import mel_to_waveform
 from .registry import choose_vocoder
-from .vocoder import CHUNK_FRAMES, NeuralVocoder
+from .vocoder import NeuralVocoder
 
 
 def mel_to_audio(mel: torch.Tensor, params: SpectrogramParams, vocoder: NeuralVocoder | None, circular: bool = False,
                  n_iter: int = 32, seed: int | None = 0, on_iter: Callable[[int], None] | None = None,
-                 chunk_frames: int = CHUNK_FRAMES) -> torch.Tensor:
-    """`(..., n_mels, T)` mel -> `(..., L)` audio by `vocoder` (in pieces of `chunk_frames`: fewer bound memory
-    tighter), or by Griffin-Lim (`n_iter`, `seed`, `on_iter`) when it is None; `L = (T - 1) * hop`, or `T * hop`
-    for a loop (`circular`)."""
+                 chunk_frames: int | None = None) -> torch.Tensor:
+    """`(..., n_mels, T)` mel -> `(..., L)` audio by `vocoder` (in pieces of `chunk_frames`, default the vocoder's:
+    fewer bound memory tighter), or by Griffin-Lim (`n_iter`, `seed`, `on_iter`) when it is None;
+    `L = (T - 1) * hop`, or `T * hop` for a loop (`circular`)."""
     if vocoder is not None:
         return vocoder.vocode(mel, circular=circular, chunk_frames=chunk_frames)
     return mel_to_waveform(mel, params, n_iter=n_iter, seed=seed, on_iter=on_iter, circular=circular)
@@ -36,7 +36,7 @@ def image_to_audio(
     seed: int | None = 0,
     on_iter: Callable[[int], None] | None = None,
     vocoder: NeuralVocoder | str | None = None,
-    chunk_frames: int = CHUNK_FRAMES,
+    chunk_frames: int | None = None,
 ) -> tuple[np.ndarray, SpectrogramParams]:
     """Spectrogram image -> `(C, (width - 1) * hop)` float audio (unnormalised) and the params used.
 

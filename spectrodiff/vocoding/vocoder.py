@@ -40,9 +40,11 @@ MEL_FLOOR = 1.0
 MAX_MAGNITUDE = 1e3
 # More mel-consistency projections than this take longer than Griffin-Lim itself and gain nothing measurable.
 MAX_REFINE_ITERATIONS = 100
-# Frames vocoded at once (20 s at 10 ms), each chunk with its context either side: a 60 s clip in one chunk held
-# twice the memory, for the same audio (docs/studio.md, load test).
-CHUNK_FRAMES = 2048
+# Frames vocoded at once, each chunk with its context either side: at least MIN_CHUNK_FRAMES (20 s at 10 ms; a 60 s
+# clip in one chunk held twice the memory, for the same audio: docs/studio.md, load test), and at least
+# CONTEXT_SHARE times the vocoder's context, so that the context recomputed at every join stays a small part of the
+# work (docs/vocoder.md).
+MIN_CHUNK_FRAMES, CONTEXT_SHARE = 2048, 16
 
 
 class ConvNeXtBlock(nn.Module):
@@ -194,8 +196,13 @@ class NeuralVocoder(nn.Module):
                                    "vocoder trained for these parameters (`spectrodiff train-vocoder`) or "
                                    "--vocoder griffin-lim")
 
+    @property
+    def chunk_frames(self) -> int:
+        """Frames `vocode` takes at once by default."""
+        return max(MIN_CHUNK_FRAMES, CONTEXT_SHARE * self.context_frames)
+
     @torch.no_grad()
-    def vocode(self, mel: torch.Tensor, circular: bool = False, chunk_frames: int = CHUNK_FRAMES,
+    def vocode(self, mel: torch.Tensor, circular: bool = False, chunk_frames: int | None = None,
                refine_iterations: int | None = None, bass_refine_iterations: int | None = None) -> torch.Tensor:
         """Waveform of a mel of any length: the network, then the mel-consistency refinement, in chunks that share
         `context_frames` so that no join can be heard.
@@ -205,11 +212,14 @@ class NeuralVocoder(nn.Module):
             circular: the mel is one period of a loop: `T * hop` samples that repeat without a seam (exactly when
                 T is a multiple of 4, as the phase advance then wraps too; generated loops are multiples of 8). The
                 refinement then runs on the whole period at once, wrapping round, so it needs no context.
+            chunk_frames: frames made at once (default `self.chunk_frames`): fewer bound memory tighter, for the
+                same audio.
             refine_iterations, bass_refine_iterations: override the config's (both 0: the network's output alone).
         Returns:
             `(..., L)` float32 audio, `L = (T - 1) * hop` (`T * hop` when circular), as `mel_to_waveform` gives.
         """
         *lead, n_mels, width = mel.shape
+        chunk_frames = chunk_frames or self.chunk_frames
         flat = mel.reshape(-1, n_mels, width).to(self.device, self.dtype)
         config = self.config
         iterations = config.refine_iterations if refine_iterations is None else refine_iterations
