@@ -11,7 +11,7 @@ decoded to 44.1 kHz mono 16-bit WAV. Each goes through the command line exactly 
 the same image: least squares (torchaudio's InverseMelScale: `torch.linalg.lstsq`, driver gels), then 32 fast
 Griffin-Lim iterations at FFT 17640, momentum 0.99, random initial phase (torchaudio's GriffinLim, as Riffusion calls
 them). Consistency is the mel spectral convergence between the image's mel and the mel of the audio made from it
-(DESIGN.md section 5); lower is better. Speed: a 30 s image -> audio, our default as a whole cold process
+(docs/measures.md); lower is better. Speed: a 30 s image -> audio, our default as a whole cold process
 (`spectrodiff image-to-audio`, start-up included, median of `--runs`) against Riffusion's algorithm in this process
 (the faster of two runs).
 """

@@ -1,7 +1,7 @@
 """512 x 512 tile -> audio: speed and image -> audio consistency, our default vs classic Griffin-Lim (librosa).
 
 Ours is `image_to_audio` at its defaults: for Riffusion's parameters the bundled neural vocoder with its mel
-refinement (`--iters` applies when Griffin-Lim renders). Consistency (DESIGN.md section 5): spectral convergence
+refinement (`--iters` applies when Griffin-Lim renders). Consistency (docs/measures.md): spectral convergence
 between the mel decoded from the image and the mel of the reconstructed audio. The reference runs
 librosa.griffinlim (32 iterations, momentum 0.99, Riffusion's FFT size 17640) on the same least-squares magnitude,
 Riffusion's way. Real music: benchmarks/real_music.py.

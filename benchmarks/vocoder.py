@@ -6,7 +6,7 @@ Clips: `hydrogen-drumkits` (never used in training) and the held-out fifth of th
 (`python -m spectrodiff.training.recordings data/recordings`), up to 5.12 s each, chosen by a hash of their paths.
 Each clip's mel (the vocoder's parameters) is turned back into audio by Griffin-Lim at its defaults (32 iterations,
 momentum 0.99) and by the vocoder (its network alone, and with its mel-consistency refinement: the vocoder as
-generation uses it, which the bars apply to), and each is compared with the original (DESIGN.md section 5):
+generation uses it, which the bars apply to), and each is compared with the original (docs/measures.md):
 multi-resolution STFT distance and mel spectral convergence. Speed: one 5.12 s tile (512 frames), median of warm runs.
 """
 

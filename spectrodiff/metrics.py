@@ -1,4 +1,4 @@
-"""Quality measures of DESIGN.md section 5: spectral convergence, multi-resolution STFT distance, seams and loops.
+"""Quality measures (docs/measures.md): spectral convergence, multi-resolution STFT distance, seams and loops.
 
 Audio arguments are `(C, N)` or `(N,)` float waveforms in [-1, 1], numpy arrays or torch tensors.
 """
@@ -98,7 +98,7 @@ def seam_ratios(
     Args:
         audio: `(C, N)` or `(N,)`.
         boundaries: sample positions of the joins (frame `position // hop`), each inside the clip.
-        radius: frames either side; DESIGN.md's 2 by default. A click smears over the mel window (+-5 frames at
+        radius: frames either side; 2 by default. A click smears over the mel window (+-5 frames at
             Riffusion's 100 ms), and its flux can peak just outside 2 frames: a wider radius is the stricter test.
 
     Returns:
@@ -122,7 +122,7 @@ def seam_ratios(
 def seam_ratio(
     audio: AudioLike, boundaries: Iterable[int], params: SpectrogramParams, radius: int = SEAM_RADIUS
 ) -> float:
-    """DESIGN.md's seam ratio of a long clip: the largest of `seam_ratios` over its joins."""
+    """The seam ratio of a long clip: the largest of `seam_ratios` over its joins."""
     return float(seam_ratios(audio, boundaries, params, radius).max())
 
 

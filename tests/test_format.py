@@ -1,4 +1,4 @@
-"""Riffusion's image format, checked against a reference written independently from DESIGN.md section 2.
+"""Riffusion's image format, checked against a reference written independently from the facts in docs/format.md.
 
 The reference uses numpy framing and FFTs and librosa's HTK mel filters, not our torch code.
 """

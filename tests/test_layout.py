@@ -66,3 +66,26 @@ def test_training_installs_inside_the_package():
 
     assert Path(spectrodiff.training.__file__).parent.name == "training"
     assert distribution("spectrodiff").read_text("top_level.txt").split() == ["spectrodiff"]
+
+
+# Names of files that live beside the repository, not in it (spelt in two pieces so that this file does not match).
+OUTSIDE = ("DESIGN" + ".md", "../" + "shared")
+ROOT = PACKAGE.parent
+
+
+def names_outside(path: Path) -> list[str]:
+    text = path.read_text(errors="replace")
+    return [name for name in OUTSIDE if name in text]
+
+
+def test_the_repository_names_no_file_outside_it(tmp_path):
+    """A contributor who clones the project can follow every reference: code, tests, benchmarks and docs name no
+    file beside the repository. Control: a file that does is found."""
+    files = [p for folder in ("spectrodiff", "training", "tests", "benchmarks", "docs", "prompts", ".ci")
+             for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in (".py", ".md", ".yaml", ".txt", "")]
+    files += [ROOT / name for name in ("README.md", "CONTRIBUTING.md", "Makefile", "pyproject.toml")]
+    assert len(files) > 50
+    assert {str(p.relative_to(ROOT)): names_outside(p) for p in files if names_outside(p)} == {}
+    control = tmp_path / "notes.py"
+    control.write_text(f"# see {OUTSIDE[0]} section 5\n")
+    assert names_outside(control) == [OUTSIDE[0]]

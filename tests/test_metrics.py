@@ -1,4 +1,4 @@
-"""Quality measures (DESIGN.md section 5): definitions on hand-made cases, and that each one sees what it is for."""
+"""Quality measures (docs/measures.md): definitions on hand-made cases, and that each one sees what it is for."""
 
 import numpy as np
 import pytest
@@ -62,7 +62,7 @@ def test_seam_ratio_sees_a_click_but_not_the_music(params):
     clicked = audio.copy()
     clicked[0, middle:] *= -1  # a polarity flip: a hard discontinuity
     # Its flux peaks 4-5 frames either side (where the 100 ms window's slope crosses it): measured 2.8 at radius 5,
-    # 1.0 at DESIGN.md's radius 2, which is why the stricter tests also look 5 frames out.
+    # 1.0 at the default radius 2, which is why the stricter tests also look 5 frames out.
     assert seam_ratio(clicked, [middle], params, radius=5) > 2.0
     with pytest.raises(ValueError, match="outside the clip"):
         seam_ratio(audio, [middle, 10 * audio.shape[-1]], params)

@@ -25,7 +25,7 @@ ROUND_TRIP_LIMITS = {"chord": 0.09, "drums": 0.11, "noise": 0.17}
 
 
 def consistency(image, audio, params) -> float:
-    """SC between the mel an image decodes to and the mel of the audio made from it (DESIGN.md section 5)."""
+    """SC between the mel an image decodes to and the mel of the audio made from it (docs/measures.md)."""
     image_params_, max_value = image_params(image)
     decoded = image_to_mel(image, image_params_, max_value)
     return spectral_convergence(decoded, waveform_to_mel(torch.as_tensor(audio, dtype=torch.float32), params))

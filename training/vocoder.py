@@ -9,7 +9,7 @@ What an output folder holds:
     OUT/checkpoints/step-NNNNNN/                          weights (safetensors), optimizer states, step
     OUT/validation/step-NNNNNN/<clip>.wav                 the validation clips as the vocoder renders them
 
-The loss is the benchmark's multi-resolution STFT distance (DESIGN.md section 5) plus an L1 distance of log mels
+The loss is the benchmark's multi-resolution STFT distance (docs/measures.md) plus an L1 distance of log mels
 in the vocoder's own parameters; with `adversarial_weight` above 0, a multi-resolution spectrogram discriminator
 (UnivNet's, as Vocos uses) adds hinge and feature-matching losses from `adversarial_start` on. The loop is
 `training/core.py`'s; as with `train`, resuming is exact: step s's segments come from a generator seeded by
