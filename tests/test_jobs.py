@@ -1,7 +1,8 @@
-"""The job declarations (spectrodiff/generation/jobs.py) are the one place a mode's settings live: the command line,
-batch lines, the HTTP API, the studio and the sidecar all take them from there and word a bad value alike."""
+"""The job declarations (spectrodiff/generation/jobs.py, on spectrodiff/settings.py) are the one place a mode's
+settings live: the command line, batch lines, the HTTP API, the studio and the sidecar all take them from there and
+word a bad value alike."""
 
-import dataclasses
+import inspect
 import json
 import math
 from pathlib import Path
@@ -9,15 +10,17 @@ from pathlib import Path
 import pytest
 import typer
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter, ValidationError
 from typer.testing import CliRunner
 
 from spectrodiff import SpectrodiffError
-from spectrodiff.cli import app, job_options
-from spectrodiff.generation import jobs
-from spectrodiff.generation.jobs import JOBS, REQUIRED, GenerateJob, Keyframe, check, job_from_dict, setting, span
+from spectrodiff.cli import app
+from spectrodiff.generation.batch import line_job
+from spectrodiff.generation.jobs import JOBS, GenerateJob, Keyframe, job_from_dict
 from spectrodiff.generation.modes import MODES
+from spectrodiff.settings import REQUIRED, check_value, cli_parameters, error_line, range_words, setting, spec_of
 from spectrodiff.web import Studio, create_app
-from spectrodiff.web.api import request_model, upload_parameters
+from spectrodiff.web.api import request_body, request_model, upload_parameters
 from spectrodiff.web.service import SERVER_CONTROLLED, SERVER_HIGHS
 
 # The fields each mode requires, filled in.
@@ -32,7 +35,6 @@ REQUIRED_VALUES = {
 }
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class SwingJob(GenerateJob):
     """A mode with one more setting, declared as a contributor would add it."""
 
@@ -42,8 +44,8 @@ class SwingJob(GenerateJob):
 def test_every_mode_has_a_declaration_and_every_setting_its_help():
     assert set(JOBS) == set(MODES)
     for mode, job in JOBS.items():
-        for name, f in job.fields().items():
-            assert f.metadata["spec"].help, f"{mode}.{name} has no help"
+        for name, f in job.model_fields.items():
+            assert spec_of(f).help, f"{mode}.{name} has no help"
 
 
 @pytest.mark.parametrize("mode", sorted(JOBS))
@@ -63,36 +65,64 @@ def test_every_face_takes_every_setting(mode):
     options = {p.name for p in command.params} if command else set()
     uploads = mode in ("remix", "extend", "inpaint")
     api = {p.name for p in upload_parameters(mode)} if uploads else set(request_model(mode).model_fields)
-    for name, f in JOBS[mode].fields().items():
-        spec = f.metadata["spec"]
+    for name, f in JOBS[mode].model_fields.items():
+        spec = spec_of(f)
         if command is not None and spec.cli != "":
             assert name in options, f"spectrodiff {mode} lacks {name}"
-        if name not in SERVER_CONTROLLED and not (uploads and name == "audio") and f.type not in (Path, Path | None):
+        if name not in SERVER_CONTROLLED and not (uploads and name == "audio") and f.annotation not in (Path,
+                                                                                                       Path | None):
             assert name in api, f"POST /api/{mode} lacks {name}"
-        if spec.high is not None and f.type in (int, float) and mode != "riffuse":
+        if spec.high is not None and f.annotation in (int, float) and mode != "riffuse":
             assert control(mode, name).maximum == min(SERVER_HIGHS.get(name, spec.high), spec.high), \
                 f"the studio's {name}: the command line's range, or the server's where it is tighter"
 
 
 def test_a_new_setting_is_one_declaration(monkeypatch):
-    """Adding a field to a job class puts it on the command line (with its range in --help), in the API's schema,
-    in batch lines and in the sidecar's job, each checking it the same way."""
+    """Adding a field to a job class puts it on the command line (with its range in --help), in the API's schema and
+    requests, in batch lines, in the studio and in the sidecar's job, each checking it the same way."""
     monkeypatch.setitem(JOBS, "generate", SwingJob)
-    option = next(p for p in job_options(SwingJob) if p.name == "swing")
+    option = next(p for p in cli_parameters(SwingJob) if p.name == "swing")
     assert option.default == 0.0 and "between 0 and 0.75" in option.annotation.__metadata__[0].help
+    assert swing_on_the_command_line("--swing", "0.5") == (0, "0.5\n")
+    assert swing_on_the_command_line("--swing", "0.9") == (2, "--swing must be between 0 and 0.75, got 0.9")
     schema = request_model("generate").model_json_schema()["properties"]["swing"]
     assert (schema["default"], schema["minimum"], schema["maximum"]) == (0.0, 0, 0.75)
-    job = job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.5})
-    assert job.to_dict()["swing"] == 0.5
+    request = TypeAdapter(request_body("generate"))
+    assert request.validate_python({"prompt": "funk", "swing": 0.5}).swing == 0.5
+    with pytest.raises(ValidationError) as refused:
+        request.validate_python({"prompt": "funk", "swing": 0.9})
+    assert error_line(refused.value, SwingJob) == "swing must be between 0 and 0.75, got 0.9"
+    job = line_job({"mode": "generate", "prompt": "funk", "swing": 0.5})
+    assert list(job.to_dict())[:6] == ["mode", "prompt", "seed", "guidance", "negative", "seconds"]
+    assert job.to_dict()["swing"] == 0.5 and list(job.to_dict())[-6:] == ["swing", "steps", "scheduler", "iters",
+                                                                          "vocoder", "sample_rate"]
     assert studio_settings()["swing"].maximum == 0.75
     with pytest.raises(SpectrodiffError, match=r"^swing must be between 0 and 0.75, got 0.9$"):
-        job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.9})
+        line_job({"mode": "generate", "prompt": "funk", "swing": 0.9})
     # Control: without the declaration the field is unknown everywhere.
     monkeypatch.setitem(JOBS, "generate", GenerateJob)
     assert "swing" not in request_model("generate").model_json_schema()["properties"]
     with pytest.raises(SpectrodiffError, match="unknown field 'swing'"):
-        job_from_dict({"mode": "generate", "prompt": "funk", "swing": 0.5})
+        line_job({"mode": "generate", "prompt": "funk", "swing": 0.5})
     assert "swing" not in studio_settings()
+    assert "swing" not in {p.name for p in cli_parameters(GenerateJob)}
+
+
+def swing_on_the_command_line(*args: str) -> tuple[int, str]:
+    """A command whose options are SwingJob's, as `spectrodiff generate` makes its own: (exit code, output)."""
+    command_line = typer.Typer()
+
+    def swing(**values) -> None:
+        try:
+            print(SwingJob.from_dict(values, flag=True).swing)
+        except SpectrodiffError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    swing.__signature__ = inspect.Signature(cli_parameters(SwingJob))
+    command_line.command()(swing)
+    result = CliRunner().invoke(command_line, ["funk", *args])
+    return result.exit_code, result.output if result.exit_code == 0 else result.output.split("Invalid value: ")[-1]\
+        .split("\n")[0].rstrip(" │")
 
 
 def studio_settings() -> dict:
@@ -116,18 +146,18 @@ def studio_settings() -> dict:
     (None, int, "seed is required"),
 ])
 def test_check_words_every_bad_value(value, kind, message):
-    spec = GenerateJob.fields()["seed"].metadata["spec"]
+    spec = spec_of(GenerateJob.model_fields["seed"])
     with pytest.raises(SpectrodiffError, match=f"^{message.replace('(', '[(]').replace(')', '[)]')}$"):
-        check("seed", value, kind, spec)
-    assert check("seed", 7, int, spec) == 7  # control: a good value passes unchanged
+        check_value("seed", value, kind, spec)
+    assert check_value("seed", 7, int, spec) == 7  # control: a good value passes unchanged
 
 
 def test_ranges_read_as_words():
-    fields = GenerateJob.fields()
-    assert span(fields["seconds"].metadata["spec"]) == "in (0, 600]"
-    assert span(fields["steps"].metadata["spec"]) == "between 1 and 1000"
-    assert span(fields["steps"].metadata["spec"], high=100) == "between 1 and 100"
-    assert span(fields["prompt"].metadata["spec"], text=True) == "at most 1000 characters"
+    fields = GenerateJob.model_fields
+    assert range_words(spec_of(fields["seconds"])) == "in (0, 600]"
+    assert range_words(spec_of(fields["steps"])) == "between 1 and 1000"
+    assert range_words(spec_of(fields["steps"]), high=100) == "between 1 and 100"
+    assert range_words(spec_of(fields["prompt"]), text=True) == "at most 1000 characters"
     with pytest.raises(SpectrodiffError, match="prompt is empty"):
         GenerateJob(prompt="  ")
     with pytest.raises(SpectrodiffError, match="prompt is 1001 characters; at most 1000 characters"):
@@ -143,7 +173,7 @@ def test_keyframes_are_checked_field_by_field():
         job_from_dict({"mode": "morph", "keyframes": [{"prompt": "a"}]})
     with pytest.raises(SpectrodiffError, match="the keyframes' seconds add up to 700; at most 600"):
         job_from_dict({"mode": "compose", "keyframes": [{"prompt": "a", "seconds": 350}] * 2})
-    assert Keyframe("a", seed=3) == jobs.keyframe_from({"prompt": "a", "seed": 3}, "here")
+    assert Keyframe("a", seed=3) == Keyframe.from_dict({"prompt": "a", "seed": 3})
 
 
 def test_one_bad_value_reads_alike_on_every_face(tmp_path, model_dir, pipe):
@@ -169,7 +199,7 @@ def test_one_bad_value_reads_alike_on_every_face(tmp_path, model_dir, pipe):
 
 def test_required_settings_have_no_default():
     for mode, values in REQUIRED_VALUES.items():
-        required = {name for name, f in JOBS[mode].fields().items() if f.default is REQUIRED}
+        required = {name for name, f in JOBS[mode].model_fields.items() if f.default is REQUIRED}
         assert required == set(values), mode
         for name in required:
             with pytest.raises(SpectrodiffError, match=f"{name} is required"):
@@ -179,3 +209,29 @@ def test_required_settings_have_no_default():
 def test_paths_survive_the_sidecar():
     job = job_from_dict({"mode": "remix", "audio": "in/song.wav", "prompt": "organ"})
     assert job.audio == Path("in/song.wav") and job.to_dict()["audio"] == "in/song.wav"
+
+
+def test_a_sidecars_job_keeps_its_fields_and_their_order():
+    """Old sidecars and batch files redo their results: the record of a job is as it was (settings in declaration
+    order, how it renders last; the length worked out from the tempo; the key spelled out)."""
+    job = job_from_dict({"mode": "generate", "prompt": "funk", "bpm": 120, "seconds": 9.5, "key": "f minor"})
+    assert json.dumps(job.to_dict()) == (
+        '{"mode": "generate", "prompt": "funk", "seed": 0, "guidance": 7.0, "negative": "", "seconds": 10.0, '
+        '"loop": true, "bpm": 120.0, "bars": 5, "key": "F minor", "meter": "4/4", "steps": 25, "scheduler": null, '
+        '"iters": 32, "vocoder": null, "sample_rate": null}')
+    inpaint = job_from_dict({"mode": "inpaint", "audio": "in/take.wav", "prompt": "fill", "start": 1, "end": 2})
+    assert json.dumps(inpaint.to_dict()) == (
+        '{"mode": "inpaint", "audio": "in/take.wav", "prompt": "fill", "seed": 0, "guidance": 7.0, "negative": "", '
+        '"start": 1.0, "end": 2.0, "steps": 25, "scheduler": null, "iters": 32, "vocoder": null, "sample_rate": null, '
+        '"encode_steps": null}')
+
+
+def test_replace_checks_and_works_the_length_out_again():
+    """`replace` checks its values as a new job would (pydantic's model_copy does not), and what the job worked out
+    from its settings (bars from seconds) follows the change."""
+    job = GenerateJob(prompt="funk", bpm=120, seconds=9.5)
+    assert (job.replace(seed=3).seed, job.replace(seed=3).bars) == (3, 5)
+    assert job.replace(bpm=60).bars == 2  # 4 s bars: 9.5 s is nearest 2 of them
+    with pytest.raises(SpectrodiffError, match="^seed must be between 0 and 4294967295, got 4294967296$"):
+        job.replace(seed=2**32)
+    assert job.model_copy(update={"seed": 2**32}).seed == 2**32  # the control: model_copy takes anything

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SpectrodiffError
 from ..files import DEFAULT_OUTPUT_DIR
-from .jobs import JOBS, Job, Spec, check, job_from_dict, shown
+from ..settings import Spec, check_value, quote_value
+from .jobs import JOBS, Job, job_from_dict
 from .paths import file_stem, output_paths
 
 if TYPE_CHECKING:  # the lines are checked before a model loads, without torch (`line_job`, `line_target`)
@@ -25,12 +26,13 @@ def line_job(line: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
     """The job of a batch line: a job's fields (`mode` first) and optionally `out` and `overwrite`; `defaults` (the
     batch command's own options) fill the shared settings the line leaves out."""
     mode = line.get("mode") if isinstance(line, Mapping) else None
-    fields = JOBS[mode].fields() if isinstance(mode, str) and mode in JOBS else {}
+    fields = JOBS[mode].model_fields if isinstance(mode, str) and mode in JOBS else {}
     if "out" in line and not isinstance(line["out"], str):
-        raise SpectrodiffError(f"out must be a file or folder name, got {shown(line['out'])}")
+        raise SpectrodiffError(f"out must be a file or folder name, got {quote_value(line['out'])}")
     if "overwrite" in line:
-        check("overwrite", line["overwrite"], bool, Spec("Replace this line's existing files."))
-    return job_from_dict({k: v for k, v in (defaults or {}).items() if k in fields} | dict(line), ignore=LINE_FIELDS)
+        check_value("overwrite", line["overwrite"], bool, Spec("Replace this line's existing files."))
+    job = {k: v for k, v in line.items() if k not in LINE_FIELDS}
+    return job_from_dict({k: v for k, v in (defaults or {}).items() if k in fields} | job)
 
 
 def line_target(job: Job, line: Mapping[str, Any], out: Path | None, claimed: frozenset[Path] = frozenset()) -> Path:
@@ -98,7 +100,7 @@ def run_line(pipe: SpectrodiffPipeline, line: Mapping[str, Any], defaults: Mappi
              overwrite: bool = False, target: Path | None = None) -> Result | None:
     """Run one batch line (`line_job`) into `target` (default `line_target`); None, without running, when its files
     are there from the same job (unless `overwrite` or the line's own "overwrite" asks to make them again)."""
-    from .modes import run
+    from .modes import make
     from .output import Output
 
     job = line_job(line, defaults)
@@ -106,4 +108,4 @@ def run_line(pipe: SpectrodiffPipeline, line: Mapping[str, Any], defaults: Mappi
     overwrite = overwrite or bool(line.get("overwrite"))
     if not overwrite and made_before(pipe, job, output_paths(target, job, overwrite=True)):
         return None
-    return run(pipe, job, Output(target, progress, overwrite))
+    return make(pipe, job, Output(target, progress, overwrite))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import SpectrodiffError
 from ..files import DEFAULT_OUTPUT_DIR, check_writable
-from .jobs import Job, Keyframe, number
+from ..settings import number_words
+from .jobs import Job, Keyframe
 from .musical import parse_key
 
 OUTPUT_SUFFIXES = (".wav", ".flac")
@@ -49,7 +50,7 @@ def file_stem(job: Job) -> str:
     if bpm is None:
         return slug
     key = f"_{parse_key(key).short}" if key else ""
-    return f"{slug}_{number(bpm)}bpm{key}_s{seed}"
+    return f"{slug}_{number_words(bpm)}bpm{key}_s{seed}"
 
 
 def slug_and_seed(job: Job) -> tuple[str, int]:

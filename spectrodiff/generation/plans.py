@@ -7,9 +7,11 @@ import math
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from ..errors import SpectrodiffError
-from .jobs import KEYFRAME_TYPES, ComposeJob, Keyframe, Spec, check, keyframe_from, shown
+from ..settings import Spec, check_value, error_words, first_error, quote_value, spec_of
+from .jobs import ComposeJob, Keyframe
 from .musical import MAX_BARS, bar_seconds, whole_bars
 
 PLAN_FIELDS = {"keyframes", "transition", "bpm", "meter"}
@@ -87,18 +89,23 @@ def keyframe_from_lines(data: dict, lines: tuple[int, dict], path: Path,
     start, key_lines = lines
     fields = dict(data)
     at = lambda name: f"{path} line {key_lines.get(name, start)}"  # noqa: E731
-    unknown = sorted(set(fields) - set(KEYFRAME_TYPES) - {"bars"}, key=str)
+    unknown = sorted(set(fields) - set(Keyframe.model_fields) - {"bars"}, key=str)
     if unknown:  # bars is a plan's word for seconds: a field here, unknown to a Keyframe
-        raise SpectrodiffError(f"{at(unknown[0])}: unknown field {shown(unknown[0])} (fields: "
-                               f"{', '.join([*KEYFRAME_TYPES, 'bars'])})")
+        raise SpectrodiffError(f"{at(unknown[0])}: unknown field {quote_value(unknown[0])} (fields: "
+                               f"{', '.join([*Keyframe.model_fields, 'bars'])})")
     if "bars" in fields:
         if tempo is None:
             raise SpectrodiffError(f"{at('bars')}: bars needs the plan's bpm")
         if "seconds" in fields:
             raise SpectrodiffError(f"{at('bars')}: give bars or seconds, not both")
-        bars = check(f"{at('bars')}: bars", fields.pop("bars"), int, Spec("", low=1, high=MAX_BARS))
+        bars = check_value(f"{at('bars')}: bars", fields.pop("bars"), int, Spec("", low=1, high=MAX_BARS))
         fields["seconds"] = bars * bar_seconds(*tempo)
-    keyframe = keyframe_from(fields, at)
+    try:
+        keyframe = Keyframe.model_validate(fields)
+    except ValidationError as exc:  # named by the line of the field at fault
+        error = first_error(exc, Keyframe)
+        where = at(error["loc"][0] if error["loc"] else None)
+        raise SpectrodiffError(f"{where}: {error_words(error, Keyframe)}") from None
     if tempo is not None and keyframe.seconds is not None:
         whole_bars(keyframe.seconds, *tempo, at("seconds"))
     return keyframe
@@ -115,18 +122,19 @@ def load_plan(path: Path) -> dict:
         raise SpectrodiffError(f"{path}: a plan needs a non-empty 'keyframes' list")
     unknown = sorted(set(data) - PLAN_FIELDS, key=str)
     if unknown:
-        raise SpectrodiffError(f"{path}: unknown field {shown(unknown[0])} (fields: {', '.join(sorted(PLAN_FIELDS))})")
+        raise SpectrodiffError(f"{path}: unknown field {quote_value(unknown[0])} (fields: "
+                               f"{', '.join(sorted(PLAN_FIELDS))})")
     plan = {}
     for name in ("transition", "bpm", "meter"):
         if name in data:
-            f = ComposeJob.fields()[name]
+            f = ComposeJob.model_fields[name]
             label = f"{path} line {lines[id(data)][1][name]}: {name}"
-            plan[name] = check(label, data[name], f.type, f.metadata["spec"])
+            plan[name] = check_value(label, data[name], f.annotation, spec_of(f))
     tempo = (plan["bpm"], plan.get("meter", "4/4")) if plan.get("bpm") is not None else None
     keyframes = []
     for item in data["keyframes"]:
         if not isinstance(item, dict):
-            raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {shown(item)}")
+            raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {quote_value(item)}")
         keyframe = keyframe_from_lines(item, lines[id(item)], path, tempo)
         if keyframe.seconds is None:
             raise SpectrodiffError(f"{path} line {lines[id(item)][0]}: keyframe has no seconds")
@@ -163,7 +171,7 @@ def _finite_float(text: str) -> float:
     """A JSON number as a float; ValueError for one beyond the float range (1e400), which would read as infinity."""
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"{shown(text)} is beyond the range of numbers")
+        raise ValueError(f"{quote_value(text)} is beyond the range of numbers")
     return value
 
 

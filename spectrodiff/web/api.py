@@ -14,11 +14,12 @@ import anyio.from_thread
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, WrapValidator
 
 from ..codec.audio import AUDIO_SUFFIXES
 from ..errors import SpectrodiffError
-from ..generation.jobs import JOBS, KEYFRAME_TYPES, MAX_SEED, REQUIRED, Keyframe, Spec, shown
+from ..generation.jobs import JOBS, MAX_SEED, Job
+from ..settings import REFUSED, REQUIRED, error_words, quote_value, spec_of
 from .service import (
     IMAGE_SUFFIXES,
     MAX_UPLOAD_BYTES,
@@ -31,51 +32,38 @@ from .service import (
     TooLarge,
 )
 
-# ---- request schemas, made from the job declarations (spectrodiff/generation/jobs.py) ------------------------------
-# Types, defaults and help come from the declarations; ranges are checked by the jobs themselves, so that a bad
-# value is answered (400) in the same words as on the command line; the schema documents them. Like a batch line, a
-# JSON request names only its fields and gives each its own type: "bmp" or "bpm": "120" is refused, not dropped or
-# converted (a JSON whole number still serves where a number is wanted).
-STRICT = ConfigDict(extra="forbid", strict=True)
+# ---- requests: the job declarations themselves (spectrodiff/generation/jobs.py) ------------------------------------
+# A JSON request is the mode's job, checked by its declaration with the server's tighter limits (SERVER_HIGHS), so
+# that a bad value is answered (422) in the same words as on the command line. Like a batch line, a request names
+# only its fields and gives each its own type: "bmp" or "bpm": "120" is refused, not dropped or converted (a JSON
+# whole number still serves where a number is wanted).
 
 
-def _field(name: str, kind: Any, default: Any, spec: Spec) -> tuple[Any, Any]:
-    high = SERVER_HIGHS.get(name, spec.high)
-    limits = {} if isinstance(kind, type) and kind is str else {
-        **({"minimum": spec.low} if spec.low is not None else {}), **({"maximum": high} if high is not None else {})}
-    return kind, Field(... if default is REQUIRED else default, description=spec.help,
-                       json_schema_extra=limits or None)
+def request_model(mode: str) -> type[Job]:
+    """The JSON request of a mode: its job."""
+    return JOBS[mode]
 
 
-KeyframeInput = create_model("KeyframeInput", __config__=STRICT, **{
-    f.name: _field(f.name, KEYFRAME_TYPES[f.name], f.default, f.metadata["spec"])
-    for f in Keyframe.__dataclass_fields__.values()})
-
-
-def request_model(mode: str) -> type[BaseModel]:
-    """The JSON request of a mode: its job's fields, less what the server controls and files."""
-    fields = {}
-    for name, f in JOBS[mode].fields().items():
-        kind = f.type
-        if name in SERVER_CONTROLLED or kind in (FilePath, FilePath | None):
-            continue
-        if typing.get_origin(kind) is tuple:
-            kind = list[KeyframeInput]
-        elif kind is Keyframe:
-            kind = KeyframeInput
-        fields[name] = _field(name, kind, f.default, f.metadata["spec"])
-    return create_model(f"{mode.title()}Request", __config__=STRICT, **fields)
+def request_body(mode: str) -> Any:
+    """A mode's job as FastAPI reads a request's body: validated with the server's limits."""
+    model = request_model(mode)
+    return typing.Annotated[model, WrapValidator(
+        lambda value, _: model.model_validate(value, context={"highs": SERVER_HIGHS}))]
 
 
 def upload_parameters(mode: str) -> list[inspect.Parameter]:
-    """Form fields of an upload mode (the audio comes as the file)."""
+    """Form fields of an upload mode (the audio comes as the file; what the server controls is not asked). Forms
+    are text, so FastAPI reads their numbers; the job then checks them."""
     params = []
-    for name, f in JOBS[mode].fields().items():
-        if name in SERVER_CONTROLLED or f.type is FilePath:
+    for name, f in JOBS[mode].fields_in_order().items():
+        if name in SERVER_CONTROLLED or f.annotation in (FilePath, FilePath | None):
             continue
-        kind, info = _field(name, f.type, f.default, f.metadata["spec"])
-        form = Form(description=info.description, json_schema_extra=info.json_schema_extra)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=typing.Annotated[kind, form],
+        spec = spec_of(f)
+        bounds = {} if f.annotation is str else {"minimum": spec.low, "maximum": SERVER_HIGHS.get(name, spec.high)}
+        limits = {key: bound for key, bound in bounds.items() if bound is not None}
+        form = Form(description=spec.help, json_schema_extra=limits or None)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                        annotation=typing.Annotated[f.annotation, form],
                                         default=inspect.Parameter.empty if f.default is REQUIRED else f.default))
     return params
 
@@ -164,14 +152,13 @@ def _gone(connection: Request) -> Callable[[], bool]:
 
 def _json_route(studio: Studio, mode: str):
     """`POST /api/<mode>` taking the mode's JSON request."""
-    model = request_model(mode)
 
     async def route(request, connection: Request) -> ResultOutput:
-        job = studio.job(mode, request.model_dump(exclude_unset=True))
-        return _result(await _in_thread(studio.run, job, None, _gone(connection)))
+        job = studio.job(mode, request.model_dump(exclude_unset=True))  # the server's choices and whole-clip limits
+        return _result(await _in_thread(studio.perform, job, None, _gone(connection)))
 
     route.__signature__ = inspect.Signature([inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY,
-                                                               annotation=model), _CONNECTION])
+                                                               annotation=request_body(mode)), _CONNECTION])
     return route
 
 
@@ -180,7 +167,7 @@ def _upload_route(studio: Studio, mode: str):
     async def route(file: UploadFile, connection: Request, **fields) -> ResultOutput:
         with await _upload(studio, file) as audio:
             job = studio.job(mode, {"audio": audio, **{k: v for k, v in fields.items() if v is not None}})
-            return _result(await _in_thread(studio.run, job, None, _gone(connection)))
+            return _result(await _in_thread(studio.perform, job, None, _gone(connection)))
 
     route.__signature__ = inspect.Signature([inspect.Parameter("file", inspect.Parameter.KEYWORD_ONLY,
                                                                annotation=Upload), _CONNECTION,
@@ -286,8 +273,10 @@ def install_error_handlers(app: FastAPI) -> None:
         lines = []
         for e in exc.errors():
             *within, name = [str(p) for p in e["loc"] if p != "body"] or [""]
-            if e["type"] == "extra_forbidden":  # worded as a batch line's
-                lines.append(f"{'.'.join(within) + ': ' if within else ''}unknown field {shown(name)}")
+            if e["type"] in (REFUSED, "string_unicode"):  # a value the declaration refuses: as everywhere else
+                lines.append(error_words({**e, "loc": tuple(p for p in e["loc"] if p != "body")}))
+            elif e["type"] == "extra_forbidden":  # worded as a batch line's
+                lines.append(f"{'.'.join(within) + ': ' if within else ''}unknown field {quote_value(name)}")
             else:
                 lines.append(f"{'.'.join([*within, name])}: {e['msg']}")
         return JSONResponse({"detail": "; ".join(lines)}, status_code=refused(request))
