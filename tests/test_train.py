@@ -25,16 +25,15 @@ from spectrodiff.generation.timeline import Timeline
 from spectrodiff.signals import chord, drums
 from spectrodiff.testing import build_tiny_pipeline
 from spectrodiff.training.core import (
-    LR_SCHEDULES,
-    Schedule,
     Task,
     Update,
     learning_rate_scheduler,
     read_log,
-    run,
     step_generator,
+    train_loop,
     weights_digest,
 )
+from spectrodiff.training.options import LR_SCHEDULES, Schedule, with_config
 from spectrodiff.training.prepare import prepare_dataset
 from spectrodiff.training.train import LOG_COLUMNS, TrainOptions, train
 
@@ -265,7 +264,7 @@ def test_prompts_steer_generations_toward_their_styles(dataset, tmp_path):
     the two prompts give the same centroid: a random decoder paints every latent alike.)"""
     from spectrodiff.bundled import MODELS_DIR as BUNDLED_MODELS_DIR
     from spectrodiff.generation.jobs import GenerateJob
-    from spectrodiff.generation.modes import generate
+    from spectrodiff.generation.modes import make
     from spectrodiff.generation.output import Output
     from spectrodiff.generation.pipeline import SpectrodiffPipeline
 
@@ -282,8 +281,8 @@ def test_prompts_steer_generations_toward_their_styles(dataset, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     centroids = {}
     for prompt in ("piano chords", "drum beat"):
-        results = [generate(pipe, GenerateJob(prompt=prompt, seed=seed, seconds=1.28, loop=False, steps=12, iters=8),
-                            Output(tmp_path / f"{prompt}-{seed}.wav"))
+        results = [make(pipe, GenerateJob(prompt=prompt, seed=seed, seconds=1.28, loop=False, steps=12, iters=8),
+                        Output(tmp_path / f"{prompt}-{seed}.wav"))
                    for seed in range(3)]
         centroids[prompt] = [spectral_centroid(soundfile.read(r.audio, always_2d=True)[0].T) for r in results]
     data = {name: np.mean([spectral_centroid(soundfile.read(p)[0]) for p in (catalogue / name).glob("*.wav")])
@@ -320,6 +319,38 @@ def test_bad_input_is_one_line(case, dataset, tmp_path, monkeypatch, capsys):
     stdout, stderr = capsys.readouterr()
     assert status != 0 and "Traceback" not in stdout + stderr
     assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:"), stderr
+
+
+@pytest.mark.parametrize(("command", "config_text"), [
+    ("train", TINY.read_text().replace("  batch_size: 4\n", "  batch_size: 0\n")),
+    ("train-vocoder", "training:\n  batch_size: 0\n")])
+def test_an_option_out_of_range_reads_the_same_from_the_command_line_and_a_config(command, config_text, dataset,
+                                                                                 tmp_path):
+    """One declaration checks both faces: `--batch-size 0` on the command line and `batch_size: 0` in a config's
+    training section are the same line, before any work; the command line's value stands over the config's."""
+    assert "batch_size: 0" in config_text  # control: the config holds the bad value
+    config = tmp_path / "zero.yaml"
+    config.write_text(config_text)
+    good = tmp_path / "good.yaml"
+    good.write_text(config_text.replace("batch_size: 0", "batch_size: 2"))
+    from_cli = invoke(command, dataset, "-o", tmp_path / "a", "--config", good, "--batch-size", 0)
+    from_config = invoke(command, dataset, "-o", tmp_path / "b", "--config", config)
+    for result in (from_cli, from_config):
+        assert result.exit_code == 1 and result.stderr.splitlines() == [
+            "error: --batch-size must be between 1 and 4096, got 0"], result.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    options = TrainOptions(dataset, tmp_path / "c", config=config, batch_size=2)
+    assert with_config(options, {"batch_size": 0, "lr": 0.5}).batch_size == 2  # given: the config's does not apply
+    assert with_config(options, {"batch_size": 0, "lr": 0.5}).lr == 0.5  # not given: the config's does
+
+
+def test_the_learning_rate_defaults_by_what_is_trained(dataset, tmp_path):
+    """1e-5 for full fine-tuning of a base, else 1e-4; a given rate, or a config's, stands."""
+    assert TrainOptions(dataset, tmp_path, base="some/model").lr == 1e-5
+    assert TrainOptions(dataset, tmp_path, base="some/model", lora_rank=4).lr == 1e-4
+    assert TrainOptions(dataset, tmp_path, config=TINY).lr == 1e-4
+    assert TrainOptions(dataset, tmp_path, base="some/model", lr=3e-3).lr == 3e-3
+    assert with_config(TrainOptions(dataset, tmp_path, base="some/model"), {"lr": 2e-2}).lr == 2e-2
 
 
 def test_options_are_checked_before_work(dataset, tmp_path):
@@ -375,8 +406,7 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path, dataset):
     assert not torch.equal(before.vae.decoder.conv_out.weight, after.vae.decoder.conv_out.weight)
     with pytest.raises(SpectrodiffError, match="not an empty folder"):
         finetune_decoder(opts, log=lambda _: None)
-    opts.resume, opts.max_steps = "latest", 31
-    assert finetune_decoder(opts, log=lambda _: None)["steps"] == 31
+    assert finetune_decoder(opts.replace(resume="latest", max_steps=31), log=lambda _: None)["steps"] == 31
 
 
 @pytest.mark.slow
@@ -484,13 +514,13 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(name, tmp_path):
     "internal error (PytorchStreamReader failed reading zip archive ...)" naming no file, or safetensors' "invalid
     header length". The control: the same checkpoint whole resumes."""
     schedule = dict(lr=0.01, lr_schedule="warmup-constant", ema=0.9, checkpoint_every=1, log=lambda _: None)
-    run(TwoLines(), Schedule(max_steps=1, **schedule), tmp_path, None, {"task": "two lines"})
-    run(TwoLines(), Schedule(max_steps=2, **schedule), tmp_path, "latest", {"task": "two lines"})
+    train_loop(TwoLines(), Schedule(max_steps=1, **schedule), tmp_path, None, {"task": "two lines"})
+    train_loop(TwoLines(), Schedule(max_steps=2, **schedule), tmp_path, "latest", {"task": "two lines"})
     damaged = tmp_path / "checkpoints" / "step-000002" / name
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     with pytest.raises(SpectrodiffError, match=f"cannot resume: {re.escape(str(damaged.resolve()))} is missing "
                                                r"or damaged \(\w"):
-        run(TwoLines(), Schedule(max_steps=3, **schedule), tmp_path, "latest", {"task": "two lines"})
+        train_loop(TwoLines(), Schedule(max_steps=3, **schedule), tmp_path, "latest", {"task": "two lines"})
 
 
 @pytest.mark.parametrize("part", ["unet", "vae"])

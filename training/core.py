@@ -2,8 +2,8 @@
 the neural vocoder (`vocoder.py`).
 
 A trainer describes its work as a `Task`: the updates of a step (each an optimizer and the loss it follows), its
-batches, its validation, what a checkpoint holds besides weights and optimizers, and its output. `run` does the
-rest, the same way for all three:
+batches, its validation, what a checkpoint holds besides weights and optimizers, and its output. `train_loop`
+does the rest, the same way for all three:
 
 - devices, processes and mixed precision by accelerate's `Accelerator`; gradient accumulation by
   `accelerator.accumulate`; clipping by `accelerator.clip_grad_norm_`;
@@ -27,13 +27,12 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import pickle
 import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,8 @@ from safetensors.torch import load_file, save_file
 
 from spectrodiff.errors import SpectrodiffError
 
+from .options import LR_RULES, Schedule
+
 CHECKPOINTS = "checkpoints"
 LOG = "train_log.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -51,68 +52,6 @@ RUN_FILE = "run.json"
 STATE_FILE = "state.json"
 TRAINABLE_FILE = "trainable.safetensors"
 EMA_FILE = "ema.safetensors"
-MIXED_PRECISION = ("no", "fp16", "bf16")
-# diffusers' schedules (diffusers.optimization.SchedulerType), by name.
-DIFFUSERS_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-
-
-def _warmup(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / warmup) if warmup else 1.0
-
-
-def _cosine(step: int, total: int) -> float:
-    return 0.5 * (1 + math.cos(math.pi * step / total))
-
-
-# The trainers' own rules: the factor of the base rate at optimizer step `s` (from 0) of `total`, after `warmup`.
-LR_RULES: dict[str, Callable[[int, int, int], float]] = {
-    "warmup-constant": lambda s, warmup, total: _warmup(s, warmup),  # train's
-    "warmup-cosine": lambda s, warmup, total: _warmup(s, warmup) * _cosine(s, total),  # train-vocoder's
-    "cosine-to-tenth": lambda s, warmup, total: 0.1 + 0.9 * _cosine(s, total),  # the decoder's
-}
-LR_SCHEDULES = (*LR_RULES, *DIFFUSERS_SCHEDULES)
-
-
-@dataclass
-class Schedule:
-    """How long and how a run trains: the options every trainer shares."""
-
-    max_steps: int
-    lr: float
-    lr_schedule: str
-    warmup_steps: int = 0
-    grad_accum: int = 1
-    checkpoint_every: int = 500
-    validate_every: int = 500
-    keep_checkpoints: int = 3
-    seed: int = 0
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
-    mixed_precision: str | None = None  # None: accelerate's launch configuration
-    device: str | None = None  # "cpu" keeps a machine with a GPU on the CPU; None: accelerate's choice
-    log_every: int = 50
-    log: Callable[[str], None] = field(default=print, repr=False)
-
-    def check(self) -> None:
-        """SpectrodiffError naming the option (as the command line spells it) of the first value out of range."""
-        whole = [("max-steps", self.max_steps, 1, 10_000_000), ("grad-accum", self.grad_accum, 1, 1024),
-                 ("warmup-steps", self.warmup_steps, 0, 10_000_000), ("checkpoint-every", self.checkpoint_every, 1,
-                                                                      None),
-                 ("validate-every", self.validate_every, 1, None), ("keep-checkpoints", self.keep_checkpoints, 1,
-                                                                     None)]
-        for name, value, low, high in whole:
-            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
-                span = f"between {low} and {high}" if high else f"at least {low}"
-                raise SpectrodiffError(f"--{name} must be a whole number {span}, got {value!r}")
-        if not (isinstance(self.lr, int | float) and 0 < self.lr <= 1 and math.isfinite(self.lr)):
-            raise SpectrodiffError(f"--lr must be in (0, 1], got {self.lr!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SpectrodiffError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if not (isinstance(self.ema, int | float) and 0 <= self.ema < 1):
-            raise SpectrodiffError(f"--ema must be a decay in [0, 1), got {self.ema!r}")
-        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
-            raise SpectrodiffError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
-
-
 def _always(step: int) -> bool:
     return True
 
@@ -129,11 +68,11 @@ class Update:
     loss: Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
     clip: float = 1.0
     active: Callable[[int], bool] = _always
-    scheduler: Any = None  # set by `run`
+    scheduler: Any = None  # set by `start_loop`
 
 
 class Task:
-    """A trainer's part of a run. `run` calls `prepare` once, then each step `batch` and the updates' losses;
+    """A trainer's part of a run. `train_loop` calls `prepare` once, then each step `batch` and the updates' losses;
     `validate` on the main process at the cadence; `finish` on the main process at the end."""
 
     columns: tuple[str, ...] = ("step", "lr", "loss", "val_loss", "elapsed_s")
@@ -437,101 +376,145 @@ def _load_state(accelerator, checkpoint: Path) -> None:
                       "not repeat exactly", stacklevel=2)
 
 
-def run(task: Task, schedule: Schedule, out: Path, resume: str | None, record: dict,
-        resumable: tuple[str, ...] = ()) -> dict:
-    """Train `task` to `schedule.max_steps`, from step 0 or from a checkpoint (`check_run`). Returns steps, the
-    last loss, the validation values, the processes and the sha256 of the final weights (equal on all of them)."""
+@dataclass
+class Loop:
+    """A started run: the accelerator and what `train_loop` keeps between steps."""
+
+    accelerator: Any
+    task: Task
+    schedule: Schedule
+    out: Path
+    updates: list[Update]
+    ema: EMA | None
+    progress: dict  # {"step": the last finished step}, which the checkpoint hooks save and load
+    log: TrainLog | None  # None on every process but the main one
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def say(self, line: str) -> None:
+        if self.main:
+            self.schedule.log(line)
+
+    def lr(self) -> float:
+        return self.updates[-1].optimizer.param_groups[0]["lr"]
+
+    def validate(self, step: int) -> float | None:
+        """The task's validation value at `step` (main process; with EMA, of the averaged weights)."""
+        if not self.main:
+            return None
+        if self.ema is not None:
+            self.ema.swap()
+        value = self.task.validate(step)
+        if self.ema is not None:
+            self.ema.swap()
+        return value
+
+
+def start_loop(task: Task, schedule: Schedule, out: Path, checkpoint: Path | None, record: dict) -> Loop:
+    """The accelerator, the task's updates and their schedulers, the EMA, the checkpoint hooks, the state of
+    `checkpoint` if any, run.json and the log."""
     from accelerate import Accelerator
 
-    schedule.check()
-    out = Path(out)
-    checkpoint = check_run(out, resume, record, resumable)
     accelerator = Accelerator(gradient_accumulation_steps=schedule.grad_accum,
                               mixed_precision=schedule.mixed_precision, cpu=schedule.device == "cpu")
     accelerator.wait_for_everyone()  # every process has looked at OUT before the main one writes there
     updates = task.prepare(accelerator)
-    world, rank = accelerator.num_processes, accelerator.process_index
     for update in updates:
-        update.scheduler = accelerator.prepare(learning_rate_scheduler(update.optimizer, schedule, world))
+        update.scheduler = accelerator.prepare(learning_rate_scheduler(update.optimizer, schedule,
+                                                                       accelerator.num_processes))
     trainable = {f"{prefix}.{n}": p for prefix, module in task.trainable().items()
                  for n, p in module.named_parameters() if p.requires_grad}
     ema = EMA(trainable, schedule.ema) if schedule.ema else None
     progress = {"step": 0}
     _register_state_hooks(accelerator, task, ema, progress)
-    main = accelerator.is_main_process
-    say = schedule.log if main else (lambda _: None)
+    loop = Loop(accelerator, task, schedule, out, updates, ema, progress, None)
     if checkpoint is not None:
         _load_state(accelerator, checkpoint)
-        say(f"resuming from {checkpoint} (step {progress['step']})")
-    step = progress["step"]
-    if main:
+        loop.say(f"resuming from {checkpoint} (step {progress['step']})")
+    if loop.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    log = TrainLog(out, step, task.columns) if main else None
+        loop.log = TrainLog(out, progress["step"], task.columns)
+    return loop
 
-    def validate(at: int) -> float | None:
-        if not main:
-            return None
-        if ema is not None:
-            ema.swap()
-        value = task.validate(at)
-        if ema is not None:
-            ema.swap()
-        return value
 
-    def lr() -> float:
-        return updates[-1].optimizer.param_groups[0]["lr"]
-
-    began, loss = time.monotonic(), None
-    if step == 0 and main:
-        log.row(step=0, lr=f"{lr():.3g}", elapsed_s="0.0", **{task.validation_column: _fmt(validate(0))},
-                **task.row(0))
+def train_step(accelerator, task: Task, updates: list[Update], step: int, grad_accum: int) -> dict[str, float]:
+    """One optimizer step of every active update over `grad_accum` micro-batches (accelerate accumulates the
+    gradients and steps the optimizers at the last one); the learning-rate schedulers step along. Returns the
+    mean over the micro-batches of each loss column the updates report ("loss" among them)."""
+    rank, world = accelerator.process_index, accelerator.num_processes
     models = list({id(m): m for update in updates for m in update.modules}.values())
+    parts: dict[str, float] = {}
+    for micro in range(grad_accum):
+        with accelerator.accumulate(*models):
+            with accelerator.autocast():
+                batch = task.batch(step, micro, rank, world)
+            for update in updates:
+                if update.active(step):
+                    with accelerator.autocast():
+                        objective, values = update.loss(batch)
+                    accelerator.backward(objective)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(update.params, update.clip)
+                    update.optimizer.step()
+                    update.optimizer.zero_grad(set_to_none=True)
+                    for name, value in values.items():
+                        parts[name] = parts.get(name, 0.0) + value / grad_accum
+                with warnings.catch_warnings():  # an update not yet active still follows the schedule
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                    update.scheduler.step()
+    return parts
+
+
+def _after_step(loop: Loop, step: int, rate: float, parts: dict[str, float], began: float) -> float:
+    """The bookkeeping of finished step `step`: EMA, the loss averaged over the processes (returned), validation,
+    the log row and line, the checkpoint."""
+    schedule, task, accelerator = loop.schedule, loop.task, loop.accelerator
+    loop.progress["step"] = step
+    if loop.ema is not None:
+        loop.ema.update()
+    loss = float(accelerator.gather(torch.tensor([parts["loss"]], device=accelerator.device)).mean())
+    val = loop.validate(step) if step % schedule.validate_every == 0 or step == schedule.max_steps else None
+    if loop.main:
+        loop.log.row(**{k: f"{v:.6f}" for k, v in parts.items()} | {
+            "step": step, "lr": f"{rate:.3g}", "loss": f"{loss:.6f}", task.validation_column: _fmt(val),
+            "elapsed_s": f"{time.monotonic() - began:.1f}"} | task.row(step))
+    if step % schedule.log_every == 0 or val is not None:
+        loop.say(f"step {step}/{schedule.max_steps} loss {loss:.4f}"
+                 + (f" {task.validation_column} {val:.4f}" if val is not None else ""))
+    if step % schedule.checkpoint_every == 0 or step == schedule.max_steps:
+        save_checkpoint(accelerator, loop.out, step, schedule.keep_checkpoints)
+    return loss
+
+
+def train_loop(task: Task, schedule: Schedule, out: Path, resume: str | None, record: dict,
+               resumable: tuple[str, ...] = ()) -> dict:
+    """Train `task` to `schedule.max_steps`, from step 0 or from a checkpoint (`check_run`). Returns steps, the
+    last loss, the validation values, the processes and the sha256 of the final weights (equal on all of them)."""
+    out = Path(out)
+    loop = start_loop(task, schedule, out, check_run(out, resume, record, resumable), record)
+    task, accelerator, step = loop.task, loop.accelerator, loop.progress["step"]
+    began, loss = time.monotonic(), None
+    if step == 0 and loop.main:
+        loop.log.row(step=0, lr=f"{loop.lr():.3g}", elapsed_s="0.0",
+                     **{task.validation_column: _fmt(loop.validate(0))}, **task.row(0))
     while step < schedule.max_steps:
-        rate, parts = lr(), {}
-        for micro in range(schedule.grad_accum):
-            with accelerator.accumulate(*models):
-                with accelerator.autocast():
-                    batch = task.batch(step, micro, rank, world)
-                for update in updates:
-                    if update.active(step):
-                        with accelerator.autocast():
-                            objective, values = update.loss(batch)
-                        accelerator.backward(objective)
-                        if accelerator.sync_gradients:
-                            accelerator.clip_grad_norm_(update.params, update.clip)
-                        update.optimizer.step()
-                        update.optimizer.zero_grad(set_to_none=True)
-                        for name, value in values.items():
-                            parts[name] = parts.get(name, 0.0) + value / schedule.grad_accum
-                    with warnings.catch_warnings():  # an update not yet active still follows the schedule
-                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-                        update.scheduler.step()
+        rate = loop.lr()
+        parts = train_step(accelerator, task, loop.updates, step, schedule.grad_accum)
         step += 1
-        progress["step"] = step
-        if ema is not None:
-            ema.update()
-        loss = float(accelerator.gather(torch.tensor([parts["loss"]], device=accelerator.device)).mean())
-        val = validate(step) if step % schedule.validate_every == 0 or step == schedule.max_steps else None
-        if main:
-            log.row(**{k: f"{v:.6f}" for k, v in parts.items()} | {
-                "step": step, "lr": f"{rate:.3g}", "loss": f"{loss:.6f}", task.validation_column: _fmt(val),
-                "elapsed_s": f"{time.monotonic() - began:.1f}"} | task.row(step))
-        if step % schedule.log_every == 0 or val is not None:
-            say(f"step {step}/{schedule.max_steps} loss {loss:.4f}"
-                + (f" {task.validation_column} {val:.4f}" if val is not None else ""))
-        if step % schedule.checkpoint_every == 0 or step == schedule.max_steps:
-            save_checkpoint(accelerator, out, step, schedule.keep_checkpoints)
+        loss = _after_step(loop, step, rate, parts, began)
 
     digest = _agreed_digest(accelerator, task)
-    if main:
-        log.close()
-        if ema is not None:
-            ema.swap()
+    if loop.main:
+        loop.log.close()
+        if loop.ema is not None:
+            loop.ema.swap()
         task.finish()
     accelerator.wait_for_everyone()
     values = [float(r[task.validation_column]) for r in read_log(out) if r[task.validation_column]]
-    return {"steps": step, "last_loss": loss, "val": values, "out": str(out), "processes": world,
+    return {"steps": step, "last_loss": loss, "val": values, "out": str(out), "processes": accelerator.num_processes,
             "weights_sha256": digest}
 
 

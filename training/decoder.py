@@ -14,47 +14,18 @@ convergence of the validation tiles) and TensorBoard logs. The loop is `training
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
-from pathlib import Path
+import sys
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from spectrodiff.errors import SpectrodiffError
-from spectrodiff.generation.pipeline import SpectrodiffPipeline
-from spectrodiff.metrics import magnitude_convergence
+from spectrodiff.generation.pipeline import SpectrodiffPipeline, magnitude_convergence
 
-from .core import Schedule, Task, Update, check_run, run, step_generator
+from .core import Task, Update, check_run, step_generator, train_loop
+from .options import DecoderOptions, Schedule
 from .train import encode_dataset, load_dataset, sample_indices, tile_pixels
-
-
-@dataclass
-class DecoderOptions:
-    model: str
-    dataset: Path
-    out: Path
-    extra: tuple[Path, ...] = ()  # datasets whose training tiles are added
-    max_steps: int = 2000
-    batch_size: int = 8
-    crop_width: int = 256  # pixels, a multiple of 8
-    lr: float = 2e-4
-    lr_schedule: str = "cosine-to-tenth"
-    sc_weight: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 250
-    validate_every: int = 250
-    resume: str | None = None  # "latest"
-    device: str | None = None  # "cpu" forces the CPU; None: accelerate's choice
-
-
-def check_options(opts: DecoderOptions) -> None:
-    """The decoder's own options (the schedule's are checked by core.Schedule)."""
-    if opts.batch_size < 1:
-        raise SpectrodiffError(f"--batch-size must be at least 1, got {opts.batch_size}")
-    if opts.crop_width < 8 or opts.crop_width % 8:
-        raise SpectrodiffError(f"--crop-width must be a positive multiple of 8 pixels, got {opts.crop_width}")
 
 
 def aligned_crops(pixels: torch.Tensor, latents: torch.Tensor, columns: int, factor: int,
@@ -157,11 +128,6 @@ def _uint8(pixels: torch.Tensor) -> torch.Tensor:
 def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
     """Train the decoder of `opts.model` on `opts.dataset` (and `opts.extra`'s training tiles); returns steps, last
     loss and the validation SCs."""
-    schedule = Schedule(opts.max_steps, opts.lr, opts.lr_schedule, checkpoint_every=opts.checkpoint_every,
-                        validate_every=opts.validate_every, keep_checkpoints=2, seed=opts.seed, device=opts.device,
-                        log=log)
-    check_options(opts)
-    schedule.check()
     record = {"model": opts.model, "datasets": [str(p) for p in (opts.dataset, *opts.extra)],
               **{k: getattr(opts, k) for k in ("batch_size", "crop_width", "sc_weight", "seed")}}
     check_run(opts.out, opts.resume, record)  # before the model loads
@@ -178,29 +144,11 @@ def finetune_decoder(opts: DecoderOptions, log=print) -> dict:
     train = dataset.train + [tile for extra in extras for tile in extra.train]
     task = DecoderTask(opts, pipe, train, dataset.validation or dataset.train[:16], dataset.params.power_for_image,
                        log)
-    summary = run(task, schedule, opts.out, opts.resume, record)
+    summary = train_loop(task, Schedule.of(opts, log=log), opts.out, opts.resume, record)
     return summary | {"val_sc": summary["val"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a model folder (or bundled name) whose decoder is fine-tuned")
-    parser.add_argument("datasets", type=Path, nargs="+", metavar="DATASET",
-                        help="datasets made by `spectrodiff prepare` with the model's params; the first validates")
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    for name, default in vars(DecoderOptions("", Path(), Path())).items():
-        if name not in ("model", "dataset", "out", "extra"):
-            kind = type(default) if default is not None else str
-            parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
-    args = vars(parser.parse_args())
-    first, *extra = args.pop("datasets")
-    opts = DecoderOptions(**args, dataset=first, extra=tuple(extra))
-    try:
-        summary = finetune_decoder(opts)
-    except SpectrodiffError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"{summary['out']}: {summary['steps']} steps, validation SC {summary['val_sc'][-1]:.4f}")
-
-
 if __name__ == "__main__":
-    main()
+    from spectrodiff.cli import main
+
+    sys.exit(main(["dev", "decoder", *sys.argv[1:]]))

@@ -22,9 +22,7 @@ The catalogue itself is only ever read.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import ctypes
 import hashlib
 import json
 import math
@@ -46,6 +44,9 @@ from spectrodiff.codec.convert import audio_to_image, save_image
 from spectrodiff.codec.tiles import Tiling, tile_name
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.files import atomic_path
+from spectrodiff.process import end_with_parent
+
+from .options import PrepareOptions
 
 SPLITS = ("train", "validation")
 RECORDS = ".prepare"
@@ -66,11 +67,6 @@ class DatasetTiling(Tiling):
     RMS is below `min_rms_db` dBFS dropped as silent."""
 
     min_rms_db: float = -50.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not math.isfinite(self.min_rms_db):
-            raise SpectrodiffError(f"--min-rms must be a finite number of dBFS, got {self.min_rms_db}")
 
     @property
     def hop_seconds(self) -> float:
@@ -281,9 +277,9 @@ def _warn_file_name_captions(captions: dict[str, Caption]) -> None:
     named = [source for source, caption in captions.items() if caption.origin == "file name"]
     for source in named[:NAMED_WARNINGS]:
         warnings.warn(f"no caption for {source}: using its file name {captions[source].text!r} (add a .txt beside "
-                      f"it, or a row in {CAPTION_CSV})", stacklevel=3)
+                      f"it, or a row in {CAPTION_CSV})", stacklevel=4)
     if len(named) > NAMED_WARNINGS:
-        warnings.warn(f"{len(named) - NAMED_WARNINGS} more file(s) captioned from their file names", stacklevel=3)
+        warnings.warn(f"{len(named) - NAMED_WARNINGS} more file(s) captioned from their file names", stacklevel=4)
 
 
 def _warn_unmatched(table: dict[str, TableEntry], sources: list[str]) -> None:
@@ -291,7 +287,7 @@ def _warn_unmatched(table: dict[str, TableEntry], sources: list[str]) -> None:
     unmatched = sorted(key for key in table if key not in known)
     if unmatched:
         warnings.warn(f"{len(unmatched)} caption table entr{'y' if len(unmatched) == 1 else 'ies'} name no audio "
-                      f"file in the catalogue (first: {unmatched[0]})", stacklevel=3)
+                      f"file in the catalogue (first: {unmatched[0]})", stacklevel=4)
 
 
 # ---- files and splits -----------------------------------------------------------------------------------------
@@ -370,18 +366,13 @@ def _check_folders(catalogue: Path, out: Path) -> None:
 # ---- running --------------------------------------------------------------------------------------------------
 
 
-# prctl(2): the signal a process gets when its parent dies.
-PR_SET_PDEATHSIG = 1
-
-
 def _init_worker(parent: int) -> None:
     """A worker ends when its parent does, however the parent ends (SIGTERM, SIGKILL, a crash): SIGTERM from the
     kernel (Linux), which ends the worker after its half-written tile is removed."""
     import torch
 
     signal.signal(signal.SIGTERM, _leave)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    end_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request above took effect
         os._exit(128 + signal.SIGTERM)
     torch.set_num_threads(1)  # one core per worker process; the processes are the parallelism
@@ -474,45 +465,21 @@ def _sweep(out: Path, records: dict[str, dict]) -> None:
             path.unlink()
 
 
-def prepare_dataset(
-    catalogue: Path,
-    out: Path,
-    seconds: float = 5.12,
-    hop: float | None = None,
-    min_rms_db: float = -50.0,
-    workers: int = 1,
-    validation: float = 0.1,
-    seed: int = 0,
-    stereo: bool = False,
-    n_mels: int = 512,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Turn a folder of audio into a training dataset (see the module's docstring for the layout); resumable.
+@dataclass
+class Scan:
+    """The audio files of a catalogue (posix paths relative to it): all of them, the ones long enough to tile, and
+    why each of the others is skipped."""
 
-    Args:
-        catalogue: folder of audio files, searched recursively; only read.
-        out: dataset folder: new, empty, or made by an earlier run (which is then resumed and brought up to date).
-        seconds, hop: tile length (5.12 s = 512 columns) and seconds between tile starts (default half a tile).
-        min_rms_db: tiles quieter than this (RMS, dBFS) are dropped as silent.
-        workers: processes tiling files in parallel.
-        validation: fraction of the tracks held out for validation; seed: which ones.
-        stereo: stereo tiles (G = left, B = right) instead of mono.
-        n_mels: image height (mel bins); Riffusion's is 512, smaller models may use fewer.
-        progress: called as `progress(files_done, files_total)`.
-    Returns:
-        The manifest, also written to `out/manifest.json`. Unreadable files are skipped with a warning each and
-        listed there. Raises SpectrodiffError when there is no audio at all, or no tile could be made.
-    """
-    catalogue, out = Path(catalogue), Path(out)
-    tiling = DatasetTiling(seconds, hop, stereo, n_mels, min_rms_db)
-    assign_splits([], validation)  # checks the fraction before any work
-    if workers < 1:
-        raise SpectrodiffError(f"--workers must be at least 1, got {workers}")
-    _check_folders(catalogue, out)
+    sources: list[str]
+    candidates: list[str]
+    skipped: dict[str, str]
+
+
+def scan_catalogue(catalogue: Path, tiling: DatasetTiling, table: dict[str, TableEntry]) -> Scan:
+    """Find the audio; warn about caption table entries that name none of it, and about the files that cannot be
+    read or are shorter than a tile. SpectrodiffError when no file is left."""
     sources = [path.relative_to(catalogue).as_posix() for path in find_audio(catalogue)]
-    table = load_caption_table(catalogue)  # read first: a malformed table stops the run before any work
     _warn_unmatched(table, sources)
-
     skipped: dict[str, str] = {}
     for source in sources:
         try:
@@ -523,22 +490,23 @@ def prepare_dataset(
         if duration < tiling.tile_seconds:
             skipped[source] = f"{source} is shorter than one tile ({duration:.2f} s < {tiling.tile_seconds:.2f} s)"
     for reason in skipped.values():
-        warnings.warn(f"skipped {reason}", stacklevel=2)
+        warnings.warn(f"skipped {reason}", stacklevel=3)
     candidates = [source for source in sources if source not in skipped]
     if not candidates:
         unreadable = sum("shorter than one tile" not in reason for reason in skipped.values())
         raise SpectrodiffError(f"nothing to prepare in {catalogue}: of {len(sources)} audio file(s), {unreadable} "
                                f"could not be read and {len(sources) - unreadable} are shorter than one tile "
                                f"({tiling.tile_seconds:.2f} s)")
+    return Scan(sources, candidates, skipped)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RECORDS).mkdir(exist_ok=True)
-    # Tiles are written straight into the split their track will most likely end in; if tracks drop out (silent
-    # or undecodable) and the split changes, the finished tiles are moved at the end.
-    likely = assign_splits(candidates, validation, seed)
+
+def tile_catalogue(catalogue: Path, out: Path, scan: Scan, tiling: DatasetTiling, likely: dict[str, str],
+                   workers: int, progress: Callable[[int, int], None] | None) -> tuple[dict[str, dict], int]:
+    """Tile every candidate without a current record into the split `likely` gives it; a file that fails joins
+    `scan.skipped` with a warning. Returns (the records of the tiled and reused files by source, files tiled)."""
     records: dict[str, dict] = {}
     jobs = []
-    for source in candidates:
+    for source in scan.candidates:
         record = reusable_record(out, source, fingerprint(catalogue / source, tiling))
         if record is not None:
             records[source] = record
@@ -546,21 +514,24 @@ def prepare_dataset(
             jobs.append(TileJob(catalogue, source, out, likely[source], tiling))
     done = len(records)
     if progress:
-        progress(done, len(candidates))
+        progress(done, len(scan.candidates))
     for source, record, reason in _run_jobs(jobs, workers):
         if record is None:
-            skipped[source] = reason
-            warnings.warn(f"skipped {reason}", stacklevel=2)
+            scan.skipped[source] = reason
+            warnings.warn(f"skipped {reason}", stacklevel=3)
         else:
             records[source] = record
         done += 1
         if progress:
-            progress(done, len(candidates))
+            progress(done, len(scan.candidates))
+    return records, len(jobs)
 
+
+def split_tracks(catalogue: Path, out: Path, records: dict[str, dict], table: dict[str, TableEntry],
+                 validation: float, seed: int) -> tuple[dict[str, str], dict[str, list[dict]]]:
+    """Split the tracks that have tiles, move tiles whose split changed, caption them, write each split's
+    metadata.jsonl and sweep what no record lists. Returns (track -> split, split -> its metadata lines)."""
     tracks = sorted(source for source, record in records.items() if record["tiles"])
-    if not tracks:
-        raise SpectrodiffError(f"no tiles: every tile of the {len(records)} readable file(s) is quieter than "
-                               f"--min-rms {min_rms_db:g} dBFS")
     splits = assign_splits(tracks, validation, seed)
     captions = {source: caption_for(catalogue, source, table) for source in tracks}
     _warn_file_name_captions(captions)
@@ -579,26 +550,31 @@ def prepare_dataset(
     for split in SPLITS:
         _write_metadata(out, split, lines[split])
     _sweep(out, records)
+    return splits, lines
 
+
+def write_manifest(catalogue: Path, out: Path, scan: Scan, records: dict[str, dict], splits: dict[str, str],
+                   lines: dict[str, list[dict]], tiling: DatasetTiling, options: dict, tiled: int) -> dict:
+    """The dataset's manifest (counts, durations, parameters, options, skipped files, the catalogue's styles),
+    written to OUT/manifest.json and returned. `splits` holds the tracks with tiles."""
     manifest = {
         "spectrodiff_version": __version__,
         "catalogue": str(catalogue.resolve()),
         "counts": {
-            "files": len(sources),
-            "tracks": {split: sum(splits[s] == split for s in tracks) for split in SPLITS},
+            "files": len(scan.sources),
+            "tracks": {split: sum(side == split for side in splits.values()) for split in SPLITS},
             "tiles": {split: len(lines[split]) for split in SPLITS},
             "dropped_silent": sum(record["dropped_silent"] for record in records.values()),
-            "silent_files": len(records) - len(tracks),
-            "skipped": len(skipped),
+            "silent_files": len(records) - len(splits),
+            "skipped": len(scan.skipped),
         },
-        "seconds": {split: round(sum(records[s]["duration"] for s in tracks if splits[s] == split), 3)
+        "seconds": {split: round(sum(records[s]["duration"] for s, side in splits.items() if side == split), 3)
                     for split in SPLITS},
         "params": tiling.params.to_dict(),
-        "options": {"seconds": seconds, "hop": tiling.hop_seconds, "tile_width": tiling.width,
-                    "tile_seconds": tiling.tile_seconds, "min_rms_db": min_rms_db, "validation": validation,
-                    "seed": seed, "stereo": stereo},
-        "skipped": [{"source": source, "reason": reason} for source, reason in sorted(skipped.items())],
-        "run": {"tiled": len(jobs), "reused": len(candidates) - len(jobs)},
+        "options": {"seconds": tiling.seconds, "hop": tiling.hop_seconds, "tile_width": tiling.width,
+                    "tile_seconds": tiling.tile_seconds, "min_rms_db": tiling.min_rms_db} | options,
+        "skipped": [{"source": source, "reason": reason} for source, reason in sorted(scan.skipped.items())],
+        "run": {"tiled": tiled, "reused": len(scan.candidates) - tiled},
     }
     styles = load_music_styles(catalogue)
     if styles:
@@ -606,3 +582,57 @@ def prepare_dataset(
     with atomic_path(out / MANIFEST, overwrite=True) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def prepare_dataset(
+    catalogue: Path,
+    out: Path,
+    seconds: float = 5.12,
+    hop: float | None = None,
+    min_rms_db: float = -50.0,
+    workers: int = 1,
+    validation: float = 0.1,
+    seed: int = 0,
+    stereo: bool = False,
+    n_mels: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Turn a folder of audio into a training dataset (see the module's docstring for the layout); resumable.
+
+    Scan the catalogue, tile its files (reusing current records), split the tracks and write their metadata, then
+    the manifest.
+
+    Args:
+        catalogue: folder of audio files, searched recursively; only read.
+        out: dataset folder: new, empty, or made by an earlier run (which is then resumed and brought up to date).
+        seconds, hop: tile length (5.12 s = 512 columns) and seconds between tile starts (default half a tile).
+        min_rms_db: tiles quieter than this (RMS, dBFS) are dropped as silent.
+        workers: processes tiling files in parallel.
+        validation: fraction of the tracks held out for validation; seed: which ones.
+        stereo: stereo tiles (G = left, B = right) instead of mono.
+        n_mels: image height (mel bins); Riffusion's is 512, smaller models may use fewer.
+        progress: called as `progress(files_done, files_total)`.
+    Returns:
+        The manifest, also written to `out/manifest.json`. Unreadable files are skipped with a warning each and
+        listed there. Raises SpectrodiffError when there is no audio at all, or no tile could be made.
+    """
+    PrepareOptions.from_dict({"catalogue": catalogue, "out": out, "seconds": seconds, "hop": hop,
+                              "min_rms": min_rms_db, "workers": workers, "validation": validation, "seed": seed,
+                              "stereo": stereo, "n_mels": n_mels}, flag=True)  # before any work
+    catalogue, out = Path(catalogue), Path(out)
+    tiling = DatasetTiling(seconds, hop, stereo, n_mels, min_rms_db)
+    _check_folders(catalogue, out)
+    table = load_caption_table(catalogue)  # read first: a malformed table stops the run before any work
+    scan = scan_catalogue(catalogue, tiling, table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECORDS).mkdir(exist_ok=True)
+    # Tiles are written straight into the split their track will most likely end in; if tracks drop out (silent
+    # or undecodable) and the split changes, the finished tiles are moved at the end.
+    likely = assign_splits(scan.candidates, validation, seed)
+    records, tiled = tile_catalogue(catalogue, out, scan, tiling, likely, workers, progress)
+    if not any(record["tiles"] for record in records.values()):
+        raise SpectrodiffError(f"no tiles: every tile of the {len(records)} readable file(s) is quieter than "
+                               f"--min-rms {min_rms_db:g} dBFS")
+    splits, lines = split_tracks(catalogue, out, records, table, validation, seed)
+    options = {"validation": validation, "seed": seed, "stereo": stereo}
+    return write_manifest(catalogue, out, scan, records, splits, lines, tiling, options, tiled)

@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,11 +36,11 @@ from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.conditions import MUSIC_FEATURES, Music, label_key, music_features, takes_music
 from spectrodiff.generation.musical import bar_seconds
-from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline, check_model_size
+from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline, check_model_size, magnitude_convergence
 from spectrodiff.generation.plans import load_yaml
-from spectrodiff.metrics import magnitude_convergence
 
-from .core import Schedule, Task, Update, check_run, run, step_generator
+from .core import Task, Update, check_run, step_generator, train_loop
+from .options import Schedule, TrainOptions, with_config
 
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -53,80 +52,7 @@ RUN_KEYS = ("base", "config", "lora_rank", "batch_size", "grad_accum", "seed", "
             "latents", "scaling_factor", "music_dropout")
 
 
-@dataclass
-class TrainOptions:
-    """Everything a run needs. `None` fields take the config's `training:` value, then the default noted."""
-
-    dataset: Path
-    out: Path
-    base: str | None = None
-    config: Path | None = None
-    lora_rank: int = 0  # 0: full fine-tuning
-    max_steps: int | None = None  # 1000
-    batch_size: int | None = None  # 4 per device
-    grad_accum: int | None = None  # 1
-    lr: float | None = None  # 1e-4 with LoRA, 1e-5 full fine-tuning, 1e-4 from scratch
-    warmup_steps: int | None = None  # 0
-    lr_schedule: str | None = None  # "warmup-constant" (linear warm-up, then constant), or any of core.LR_SCHEDULES
-    resume: str | None = None  # "latest" or a checkpoint folder
-    validation_prompts: Path | None = None
-    seed: int = 0
-    checkpoint_every: int | None = None  # 500
-    validate_every: int | None = None  # 500
-    keep_checkpoints: int = 3
-    mixed_precision: str | None = None  # None: accelerate's launch config (else "no")
-    gradient_checkpointing: bool = False
-    ema: float | None = None  # EMA decay, e.g. 0.999; 0 or None: off
-    crop_width: int | None = None  # random crop in time, in pixels (a multiple of 8); None: whole tiles
-    caption_dropout: float | None = None  # 0.1: captions replaced by "" so classifier-free guidance works
-    music_dropout: float | None = None  # 0.2: a model with musical conditions also learns to do without them
-    latents: str | None = None  # "sample" the VAE posterior (Stable Diffusion's way) or take its "mean"
-    scaling_factor: float | str | None = None  # "auto": 1 / std of the data's latents (fresh VAEs); None: the VAE's
-    validation_tiles: int = 16
-    validation_steps: int = 20  # denoising steps of the validation clips
-    validation_iters: int = 16  # Griffin-Lim iterations of the validation clips
-    allow_pickle: bool = False
-    device: str | None = None  # None: accelerate's choice
-    log: Callable[[str], None] = field(default=print, repr=False)
-
-    DEFAULTS = {"max_steps": 1000, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "checkpoint_every": 500,
-                "validate_every": 500, "ema": 0.0, "caption_dropout": 0.1, "music_dropout": 0.2,
-                "lr_schedule": "warmup-constant",
-                "latents": "sample"}
-
-
 # ---- options ---------------------------------------------------------------------------------------------------
-
-
-def resolve_options(opts: TrainOptions, config: dict) -> TrainOptions:
-    """Fill unset options from the config's `training:` section, then defaults; check ranges (SpectrodiffError)."""
-    section = config.get("training") or {}
-    unknown = set(section) - {f for f in TrainOptions.__dataclass_fields__}
-    if unknown:
-        raise SpectrodiffError(f"unknown option(s) in the config's training section: {', '.join(sorted(unknown))}")
-    for name, value in section.items():
-        if getattr(opts, name) is None:
-            setattr(opts, name, value)
-    for name, value in TrainOptions.DEFAULTS.items():
-        if getattr(opts, name) is None:
-            setattr(opts, name, value)
-    if opts.lr is None:
-        opts.lr = 1e-5 if opts.base and not opts.lora_rank else 1e-4
-    for name, value, low, high in (("--batch-size", opts.batch_size, 1, 4096), ("--lora-rank", opts.lora_rank, 0,
-                                                                                1024)):
-        if not isinstance(value, int) or value < low or value > high:
-            raise SpectrodiffError(f"{name} must be a whole number between {low} and {high}, got {value}")
-    for name in ("caption_dropout", "music_dropout"):
-        if not 0 <= getattr(opts, name) <= 1:
-            raise SpectrodiffError(f"{name} must be in [0, 1], got {getattr(opts, name)}")
-    if opts.crop_width is not None and (opts.crop_width < 8 or opts.crop_width % 8):
-        raise SpectrodiffError(f"crop_width must be a positive multiple of 8 pixels, got {opts.crop_width}")
-    if opts.latents not in ("sample", "mean"):
-        raise SpectrodiffError(f"latents must be 'sample' or 'mean', got {opts.latents!r}")
-    if opts.scaling_factor not in (None, "auto") and not (isinstance(opts.scaling_factor, int | float)
-                                                          and opts.scaling_factor > 0):
-        raise SpectrodiffError(f"scaling_factor must be 'auto' or a positive number, got {opts.scaling_factor!r}")
-    return opts
 
 
 def load_config(path: Path | None) -> dict:
@@ -415,7 +341,7 @@ def data_scaling_factor(vae, items: list[dict], crop_width: int | None, seed: in
 @torch.no_grad()
 def encode_dataset(vae, items: list[dict], device, dtype) -> torch.Tensor:
     """`(N, C, h, w)` posterior means (times the scaling factor) of whole tiles. A frozen VAE's latents never
-    change, so they are computed once rather than every step (a quarter of a small model's step on a CPU)."""
+    change, so they are computed once rather than every step (what encoding costs a step: docs/benchmarks.md)."""
     generator = torch.Generator()
     chunks = [encode_latents(vae, tile_pixels(items[i: i + 16], None, generator).to(device, dtype), generator,
                              sample=False)[0].float() for i in range(0, len(items), 16)]
@@ -517,7 +443,7 @@ def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Pat
                       seconds: float) -> list[Path]:
     """Generate one clip per prompt (seed = run seed) into `folder`: WAV + PNG + JSON each. Returns the WAVs."""
     from spectrodiff.generation.jobs import GenerateJob
-    from spectrodiff.generation.modes import generate
+    from spectrodiff.generation.modes import make
     from spectrodiff.generation.output import Output
     from spectrodiff.generation.paths import slugify
 
@@ -527,7 +453,7 @@ def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Pat
     for n, prompt in enumerate(prompts):
         job = GenerateJob(prompt=prompt, seed=opts.seed, seconds=seconds, loop=False, steps=opts.validation_steps,
                           iters=opts.validation_iters)
-        wavs.append(generate(pipe, job, Output(folder / f"{n:02d}-{slugify(prompt)}.wav")).audio)
+        wavs.append(make(pipe, job, Output(folder / f"{n:02d}-{slugify(prompt)}.wav")).audio)
     return wavs
 
 
@@ -720,30 +646,31 @@ class UNetTask(Task):
 
 
 def train(opts: TrainOptions) -> dict:
-    """Run (or resume) training; returns a summary: steps, last loss, validation losses, output paths."""
+    """Run (or resume) training; returns a summary: steps, last loss, validation losses, output paths. Options the
+    caller did not set take the config's `training:` values, then their defaults."""
     if bool(opts.base) == bool(opts.config):
         raise SpectrodiffError("give exactly one of --base MODEL (fine-tune) and --config CONFIG.yaml (from scratch, "
                                "or from the config's `base:`)")
     config = load_config(opts.config)
-    opts.base = opts.base or config.get("base")
-    opts = resolve_options(opts, config)
+    if not opts.base and config.get("base"):
+        opts = opts.replace(base=config["base"])
+    section = config.get("training") or {}
+    unknown = set(section) - set(TrainOptions.model_fields) if isinstance(section, dict) else set()
+    if unknown:
+        raise SpectrodiffError(f"unknown option(s) in the config's training section: {', '.join(sorted(unknown))}")
+    opts = with_config(opts, section)
     if opts.lora_rank and not opts.base:
         raise SpectrodiffError("--lora-rank needs --base: LoRA adapts an existing model")
-    schedule = Schedule(opts.max_steps, opts.lr, opts.lr_schedule, opts.warmup_steps, opts.grad_accum,
-                        opts.checkpoint_every, opts.validate_every, opts.keep_checkpoints, opts.seed, opts.ema,
-                        opts.mixed_precision, opts.device, log_every=10, log=opts.log)
-    schedule.check()
-    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k in RUN_KEYS}
+    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts if k in RUN_KEYS}
     check_run(opts.out, opts.resume, record)  # before the model loads
     dataset = load_dataset(opts.dataset)
     width = _read_tile(dataset.train[0]["path"]).shape[-1]
     if opts.crop_width is not None and opts.crop_width > width:
         raise SpectrodiffError(f"crop_width {opts.crop_width} is wider than the dataset's tiles ({width} columns)")
     task = UNetTask(opts, config, dataset, validation_prompts(opts, dataset))
-    summary = run(task, schedule, opts.out, opts.resume, record)
+    summary = train_loop(task, Schedule.of(opts), opts.out, opts.resume, record)
     return summary | {"val_losses": summary["val"],
                       "lora": str(Path(opts.out) / LORA_FILE) if opts.lora_rank else None}
-
 
 
 def _tile_seconds(dataset: Dataset, opts: TrainOptions) -> float:

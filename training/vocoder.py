@@ -1,4 +1,4 @@
-"""Train a neural vocoder (`spectrodiff.generation.components.NeuralVocoder`) on audio: `spectrodiff train-vocoder`.
+"""Train a neural vocoder (`spectrodiff.generation.components.VocoderComponent`) on audio: `spectrodiff train-vocoder`.
 
 What an output folder holds:
 
@@ -22,7 +22,7 @@ import contextlib
 import json
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,44 +34,21 @@ from spectrodiff.codec.audio import find_audio, load_audio, save_audio
 from spectrodiff.codec.mel import waveform_to_mel
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
-from spectrodiff.generation.components import NeuralVocoder
+from spectrodiff.generation.components import VocoderComponent
 from spectrodiff.generation.plans import load_yaml
 from spectrodiff.metrics import STFT_SIZES, multi_resolution_stft_distance, multi_resolution_stft_loss, stft_magnitude
 from spectrodiff.vocoding.vocoder import MEL_FLOOR
 
-from .core import Schedule, Task, Update, check_run, run, step_generator
+from .core import Task, Update, check_run, step_generator, train_loop
+from .options import VOCODER_CONFIG_FIELDS, Schedule, VocoderOptions, with_config
 
 LOG_COLUMNS = ("step", "lr", "loss", "mel", "stft", "adversarial", "val_stft", "elapsed_s")
 CONFIG_KEYS = {"spectrogram", "vocoder", "training"}
-TRAINING_DEFAULTS = {
-    "max_steps": 20000, "batch_size": 16, "lr": 5e-4, "warmup_steps": 200, "segment_frames": 48,
-    "checkpoint_every": 500, "validate_every": 500, "mel_weight": 1.0, "stft_weight": 1.0,
-    "adversarial_weight": 0.0, "feature_weight": 2.0, "adversarial_start": 0, "lr_schedule": "warmup-cosine",
-}
 RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "validate_every")
 VALIDATION_SECONDS = 5.12
 VALIDATION_CLIPS = 8
 SILENCE_PEAK = 1e-4
 MIN_SECONDS = 0.1
-
-
-@dataclass
-class VocoderOptions:
-    """A run. `None` fields take the config's `training:` value, then TRAINING_DEFAULTS."""
-
-    inputs: list[Path]
-    out: Path
-    config: Path | None = None
-    resume: str | None = None  # "latest"
-    max_steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    lr_schedule: str | None = None
-    seed: int = 0
-    mixed_precision: str | None = None
-    device: str | None = None
-    keep_checkpoints: int = 3
-    log: Callable[[str], None] = field(default=print, repr=False)
 
 
 @dataclass
@@ -85,7 +62,8 @@ class Clip:
 
 
 def load_vocoder_config(path: Path | None) -> dict:
-    """The YAML config (or {}), top-level keys checked; `training:` keys checked against TRAINING_DEFAULTS."""
+    """The YAML config (or {}), top-level keys checked, and the `training:` section's against VOCODER_CONFIG_FIELDS
+    (its values are checked with the command line's, by VocoderOptions)."""
     if path is None:
         return {}
     if not Path(path).is_file():
@@ -93,25 +71,12 @@ def load_vocoder_config(path: Path | None) -> dict:
     config = load_yaml(path)[0] or {}
     if not isinstance(config, dict):
         raise SpectrodiffError(f"{path}: expected a mapping of {', '.join(sorted(CONFIG_KEYS))}")
-    unknown = set(config) - CONFIG_KEYS | set(config.get("training") or {}) - set(TRAINING_DEFAULTS)
+    training = config.get("training") or {}
+    unknown = set(config) - CONFIG_KEYS | (set(training) - set(VOCODER_CONFIG_FIELDS) if isinstance(training, dict)
+                                           else set())
     if unknown:
         raise SpectrodiffError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
     return config
-
-
-def resolve_training(opts: VocoderOptions, config: dict) -> dict:
-    """The run's training settings: command line over config over defaults, the vocoder's own ranges checked."""
-    settings = TRAINING_DEFAULTS | (config.get("training") or {})
-    for name in ("max_steps", "batch_size", "lr", "lr_schedule"):
-        if getattr(opts, name) is not None:
-            settings[name] = getattr(opts, name)
-    for name in ("batch_size", "segment_frames"):  # the schedule's own settings are checked by core.Schedule
-        if not isinstance(settings[name], int) or settings[name] < 1:
-            raise SpectrodiffError(f"{name} must be a positive integer, got {settings[name]!r}")
-    for name in ("mel_weight", "stft_weight", "adversarial_weight", "feature_weight", "adversarial_start"):
-        if not isinstance(settings[name], int | float) or settings[name] < 0:
-            raise SpectrodiffError(f"{name} must be a number >= 0, got {settings[name]!r}")
-    return settings
 
 
 def audio_sources(inputs: list[Path]) -> tuple[list[Path], SpectrogramParams | None]:
@@ -238,7 +203,7 @@ def log_mel(audio: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
     return torch.log(waveform_to_mel(audio, params).clamp(min=MEL_FLOOR))
 
 
-def validate(vocoder: NeuralVocoder, clips: list[Clip], params: SpectrogramParams, folder: Path | None) -> float:
+def validate(vocoder: VocoderComponent, clips: list[Clip], params: SpectrogramParams, folder: Path | None) -> float:
     """Mean multi-resolution STFT distance of the validation clips (the first 5.12 s of each) as vocoded; writes
     them to `folder` when given."""
     samples = round(VALIDATION_SECONDS * params.sample_rate)
@@ -273,22 +238,22 @@ class VocoderTask(Task):
     columns = LOG_COLUMNS
     validation_column = "val_stft"
 
-    def __init__(self, settings: dict, model_config: dict, params: SpectrogramParams, train_clips: list[Clip],
-                 val_clips: list[Clip], out: Path, seed: int, config_path: Path | None):
-        self.settings, self.params, self.out, self.seed = settings, params, out, seed
+    def __init__(self, opts: VocoderOptions, model_config: dict, params: SpectrogramParams, train_clips: list[Clip],
+                 val_clips: list[Clip]):
+        self.opts, self.params, self.out = opts, params, Path(opts.out)
         self.train_clips, self.val_clips = train_clips, val_clips
         self.lengths = np.array([len(c.audio) for c in train_clips])
-        self.samples = settings["segment_frames"] * params.hop_length
-        torch.manual_seed(seed)
+        self.samples = opts.segment_frames * params.hop_length
+        torch.manual_seed(opts.seed)
         try:
-            self.vocoder = NeuralVocoder(**model_config)
+            self.vocoder = VocoderComponent(**model_config)
         except TypeError as exc:
-            raise SpectrodiffError(f"{config_path}: bad vocoder section ({exc})") from None
-        self.adversarial = settings["adversarial_weight"] > 0
+            raise SpectrodiffError(f"{opts.config}: bad vocoder section ({exc})") from None
+        self.adversarial = opts.adversarial_weight > 0
         self.discriminator = MultiResolutionDiscriminator() if self.adversarial else None
 
     def prepare(self, accelerator) -> list[Update]:
-        self.accelerator, lr = accelerator, self.settings["lr"]
+        self.accelerator, lr = accelerator, self.opts.lr
         optimizer = torch.optim.AdamW(self.vocoder.parameters(), lr=lr, betas=(0.8, 0.9))
         self.wrapped, optimizer = accelerator.prepare(self.vocoder, optimizer)
         updates = [Update(optimizer, [self.wrapped], list(self.vocoder.parameters()), self.generator_loss, clip=10.0)]
@@ -304,11 +269,11 @@ class VocoderTask(Task):
         return {"vocoder": self.vocoder} | ({"discriminator": self.discriminator} if self.adversarial else {})
 
     def adversarial_at(self, step: int) -> bool:
-        return self.adversarial and step >= self.settings["adversarial_start"]
+        return self.adversarial and step >= self.opts.adversarial_start
 
     def batch(self, step: int, micro: int, rank: int, world: int) -> dict:
-        generator = step_generator(self.seed, 5, step, rank)
-        target = segment_batch(self.train_clips, self.lengths, self.samples, self.settings["batch_size"],
+        generator = step_generator(self.opts.seed, 5, step, rank)
+        target = segment_batch(self.train_clips, self.lengths, self.samples, self.opts.batch_size,
                                generator).to(self.accelerator.device)
         mel = waveform_to_mel(target, self.params)
         return {"step": step, "target": target, "mel": mel, "audio": self.wrapped(mel).float()}
@@ -321,15 +286,15 @@ class VocoderTask(Task):
     def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Log-mel L1 and multi-resolution STFT distances, and once adversarial, hinge and feature matching
         against the discriminator (frozen: this loss trains the vocoder alone)."""
-        s, target, audio = self.settings, batch["target"], batch["audio"]
+        s, target, audio = self.opts, batch["target"], batch["audio"]
         mel_loss = F.l1_loss(log_mel(audio, self.params), torch.log(batch["mel"].float().clamp(min=MEL_FLOOR)))
         stft_loss = multi_resolution_stft_loss(target, audio)
-        objective = s["mel_weight"] * mel_loss + s["stft_weight"] * stft_loss
+        objective = s.mel_weight * mel_loss + s.stft_weight * stft_loss
         parts = {"mel": float(mel_loss.detach()), "stft": float(stft_loss.detach())}
         if self.adversarial_at(batch["step"]):
             with frozen(self.discriminator):
                 adversarial, matching = generator_losses(self.discriminator(target), self.discriminator(audio))
-            objective = objective + s["adversarial_weight"] * adversarial + s["feature_weight"] * matching
+            objective = objective + s.adversarial_weight * adversarial + s.feature_weight * matching
             parts["adversarial"] = float(adversarial.detach())
         return objective, {"loss": float(objective.detach())} | parts
 
@@ -344,14 +309,10 @@ class VocoderTask(Task):
 
 
 def train_vocoder(opts: VocoderOptions) -> dict:
-    """Run (or resume) a vocoder training; returns steps, last loss, validation distances and OUT."""
+    """Run (or resume) a vocoder training; returns steps, last loss, validation distances and OUT. Options the caller
+    did not set take the config's `training:` values, then their defaults."""
     config = load_vocoder_config(opts.config)
-    settings = resolve_training(opts, config)
-    schedule = Schedule(settings["max_steps"], settings["lr"], settings["lr_schedule"], settings["warmup_steps"],
-                        checkpoint_every=settings["checkpoint_every"], validate_every=settings["validate_every"],
-                        keep_checkpoints=opts.keep_checkpoints, seed=opts.seed, mixed_precision=opts.mixed_precision,
-                        device=opts.device, log=opts.log)
-    schedule.check()
+    opts = with_config(opts, config.get("training") or {})
     files, dataset_params = audio_sources(opts.inputs)
     spectrogram = config.get("spectrogram")
     try:
@@ -362,12 +323,12 @@ def train_vocoder(opts: VocoderOptions) -> dict:
     out = Path(opts.out)
     # What a resumed run must repeat (its length and checkpoint cadence may change).
     record = {"inputs": [str(p) for p in opts.inputs], "model": model_config, "seed": opts.seed,
-              "training": {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}}
+              "training": {k: getattr(opts, k) for k in VOCODER_CONFIG_FIELDS if k not in RESUMABLE_CHANGES}}
     check_run(out, opts.resume, record)  # before the audio loads
     clips = load_clips(files, params.sample_rate, opts.log)
     train_clips, val_clips = split_clips(clips)
     opts.log(f"{len(train_clips)} training and {len(val_clips)} validation files, "
              f"{sum(len(c.audio) for c in train_clips) / params.sample_rate / 60:.1f} min of training audio")
-    task = VocoderTask(settings, model_config, params, train_clips, val_clips, out, opts.seed, opts.config)
-    summary = run(task, schedule, out, opts.resume, record)
+    task = VocoderTask(opts, model_config, params, train_clips, val_clips)
+    summary = train_loop(task, Schedule.of(opts), out, opts.resume, record)
     return summary | {"val_stft": summary["val"]}

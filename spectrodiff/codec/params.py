@@ -1,8 +1,8 @@
 """Spectrogram parameters: Riffusion's defaults, their one dict form, and PNG EXIF tags.
 
-Plain Python on purpose: the codec commands never import diffusers (about 2 s). A model folder carries them as its
-`spectrogram/` component through `spectrodiff.generation.components.SpectrogramParams`, this class with diffusers'
-config loading and saving.
+Plain Python on purpose: the codec commands never import diffusers, whose import costs seconds (docs/benchmarks.md).
+A model folder carries them as its `spectrogram/` component through
+`spectrodiff.generation.components.SpectrogramComponent`, this class with diffusers' config loading and saving.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import warnings
 from enum import IntEnum
 from typing import Any
 
+from pydantic import ConfigDict, model_validator
+
 from ..errors import SpectrodiffError
+from ..settings import Settings, refuse, setting
 
 # Decoding scale Riffusion uses for images whose clip maximum is unknown (model output).
 RIFFUSION_MAX_VALUE = 30e6
@@ -63,56 +66,66 @@ class Config(dict):
     __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _readonly
 
 
-class SpectrogramParams:
-    """How audio becomes a spectrogram image; defaults are Riffusion's.
+class SpectrogramSettings(Settings):
+    """The spectrogram parameters' declaration: type, default, range and help of each, checked once. SpectrogramParams
+    (a diffusers component's base, with its own constructor) validates its values with it, and keeps them as given;
+    lax, as that constructor always was (numpy numbers, 44100.0 for 44100)."""
 
-    Args:
-        sample_rate: audio sample rate in Hz.
-        stereo: two channels per image (G = left, B = right) instead of one mono channel.
-        step_size_ms: hop between frames; one image column per step.
-        window_duration_ms: Hann window length.
-        padded_duration_ms: FFT size (the window is zero-padded to it).
-        num_frequencies: number of mel bins, the image height.
-        min_frequency: lowest mel frequency in Hz.
-        max_frequency: highest mel frequency in Hz.
-        power_for_image: exponent applied to normalised magnitudes before quantising to 8 bits.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    sample_rate: int = setting(44100, "Audio sample rate in Hz.", low=1000, high=384000)
+    stereo: bool = setting(False, "Two channels per image (G = left, B = right) instead of one mono channel.")
+    step_size_ms: int = setting(10, "Hop between frames; one image column per step.", low=0, above=True)
+    window_duration_ms: int = setting(100, "Hann window length.", low=0, above=True)
+    padded_duration_ms: int = setting(400, "FFT size (the window is zero-padded to it).", low=0, above=True)
+    num_frequencies: int = setting(512, "Number of mel bins, the image height.", low=0, above=True)
+    min_frequency: int = setting(0, "Lowest mel frequency in Hz.", low=0)
+    max_frequency: int = setting(10000, "Highest mel frequency in Hz.", low=0, above=True)
+    power_for_image: float = setting(0.25, "Exponent applied to normalised magnitudes before quantising to 8 bits.",
+                                     low=0, above=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpectrogramSettings:
+        if self.padded_duration_ms < self.window_duration_ms:
+            refuse(f"padded_duration_ms ({self.padded_duration_ms}) must be >= window_duration_ms "
+                   f"({self.window_duration_ms})")
+        if not self.min_frequency < self.max_frequency <= self.sample_rate / 2:
+            refuse(f"need min_frequency < max_frequency <= sample_rate / 2, got {self.min_frequency}, "
+                   f"{self.max_frequency} at {self.sample_rate} Hz")
+        return self
+
+
+RIFFUSION = SpectrogramSettings()  # the declared defaults: Riffusion's parameters
+
+
+class SpectrogramParams:
+    """How audio becomes a spectrogram image; defaults are Riffusion's. The arguments, their defaults and ranges are
+    SpectrogramSettings' (sample_rate, stereo, step_size_ms, window_duration_ms, padded_duration_ms,
+    num_frequencies, min_frequency, max_frequency, power_for_image); a value out of range is a SpectrodiffError.
     """
 
     config_name = "spectrogram_config.json"
 
     def __init__(
         self,
-        sample_rate: int = 44100,
-        stereo: bool = False,
-        step_size_ms: int = 10,
-        window_duration_ms: int = 100,
-        padded_duration_ms: int = 400,
-        num_frequencies: int = 512,
-        min_frequency: int = 0,
-        max_frequency: int = 10000,
-        power_for_image: float = 0.25,
+        sample_rate: int = RIFFUSION.sample_rate,
+        stereo: bool = RIFFUSION.stereo,
+        step_size_ms: int = RIFFUSION.step_size_ms,
+        window_duration_ms: int = RIFFUSION.window_duration_ms,
+        padded_duration_ms: int = RIFFUSION.padded_duration_ms,
+        num_frequencies: int = RIFFUSION.num_frequencies,
+        min_frequency: int = RIFFUSION.min_frequency,
+        max_frequency: int = RIFFUSION.max_frequency,
+        power_for_image: float = RIFFUSION.power_for_image,
     ):
-        problems = []
-        if not 1000 <= sample_rate <= 384000:
-            problems.append(f"sample_rate must be between 1000 and 384000 Hz, got {sample_rate}")
-        for name, value in (("step_size_ms", step_size_ms), ("window_duration_ms", window_duration_ms)):
-            if value <= 0:
-                problems.append(f"{name} must be positive, got {value}")
-        if padded_duration_ms < window_duration_ms:
-            problems.append(f"padded_duration_ms ({padded_duration_ms}) must be >= window_duration_ms")
-        if num_frequencies <= 0:
-            problems.append(f"num_frequencies must be positive, got {num_frequencies}")
-        if not 0 <= min_frequency < max_frequency <= sample_rate / 2:
-            problems.append(f"need 0 <= min_frequency < max_frequency <= sample_rate / 2, got {min_frequency}, "
-                            f"{max_frequency} at {sample_rate} Hz")
-        if not (power_for_image > 0 and math.isfinite(power_for_image)):
-            problems.append(f"power_for_image must be positive, got {power_for_image}")
-        if problems:
-            raise SpectrodiffError("invalid spectrogram parameters: " + "; ".join(problems))
         fields = dict(sample_rate=sample_rate, stereo=stereo, step_size_ms=step_size_ms,
                       window_duration_ms=window_duration_ms, padded_duration_ms=padded_duration_ms,
                       num_frequencies=num_frequencies, min_frequency=min_frequency, max_frequency=max_frequency,
                       power_for_image=power_for_image)
+        try:
+            SpectrogramSettings(**fields)
+        except SpectrodiffError as exc:
+            raise SpectrodiffError(f"invalid spectrogram parameters: {exc}") from None
         if "_internal_dict" not in self.__dict__:  # the diffusers component has registered them already
             self._internal_dict = Config(fields)
 
