@@ -50,7 +50,7 @@ def timed(module: torch.nn.Module, totals: dict, key: str) -> None:
 
 def run_child(args) -> None:
     from spectrodiff.generation.jobs import ComposeJob, Keyframe
-    from spectrodiff.generation.modes import compose
+    from spectrodiff.generation.modes import make
     from spectrodiff.generation.output import Output
     from spectrodiff.generation.pipeline import SpectrodiffPipeline
 
@@ -64,8 +64,8 @@ def run_child(args) -> None:
     keyframes = [Keyframe(styles[i % 4], seed=i, seconds=args.seconds / 4) for i in range(4)]
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        result = compose(pipe, ComposeJob(keyframes=keyframes, transition=2.0, steps=args.steps),
-                         Output(Path(folder) / "clip.wav"))
+        result = make(pipe, ComposeJob(keyframes=keyframes, transition=2.0, steps=args.steps),
+                      Output(Path(folder) / "clip.wav"))
         wall = time.perf_counter() - start
     print(json.dumps({"seconds": result.seconds, "wall": wall, **totals,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -30,7 +30,7 @@ from spectrodiff.codec.convert import audio_to_pixels
 from spectrodiff.codec.image import image_to_mel, layout, pixels_to_mel
 from spectrodiff.codec.mel import waveform_to_mel
 from spectrodiff.generation.jobs import ComposeJob, GenerateJob, Keyframe
-from spectrodiff.generation.modes import compose, generate
+from spectrodiff.generation.modes import make
 from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import TILE_SECONDS, SpectrodiffPipeline
 from spectrodiff.metrics import loop_wrap_ratio, seam_ratio, seam_ratios
@@ -159,7 +159,7 @@ def adherence(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path, 
     for style, prompt in prompts.items():
         for seed in range(seeds):
             job = GenerateJob(prompt=prompt, seed=seed, **shared)
-            result = generate(pipe, job, Output(out / f"{style}-{seed}.wav"))
+            result = make(pipe, job, Output(out / f"{style}-{seed}.wav"))
             audio = read_mono(result.audio)
             guess = classifier.predict(clip_features(audio)[None])[0]
             hits += guess == style
@@ -174,7 +174,7 @@ def long_clip(pipe, classifier, out: Path, shared: dict) -> dict:
     """A 60 s compose through four styles (15 s each): wall time, seams, and where each style's probability peaks."""
     keyframes = [Keyframe(style.replace("_", " "), seed=n, seconds=15.0) for n, style in enumerate(COMPOSE_STYLES)]
     began = time.perf_counter()
-    result = compose(pipe, ComposeJob(keyframes=keyframes, **shared), Output(out / "compose.wav"))
+    result = make(pipe, ComposeJob(keyframes=keyframes, **shared), Output(out / "compose.wav"))
     wall = time.perf_counter() - began
     audio = read_mono(result.audio)
     params, tile = pipe.spectrogram, join_spacing(pipe)

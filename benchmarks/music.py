@@ -35,7 +35,7 @@ from music_estimators import beat_phase_error, estimate_key, estimate_tempo, par
 
 from spectrodiff.generation.conditions import label_key
 from spectrodiff.generation.jobs import ComposeJob, GenerateJob, Keyframe
-from spectrodiff.generation.modes import compose, generate
+from spectrodiff.generation.modes import make
 from spectrodiff.generation.musical import NOTE_NAMES
 from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
@@ -100,7 +100,7 @@ def tempo_and_key(pipe, plan: list[dict], out: Path) -> list[dict]:
     for n, entry in enumerate(plan):
         job = GenerateJob(prompt=entry["style"], seed=entry["seed"], bpm=entry["bpm"], bars=entry["bars"],
                           key=entry["key"], meter=entry["meter"])
-        audio = read_mono(generate(pipe, job, Output(out / f"tempo-{n}.wav")).audio)
+        audio = read_mono(make(pipe, job, Output(out / f"tempo-{n}.wav")).audio)
         thrice = np.concatenate([audio] * 3)
         near, elsewhere = beat_phase_error(thrice, SAMPLE_RATE, 60 / entry["bpm"], [len(audio) / SAMPLE_RATE,
                                                                                      2 * len(audio) / SAMPLE_RATE])
@@ -132,7 +132,7 @@ def styles(pipe, classifier, prompts: dict[str, str], seeds: int, out: Path) -> 
     for name, prompt in prompts.items():
         slug = next(s.slug for s in STYLES if s.name == name)
         for seed in range(seeds):
-            result = generate(pipe, GenerateJob(prompt=prompt, seed=seed), Output(out / f"{slug}-{seed}.wav"))
+            result = make(pipe, GenerateJob(prompt=prompt, seed=seed), Output(out / f"{slug}-{seed}.wav"))
             audio = read_mono(result.audio)
             guess = classifier.predict(clip_features(audio)[None])[0]
             hits += guess == slug
@@ -148,7 +148,7 @@ def composed(pipe, out: Path) -> dict:
     keyframes = [Keyframe(style, seed=n, seconds=bars * 4 * 60 / COMPOSE_BPM)
                  for n, (style, bars) in enumerate(COMPOSE_PLAN)]
     began = time.perf_counter()
-    result = compose(pipe, ComposeJob(keyframes=keyframes, bpm=COMPOSE_BPM), Output(out / "compose.wav"))
+    result = make(pipe, ComposeJob(keyframes=keyframes, bpm=COMPOSE_BPM), Output(out / "compose.wav"))
     wall = time.perf_counter() - began
     audio = read_mono(result.audio)
     params = pipe.spectrogram

@@ -46,7 +46,7 @@ _EXPORTS = {
     **dict.fromkeys(("Keyframe", "GenerateJob", "MorphJob", "ComposeJob", "RemixJob", "ExtendJob", "InpaintJob",
                      "RiffuseJob", "job_from_dict"), "generation.jobs"),
     "Output": "generation.output",
-    "run": "generation.modes",
+    "make": "generation.modes",
 }
 
 __all__ = ["SpectrodiffError", "__version__", *_EXPORTS]

@@ -2,8 +2,9 @@
 importable: model folders saved then name `spectrodiff.params.SpectrogramParams` and
 `spectrodiff.vocoder.NeuralVocoder` as components, and users' scripts import the old paths.
 
-An old path imports as a module holding the names of the modules that replaced it (later ones win: the diffusers
-components for the two that model folders name)."""
+An old path imports as a module holding the names of the modules that replaced it, and the old names of those
+modules' renamed classes (`RENAMED`): later ones win, so the two that model folders name are the diffusers
+components."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         for new in MOVED[module.__name__[len(PREFIX):]]:
             source = importlib.import_module(PREFIX + new)
             module.__dict__.update({k: v for k, v in vars(source).items() if not k.startswith("__")})
+            module.__dict__.update(getattr(source, "RENAMED", {}))
 
 
 def install() -> None:

@@ -10,7 +10,6 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .codec.image import magnitudes
 from .codec.mel import hann_window, waveform_to_mel
 from .codec.params import SpectrogramParams
 
@@ -131,11 +130,3 @@ def loop_wrap_ratio(audio: AudioLike, params: SpectrogramParams, radius: int = S
     audio = _as_audio(audio)
     return seam_ratio(torch.cat([audio, audio], dim=-1), [audio.shape[-1]], params, radius)
 
-
-def magnitude_convergence(recon: torch.Tensor, pixels: torch.Tensor, power: float) -> torch.Tensor:
-    """Spectral convergence ||S - S'|| / ||S|| of the magnitudes that `(B, 3, H, W)` pixels in [-1, 1] (the VAE's
-    range) stand for, on every channel (`spectrodiff.codec.image.magnitudes`): pixel MSE underweights the loud
-    parts, which dominate what one hears and the reconstruction bar."""
-    target = magnitudes((pixels + 1) / 2, power)
-    return torch.linalg.vector_norm(magnitudes((recon + 1) / 2, power) - target) / \
-        torch.linalg.vector_norm(target).clamp_min(1e-6)

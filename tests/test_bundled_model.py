@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from spectrodiff.bundled import MODELS_DIR as BUNDLED_MODELS_DIR
 from spectrodiff.cli import DEFAULT_MODEL, app
 from spectrodiff.generation.jobs import GenerateJob
-from spectrodiff.generation.modes import generate
+from spectrodiff.generation.modes import make
 from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.training.bundle import BUNDLE_LIMIT_MB, folder_megabytes
@@ -61,7 +61,7 @@ def test_mini_loads_offline_with_its_own_parameters(mini):
 
 def test_mini_generates_a_loop_deterministically(mini, tmp_path):
     def run(seed: int, name: str):
-        return generate(mini, GenerateJob(prompt="jazzy saxophone", seed=seed, **FAST), Output(tmp_path / name))
+        return make(mini, GenerateJob(prompt="jazzy saxophone", seed=seed, **FAST), Output(tmp_path / name))
 
     first, again, other = run(0, "a.wav"), run(0, "b.wav"), run(1, "c.wav")
     audio, rate = soundfile.read(first.audio)
@@ -76,7 +76,7 @@ def test_mini_refines_its_encodings_of_input_audio(mini):
     """mini's model_index.json sets 5 encode steps: a tile of a sound it never trained on (a synthetic mix) comes back
     through the VAE at least 15 % closer than from the encoder alone."""
     from spectrodiff.codec.convert import audio_to_pixels
-    from spectrodiff.metrics import magnitude_convergence
+    from spectrodiff.generation.pipeline import magnitude_convergence
     from spectrodiff.signals import mix
 
     assert mini.config.encode_steps == 5
@@ -100,14 +100,14 @@ def test_mini_speaks_through_its_own_vocoder(mini):
     """mini carries its neural vocoder as its `vocoder/` component (spectrodiff/models/mini/vocoder): it is the default
     (it beats Griffin-Lim on the vocoder benchmark's three bars and on mini's own, see docs/benchmarks.md),
     `--vocoder mini` names it, and `--vocoder griffin-lim` still turns it off."""
-    from spectrodiff.generation.components import NeuralVocoder
+    from spectrodiff.generation.components import VocoderComponent
     from spectrodiff.training.bundle import VOCODER_LIMIT_MB
     from spectrodiff.vocoding.registry import choose_vocoder, resolve_vocoder
 
     folder = MINI / "vocoder"
     assert folder_megabytes(folder) <= VOCODER_LIMIT_MB
     assert {p.suffix for p in folder.iterdir()} == {".json", ".safetensors"}
-    assert isinstance(mini.vocoder, NeuralVocoder) and mini.vocoder.params == mini.spectrogram
+    assert isinstance(mini.vocoder, VocoderComponent) and mini.vocoder.params == mini.spectrogram
     assert choose_vocoder(None, mini.spectrogram, mini.vocoder) is mini.vocoder
     assert choose_vocoder("neural", mini.spectrogram, mini.vocoder) is mini.vocoder
     assert choose_vocoder("griffin-lim", mini.spectrogram, mini.vocoder) is None
@@ -157,10 +157,22 @@ def test_the_vocoders_folder_is_not_a_model():
 
 @pytest.mark.slow
 def test_the_readme_python_example_runs(tmp_path, monkeypatch):
-    """The README's Python example, as written, makes a 10 s loop with the bundled model."""
+    """The README's Python example, as written, makes the same sax.wav as the command beside it: the whole bars
+    of mini's pick of tempo nearest 10 s, sample for sample."""
+    import json
+    import shlex
+
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    command = next(line for line in readme.splitlines() if line.startswith('spectrodiff generate "jazzy saxophone"'))
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "README.md", "exec"), {})
+    (tmp_path / "cli").mkdir()
+    monkeypatch.chdir(tmp_path / "cli")
+    result = CliRunner().invoke(app, shlex.split(command, comments=True)[1:])
+    assert result.exit_code == 0, result.output
     audio, rate = soundfile.read(tmp_path / "sax.wav")
-    assert rate == 44100 and len(audio) == 1000 * 441 and np.abs(audio).max() > 0.05  # 10 s: 125 latent columns
+    tempo = json.loads((tmp_path / "cli" / "sax.json").read_text())["tempo"]
+    assert rate == 44100 and len(audio) == round(tempo["beats"] * 60 / tempo["bpm"] * rate)
+    assert np.abs(audio).max() > 0.05
+    assert digest(tmp_path / "sax.wav") == digest(tmp_path / "cli" / "sax.wav")

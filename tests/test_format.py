@@ -203,8 +203,8 @@ def test_mel_is_batched_over_leading_dims(params):
 
 def test_params_are_a_diffusers_component(tmp_path):
     """The codec's parameters are plain Python (no diffusers import); a model folder carries them through the
-    generation package's component of the same name, which loads back equal to them."""
-    from spectrodiff.generation.components import SpectrogramParams as Component
+    generation package's SpectrogramComponent, which loads back equal to them."""
+    from spectrodiff.generation.components import SpectrogramComponent
 
     class Holder(DiffusionPipeline):
         def __init__(self, spectrogram):
@@ -212,11 +212,11 @@ def test_params_are_a_diffusers_component(tmp_path):
             self.register_modules(spectrogram=spectrogram)
 
     params = SpectrogramParams(stereo=True, max_frequency=8000)
-    Holder(Component.of(params)).save_pretrained(tmp_path)
+    Holder(SpectrogramComponent.of(params)).save_pretrained(tmp_path)
     assert (tmp_path / "spectrogram" / "spectrogram_config.json").exists()
     loaded = Holder.from_pretrained(tmp_path).spectrogram
     assert isinstance(loaded, SpectrogramParams) and loaded == params and loaded.sample_rate == 44100
-    assert Component.from_pretrained(tmp_path, subfolder="spectrogram") == loaded
+    assert SpectrogramComponent.from_pretrained(tmp_path, subfolder="spectrogram") == loaded
     assert SpectrogramParams.from_dict(loaded.config) == params == SpectrogramParams.from_dict(params.to_dict())
     with pytest.raises(TypeError, match="read-only"):
         params.config["stereo"] = False

@@ -20,12 +20,12 @@ from spectrodiff.codec.convert import audio_to_image, audio_to_pixels, save_imag
 from spectrodiff.codec.image import image_params
 from spectrodiff.generation.batch import run_line
 from spectrodiff.generation.jobs import JOBS, Keyframe
-from spectrodiff.generation.modes import run
-from spectrodiff.generation.output import Output
-from spectrodiff.generation.pipeline import ENCODE_REFINE_LR, SpectrodiffPipeline
+from spectrodiff.generation.modes import make
+from spectrodiff.generation.output import Output, model_record
+from spectrodiff.generation.pipeline import ENCODE_REFINE_LR, SpectrodiffPipeline, magnitude_convergence
 from spectrodiff.generation.plans import load_plan
 from spectrodiff.generation.timeline import Timeline
-from spectrodiff.metrics import loop_wrap_ratio, magnitude_convergence, seam_ratio
+from spectrodiff.metrics import loop_wrap_ratio, seam_ratio
 from spectrodiff.signals import mix
 from spectrodiff.testing import build_tiny_pipeline
 
@@ -41,9 +41,9 @@ def song(tmp_path) -> Path:
     return path
 
 
-def make(pipe, mode: str, out: Path | None, **fields):
-    """Run a `mode` job of `fields` (few steps) into `out`."""
-    return run(pipe, JOBS[mode].from_dict(FAST | fields), Output(out))
+def make_job(pipe, mode: str, out: Path | None, **fields):
+    """Make a `mode` job of `fields` (few steps) into `out`."""
+    return make(pipe, JOBS[mode].from_dict(FAST | fields), Output(out))
 
 
 def read(path: Path) -> np.ndarray:
@@ -55,7 +55,7 @@ def digest(path: Path) -> str:
 
 
 def test_generate_writes_a_loop_triple(pipe, tmp_path):
-    result = make(pipe, "generate", tmp_path / "sax.wav", prompt="jazzy saxophone", seed=3)
+    result = make_job(pipe, "generate", tmp_path / "sax.wav", prompt="jazzy saxophone", seed=3)
     assert (result.audio, result.image, result.sidecar) == (tmp_path / "sax.wav", tmp_path / "sax.png",
                                                             tmp_path / "sax.json")
     assert soundfile.info(result.audio).frames == 512 * HOP, "a 5.12 s loop is 512 columns of 441 samples"
@@ -72,16 +72,29 @@ def test_generate_writes_a_loop_triple(pipe, tmp_path):
     assert "steps" not in record and "loop" not in record, "each setting once: in the job"
 
 
+def test_the_model_hash_follows_what_the_model_is_not_where_it_was_saved(model_dir, tmp_path):
+    """A sidecar's model sha256 hashes weights and settings: the same model saved in another folder (diffusers then
+    records another _name_or_path) hashes the same; the control, one weight changed, does not."""
+    shutil.copytree(model_dir, tmp_path / "elsewhere")
+    first, moved = (SpectrodiffPipeline.load(str(folder)) for folder in (model_dir, tmp_path / "elsewhere"))
+    assert first.unet.config["_name_or_path"] != moved.unet.config["_name_or_path"]
+    assert model_record(first)["sha256"] == model_record(moved)["sha256"]
+    changed = SpectrodiffPipeline.load(str(model_dir))
+    with torch.no_grad():
+        next(changed.unet.parameters()).flatten()[0] += 1
+    assert model_record(changed)["sha256"] != model_record(first)["sha256"]
+
+
 def test_loop_wraps_without_a_seam(pipe, tmp_path):
-    result = make(pipe, "generate", tmp_path / "l.wav", prompt="loop", seed=5, iters=16)
+    result = make_job(pipe, "generate", tmp_path / "l.wav", prompt="loop", seed=5, iters=16)
     audio = read(result.audio).T / 32768
     assert loop_wrap_ratio(audio, pipe.spectrogram) <= 1.0
 
 
 def test_generate_is_deterministic(pipe, tmp_path):
-    a = make(pipe, "generate", tmp_path / "a.wav", prompt="x", seed=9)
-    b = make(pipe, "generate", tmp_path / "b.wav", prompt="x", seed=9)
-    c = make(pipe, "generate", tmp_path / "c.wav", prompt="x", seed=10)
+    a = make_job(pipe, "generate", tmp_path / "a.wav", prompt="x", seed=9)
+    b = make_job(pipe, "generate", tmp_path / "b.wav", prompt="x", seed=9)
+    c = make_job(pipe, "generate", tmp_path / "c.wav", prompt="x", seed=10)
     assert digest(a.audio) == digest(b.audio) != digest(c.audio)
 
 
@@ -103,7 +116,7 @@ def test_every_mode_writes_the_asked_length_to_the_sample(pipe, tmp_path, rate):
     keys = [{"prompt": "a", "seconds": 3.0}, {"prompt": "b", "seed": 2, "seconds": 4.3}]
 
     def made(mode: str, **fields) -> int:
-        return length(make(pipe, mode, tmp_path / f"{mode}-{len(list(tmp_path.iterdir()))}.wav", sample_rate=rate,
+        return length(make_job(pipe, mode, tmp_path / f"{mode}-{len(list(tmp_path.iterdir()))}.wav", sample_rate=rate,
                            **fields))
 
     assert made("generate", prompt="x", seconds=7.3, loop=False) == round(7.3 * out)
@@ -115,29 +128,29 @@ def test_every_mode_writes_the_asked_length_to_the_sample(pipe, tmp_path, rate):
 
 
 def test_never_overwrites(pipe, tmp_path):
-    make(pipe, "generate", tmp_path / "x.wav", prompt="x")
+    make_job(pipe, "generate", tmp_path / "x.wav", prompt="x")
     before = digest(tmp_path / "x.wav")
     with pytest.raises(SpectrodiffError, match="already exists"):
-        make(pipe, "generate", tmp_path / "x.wav", prompt="x", seed=4)
+        make_job(pipe, "generate", tmp_path / "x.wav", prompt="x", seed=4)
     assert digest(tmp_path / "x.wav") == before
 
 
 def test_default_folder_is_dated_slug_seed(pipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = make(pipe, "generate", None, prompt="Jazzy Saxophone!", seed=7)
-    second = make(pipe, "generate", None, prompt="Jazzy Saxophone!", seed=7)
+    first = make_job(pipe, "generate", None, prompt="Jazzy Saxophone!", seed=7)
+    second = make_job(pipe, "generate", None, prompt="Jazzy Saxophone!", seed=7)
     assert first.audio.parent.name.endswith("-jazzy-saxophone-7") and first.audio.parent.parent.name == "outputs"
     assert second.audio.parent.name == first.audio.parent.name + "-2"
 
 
 def test_morph_and_compose(pipe, tmp_path):
     keys = [{"prompt": "church bells", "seed": 1}, {"prompt": "electronic beats", "seed": 2}]
-    result = make(pipe, "morph", tmp_path / "m.wav", keyframes=keys, seconds=8.0)
+    result = make_job(pipe, "morph", tmp_path / "m.wav", keyframes=keys, seconds=8.0)
     assert soundfile.info(result.audio).frames == 8 * SR
     assert json.loads(result.sidecar.read_text())["job"]["keyframes"][1]["prompt"] == "electronic beats"
     plan = load_plan(Path(__file__).parents[1] / "prompts" / "bells-to-beats.yaml")
     short = [{"prompt": k.prompt, "seed": k.seed, "seconds": 4.0} for k in plan["keyframes"]]
-    composed = make(pipe, "compose", tmp_path / "c.wav", keyframes=short, transition=1.0)
+    composed = make_job(pipe, "compose", tmp_path / "c.wav", keyframes=short, transition=1.0)
     audio = read(composed.audio).T / 32768
     assert audio.shape[1] == 8 * SR
     # Tiles of the random model share latent context and phase across joins: no join stands out.
@@ -145,7 +158,7 @@ def test_morph_and_compose(pipe, tmp_path):
 
 
 def test_remix_keeps_length(pipe, tmp_path, song):
-    result = make(pipe, "remix", tmp_path / "r.wav", audio=song, prompt="organ", strength=0.5)
+    result = make_job(pipe, "remix", tmp_path / "r.wav", audio=song, prompt="organ", strength=0.5)
     assert soundfile.info(result.audio).frames == soundfile.info(song).frames
     assert json.loads(result.sidecar.read_text())["input"]["sha256"] == hashlib.sha256(song.read_bytes()).hexdigest()
 
@@ -160,7 +173,7 @@ def test_strength_sets_how_far_latents_move(pipe):
 
 
 def test_extend_keeps_the_input_bit_exact(pipe, tmp_path, song):
-    result = make(pipe, "extend", tmp_path / "e.wav", audio=song, prompt="more", seconds=4.0)
+    result = make_job(pipe, "extend", tmp_path / "e.wav", audio=song, prompt="more", seconds=4.0)
     source, out = read(song), read(result.audio)
     assert len(out) == len(source) + 4 * SR
     assert np.array_equal(out[: len(source)], source)
@@ -168,7 +181,7 @@ def test_extend_keeps_the_input_bit_exact(pipe, tmp_path, song):
 
 
 def test_inpaint_leaves_the_outside_untouched(pipe, tmp_path, song):
-    result = make(pipe, "inpaint", tmp_path / "i.wav", audio=song, prompt="fill", start=2.0, end=3.0)
+    result = make_job(pipe, "inpaint", tmp_path / "i.wav", audio=song, prompt="fill", start=2.0, end=3.0)
     source, out = read(song), read(result.audio)
     assert len(out) == len(source)
     a, b = 2 * SR, 3 * SR
@@ -194,7 +207,7 @@ def test_riffuse_grows_from_a_seed_image_between_two_prompts(pipe, tmp_path):
     start, end = {"prompt": "bells", "seed": 1, "strength": 0.75}, {"prompt": "beats", "seed": 2, "strength": 0.75}
 
     def riffuse(out: str, **fields):
-        return make(pipe, "riffuse", tmp_path / out, start=start, end=end, seed_image=seed_image, **fields)
+        return make_job(pipe, "riffuse", tmp_path / out, start=start, end=end, seed_image=seed_image, **fields)
 
     results = [riffuse(f"{alpha}.wav", alpha=alpha) for alpha in (0.0, 0.5)]
     assert results[0].seconds == pytest.approx(511 * HOP / SR)
@@ -209,12 +222,12 @@ def test_riffuse_grows_from_a_seed_image_between_two_prompts(pipe, tmp_path):
     with pytest.raises(SpectrodiffError, match="alpha must be between 0 and 1, got 1.5"):
         riffuse("bad.wav", alpha=1.5)
     with pytest.raises(SpectrodiffError, match="spectrogram parameters"):
-        make(pipe, "riffuse", tmp_path / "bad.wav", start=start, end=end, alpha=0.5, seed_image=save_image(
+        make_job(pipe, "riffuse", tmp_path / "bad.wav", start=start, end=end, alpha=0.5, seed_image=save_image(
             tmp_path / "other.png", audio_to_image(mix(1.0)[None], type(params)())))
 
 
 def test_batch_runs_jobs_and_sidecar_jobs_redo_results(pipe, model_dir, tmp_path):
-    first = make(pipe, "generate", tmp_path / "first.wav", prompt="redo me", seed=4)
+    first = make_job(pipe, "generate", tmp_path / "first.wav", prompt="redo me", seed=4)
     job = json.loads(first.sidecar.read_text())["job"]
     jobs = tmp_path / "jobs.jsonl"
     lines = [dict(job, out=str(tmp_path / "again.wav")),
@@ -302,7 +315,7 @@ def test_missing_component_via_cli(model_dir, tmp_path):
 
 def test_long_prompt_warns_and_still_generates(pipe, tmp_path):
     with pytest.warns(UserWarning, match="truncated"):
-        make(pipe, "generate", tmp_path / "long.wav", prompt="sax " * 60)
+        make_job(pipe, "generate", tmp_path / "long.wav", prompt="sax " * 60)
     assert (tmp_path / "long.wav").exists()
 
 
@@ -311,7 +324,7 @@ def test_stereo_model_makes_stereo(tmp_path):
     from spectrodiff.testing import build_tiny_pipeline
 
     stereo = build_tiny_pipeline(SpectrogramParams(num_frequencies=64, stereo=True))
-    result = make(stereo, "generate", tmp_path / "st.wav", prompt="wide")
+    result = make_job(stereo, "generate", tmp_path / "st.wav", prompt="wide")
     assert soundfile.info(result.audio).channels == 2
     assert np.asarray(Image.open(result.image))[..., 0].max() == 0
 
@@ -340,8 +353,8 @@ def test_encode_steps_default_to_the_models_and_the_sidecar_keeps_them(tmp_path,
     model.save_pretrained(tmp_path / "model")
     model = SpectrodiffPipeline.load(str(tmp_path / "model"))
     model.set_progress_bar_config(disable=True)
-    refined = make(model, "remix", tmp_path / "refined.wav", audio=song, prompt="organ", strength=0.3)
-    plain = make(model, "remix", tmp_path / "plain.wav", audio=song, prompt="organ", strength=0.3, encode_steps=0)
+    refined = make_job(model, "remix", tmp_path / "refined.wav", audio=song, prompt="organ", strength=0.3)
+    plain = make_job(model, "remix", tmp_path / "plain.wav", audio=song, prompt="organ", strength=0.3, encode_steps=0)
     assert digest(plain.audio) != digest(refined.audio)
     assert json.loads(refined.sidecar.read_text())["job"]["encode_steps"] == 3
     job = json.loads(plain.sidecar.read_text())["job"]
@@ -349,7 +362,7 @@ def test_encode_steps_default_to_the_models_and_the_sidecar_keeps_them(tmp_path,
     again = run_line(model, job | {"out": str(tmp_path / "again.wav")})
     assert digest(again.audio) == digest(plain.audio)
     with pytest.raises(SpectrodiffError, match="encode_steps must be between 0 and 1000, got -1"):
-        make(model, "remix", tmp_path / "bad.wav", audio=song, prompt="organ", encode_steps=-1)
+        make_job(model, "remix", tmp_path / "bad.wav", audio=song, prompt="organ", encode_steps=-1)
     result = CliRunner().invoke(app, ["remix", str(song), "--prompt", "organ", "--encode-steps", "-1"])
     assert result.exit_code != 0 and "encode-steps" in result.output
 
@@ -382,12 +395,12 @@ def test_a_result_is_published_whole_or_not_at_all(pipe, tmp_path, monkeypatch, 
     else:
         monkeypatch.setattr(output_module, "save_image", broken_save)
     with pytest.raises((SpectrodiffError, KeyboardInterrupt)) as error:
-        make(pipe, "generate", tmp_path / "x.wav", prompt="x", seconds=1.0)
+        make_job(pipe, "generate", tmp_path / "x.wav", prompt="x", seconds=1.0)
     assert ".tmp." not in str(error.value)  # the user's names, not the temporary ones
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(output_module, "save_image", real_save)
     monkeypatch.setattr(output_module.os, "replace", real_replace)
-    result = make(pipe, "generate", tmp_path / "x.wav", prompt="x", seconds=1.0)
+    result = make_job(pipe, "generate", tmp_path / "x.wav", prompt="x", seconds=1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.png", "x.wav"] and result.seconds > 0
 
 
@@ -397,20 +410,20 @@ def test_a_long_loop_is_vocoded_in_pieces_and_still_wraps(monkeypatch):
     control) it jumps at the wrap."""
     from spectrodiff import SpectrogramParams
     from spectrodiff.codec.mel import waveform_to_mel
-    from spectrodiff.generation import output as output_module
+    from spectrodiff.generation import takes
 
     params = SpectrogramParams(num_frequencies=64)
     frames = 600
     t = np.arange((frames + 3) * params.hop_length) / params.sample_rate
     tone = (0.5 * np.sin(2 * np.pi * 441 * t) + 0.3 * np.sin(2 * np.pi * 882 * t)).astype(np.float32)
     mel = waveform_to_mel(torch.from_numpy(tone)[None], params)[..., :frames]
-    monkeypatch.setattr(output_module, "LOOP_PERIOD_FRAMES", 256)
-    monkeypatch.setattr(output_module, "LOOP_PIECE_FRAMES", 128)
+    monkeypatch.setattr(takes, "LOOP_PERIOD_FRAMES", 256)
+    monkeypatch.setattr(takes, "LOOP_PIECE_FRAMES", 128)
 
     def wrap_jump(audio: np.ndarray) -> float:
         return abs(float(audio[0, 0] - audio[0, -1])) / np.abs(np.diff(audio[0])).max()
 
-    looped = output_module.loop_audio(mel, params, None, 16)
+    looped = takes.loop_audio(mel, params, None, 16)
     assert looped.shape == (1, frames * params.hop_length) and wrap_jump(looped) < 1.0
-    monkeypatch.setattr(output_module, "_crossfade", lambda old, new: new)
-    assert wrap_jump(output_module.loop_audio(mel, params, None, 16)) > 3
+    monkeypatch.setattr(takes, "_crossfade", lambda old, new: new)
+    assert wrap_jump(takes.loop_audio(mel, params, None, 16)) > 3

@@ -12,9 +12,10 @@ import soundfile
 
 from spectrodiff.cli import main
 from spectrodiff.generation.jobs import GenerateJob
-from spectrodiff.generation.modes import generate
+from spectrodiff.generation.modes import make
 from spectrodiff.generation.musical import parse_key
-from spectrodiff.generation.output import Output, resample_loop
+from spectrodiff.generation.output import Output
+from spectrodiff.generation.takes import resample_loop
 
 FAST = {"steps": 1, "iters": 1}
 
@@ -56,7 +57,7 @@ def smpl_loops(body: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
 def test_a_loop_is_whole_bars_to_the_sample_and_a_daw_reads_it(pipe, tmp_path, bpm, bars, meter, key, rate):
     numerator, denominator = map(int, meter.split("/"))
     job = GenerateJob(prompt="funk", bpm=bpm, bars=bars, meter=meter, key=key, sample_rate=rate, **FAST)
-    result = generate(pipe, job, Output(tmp_path))
+    result = make(pipe, job, Output(tmp_path))
     rate = rate or pipe.spectrogram.sample_rate
     seconds = bars * numerator * 4 / denominator * 60 / bpm
     frames = round(seconds * rate)
@@ -76,7 +77,7 @@ def test_a_loop_is_whole_bars_to_the_sample_and_a_daw_reads_it(pipe, tmp_path, b
 
 def test_a_loop_without_a_tempo_has_no_loop_chunks(pipe, tmp_path):
     """The control: the chunks come from the tempo, not from every WAV."""
-    result = generate(pipe, GenerateJob(prompt="funk", seconds=1.0, **FAST), Output(tmp_path / "plain.wav"))
+    result = make(pipe, GenerateJob(prompt="funk", seconds=1.0, **FAST), Output(tmp_path / "plain.wav"))
     assert set(riff_chunks(result.audio)) == {b"fmt ", b"data"}
 
 
@@ -131,7 +132,6 @@ def test_a_compose_plan_in_bars_joins_on_bar_lines(pipe, tmp_path):
     """A plan with a tempo gives sections in bars (or seconds that are whole bars): the clip is their sum to the
     sample and every join is a bar line; the sidecar's job keeps the tempo."""
     from spectrodiff.generation.jobs import ComposeJob
-    from spectrodiff.generation.modes import run
     from spectrodiff.generation.plans import load_plan
 
     plan = tmp_path / "plan.yaml"
@@ -140,7 +140,7 @@ def test_a_compose_plan_in_bars_joins_on_bar_lines(pipe, tmp_path):
     job = ComposeJob.from_dict(load_plan(plan) | FAST)
     bar = 3 * 60 / 90  # a 6/8 bar is three quarter notes
     assert [k.seconds for k in job.keyframes] == pytest.approx([2 * bar, 4.0, bar])
-    result = run(pipe, job, Output(tmp_path / "song.wav"))
+    result = make(pipe, job, Output(tmp_path / "song.wav"))
     assert soundfile.info(result.audio).frames == round(5 * bar * pipe.spectrogram.sample_rate)
     assert result.record["job"]["bpm"] == 90 and result.record["job"]["meter"] == "6/8"
 
@@ -203,7 +203,7 @@ def bars_of(path: Path, bpm: float, meter: str) -> float:
                                                       ("techno at 140 BPM in E minor", 140, "4/4", 64)])  # words
 def test_a_loop_without_bpm_is_whole_bars_at_the_tempo_it_was_made_at(conditioned, tmp_path, prompt, bpm, meter,
                                                                        root):
-    result = generate(conditioned, GenerateJob(prompt=prompt, **FAST), Output(tmp_path / "loop.wav"))
+    result = make(conditioned, GenerateJob(prompt=prompt, **FAST), Output(tmp_path / "loop.wav"))
     music = result.record["music"]
     assert (music["bpm"], music["meter"]) == (bpm, meter)
     bars = bars_of(result.audio, bpm, meter)
@@ -220,23 +220,23 @@ def test_a_loop_without_bpm_is_whole_bars_at_the_tempo_it_was_made_at(conditione
 def test_a_plain_clip_keeps_its_length_unless_its_tempo_was_asked(conditioned, tmp_path):
     """Only a loop rounds to the bars of the model's pick; a plain clip keeps the seconds asked for (no chunks), and
     one whose prompt names a tempo is whole bars of it."""
-    picked = generate(conditioned, GenerateJob(prompt="techno", loop=False, **FAST), Output(tmp_path / "a.wav"))
+    picked = make(conditioned, GenerateJob(prompt="techno", loop=False, **FAST), Output(tmp_path / "a.wav"))
     assert picked.record["music"]["source"] == "model" and soundfile.info(picked.audio).frames == round(5.12 * 44100)
     assert b"acid" not in riff_chunks(picked.audio) and "tempo" not in picked.record
-    said = generate(conditioned, GenerateJob(prompt="techno at 140 BPM", loop=False, **FAST),
-                    Output(tmp_path / "b.wav"))
+    said = make(conditioned, GenerateJob(prompt="techno at 140 BPM", loop=False, **FAST),
+                Output(tmp_path / "b.wav"))
     bars = bars_of(said.audio, 140, "4/4")
     assert bars == pytest.approx(3, abs=1e-4) and acid(riff_chunks(said.audio)[b"acid"])["beats"] == 12
     assert b"smpl" not in riff_chunks(said.audio) or smpl_loops(riff_chunks(said.audio)[b"smpl"])[1] == []
 
 
 def test_a_meter_is_used_with_a_picked_tempo_and_refused_without_one(conditioned, pipe, tmp_path):
-    result = generate(conditioned, GenerateJob(prompt="techno", meter="6/8", **FAST), Output(tmp_path / "a.wav"))
+    result = make(conditioned, GenerateJob(prompt="techno", meter="6/8", **FAST), Output(tmp_path / "a.wav"))
     assert acid(riff_chunks(result.audio)[b"acid"])["meter"] == "6/8"
     from spectrodiff.errors import SpectrodiffError
 
     with pytest.raises(SpectrodiffError, match="meter 6/8 needs a tempo: give bpm"):
-        generate(pipe, GenerateJob(prompt="techno", meter="6/8", **FAST), Output(tmp_path / "b.wav"))
+        make(pipe, GenerateJob(prompt="techno", meter="6/8", **FAST), Output(tmp_path / "b.wav"))
     assert not (tmp_path / "b.wav").exists()
 
 
@@ -244,13 +244,12 @@ def test_the_bundled_plan_in_bars_writes_a_named_file_with_its_tempo(pipe, tmp_p
     """`compose prompts/sax-to-beats-in-bars.yaml` without -o named its file from a key the plan has not (an
     internal error); its sections, one bar each here, keep the plan's tempo in the WAV."""
     from spectrodiff.generation.jobs import ComposeJob
-    from spectrodiff.generation.modes import run
     from spectrodiff.generation.plans import load_plan
 
     plan = load_plan(Path(__file__).parents[1] / "prompts" / "sax-to-beats-in-bars.yaml")
     short = [{"prompt": k.prompt, "seed": k.seed, "seconds": 2.5} for k in plan["keyframes"]]  # a bar at 96 BPM
     job = ComposeJob.from_dict({"keyframes": short, "bpm": 96, "transition": 0.5} | FAST)
-    result = run(pipe, job, Output(tmp_path))
+    result = make(pipe, job, Output(tmp_path))
     assert result.audio == tmp_path / "jazzy-saxophone-to-funky-piano_96bpm_s1.wav"
     chunks = riff_chunks(result.audio)
     assert acid(chunks[b"acid"])["beats"] == 12 and acid(chunks[b"acid"])["tempo"] == pytest.approx(96)
@@ -272,11 +271,10 @@ def tempo_wav(path: Path, seconds: float = 4.0) -> Path:
                                                     ("inpaint", {"start": 1.0, "end": 2.0}, 4.0)])
 def test_what_is_made_of_a_wav_with_a_tempo_keeps_it(pipe, tmp_path, mode, fields, seconds):
     from spectrodiff.generation.jobs import JOBS
-    from spectrodiff.generation.modes import run
 
     source = tempo_wav(tmp_path / "in.wav")
-    result = run(pipe, JOBS[mode].from_dict({"audio": source, "prompt": "organ", **fields, **FAST}),
-                 Output(tmp_path / "out.wav"))
+    result = make(pipe, JOBS[mode].from_dict({"audio": source, "prompt": "organ", **fields, **FAST}),
+                  Output(tmp_path / "out.wav"))
     chunks = riff_chunks(result.audio)
     frames = soundfile.info(result.audio).frames
     assert frames == round(seconds * 44100)
@@ -286,8 +284,8 @@ def test_what_is_made_of_a_wav_with_a_tempo_keeps_it(pipe, tmp_path, mode, field
     assert smpl_loops(chunks[b"smpl"])[1] == [(0, 0, frames - 1, 0)]  # the loop covers the new length
     plain = tmp_path / "plain.wav"
     soundfile.write(plain, soundfile.read(source)[0], 44100, subtype="PCM_16")  # the control: no chunks in
-    again = run(pipe, JOBS[mode].from_dict({"audio": plain, "prompt": "organ", **fields, **FAST}),
-                Output(tmp_path / "again.wav"))
+    again = make(pipe, JOBS[mode].from_dict({"audio": plain, "prompt": "organ", **fields, **FAST}),
+                 Output(tmp_path / "again.wav"))
     assert set(riff_chunks(again.audio)) == {b"fmt ", b"data"}
 
 

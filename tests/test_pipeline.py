@@ -85,26 +85,38 @@ def test_from_pretrained_fills_in_riffusions_params_and_calls_like_diffusers(rif
     assert pipe("a", num_inference_steps=1, seconds=0.5, output_type="latent").shape == (1, 4, 64, 6)
 
 
-def test_a_folder_saved_by_the_flat_layout_still_loads(tmp_path, model_dir):
-    """Before the package had subfolders, model_index.json named spectrodiff.params.SpectrogramParams (and
-    spectrodiff.vocoder.NeuralVocoder): such folders load, and the old import paths still work."""
+@pytest.mark.parametrize("module", ["spectrodiff.params", "spectrodiff.generation.components"])
+def test_folders_naming_the_components_old_classes_still_load(tmp_path, model_dir, module):
+    """Folders saved before the components had names of their own name SpectrogramParams and NeuralVocoder, in
+    spectrodiff.generation.components or (before the package had subfolders) spectrodiff.params and
+    spectrodiff.vocoder: they load as the components, and the old import paths still work. A folder saved now
+    names the components themselves."""
     import spectrodiff.params
     import spectrodiff.vocoder
-    from spectrodiff.generation.components import NeuralVocoder
+    from spectrodiff.generation import components
+    from spectrodiff.generation.components import SpectrogramComponent, VocoderComponent
 
     folder = tmp_path / "old"
     shutil.copytree(model_dir, folder)
-    NeuralVocoder(spectrogram=SpectrogramParams(num_frequencies=64).to_dict(), dim=16, intermediate_dim=32,
-                  num_layers=1).save_pretrained(folder / "vocoder")
+    VocoderComponent(spectrogram=SpectrogramParams(num_frequencies=64).to_dict(), dim=16, intermediate_dim=32,
+                     num_layers=1).save_pretrained(folder / "vocoder")
     index = json.loads((folder / "model_index.json").read_text())
-    index["spectrogram"] = ["spectrodiff.params", "SpectrogramParams"]
-    index["vocoder"] = ["spectrodiff.vocoder", "NeuralVocoder"]
+    assert index["spectrogram"] == ["spectrodiff.generation.components", "SpectrogramComponent"]
+    index["spectrogram"] = [module, "SpectrogramParams"]
+    index["vocoder"] = [module.replace("params", "vocoder"), "NeuralVocoder"]
     (folder / "model_index.json").write_text(json.dumps(index))
+    for config in (folder / "spectrogram" / "spectrogram_config.json", folder / "vocoder" / "config.json"):
+        config.write_text(config.read_text().replace("SpectrogramComponent", "SpectrogramParams")
+                          .replace("VocoderComponent", "NeuralVocoder"))
     for loaded in (SpectrodiffPipeline.load(str(folder)), SpectrodiffPipeline.from_pretrained(str(folder))):
+        assert type(loaded.spectrogram) is SpectrogramComponent
         assert loaded.spectrogram == SpectrogramParams(num_frequencies=64)
-        assert isinstance(loaded.vocoder, NeuralVocoder) and loaded.vocoder.params == loaded.spectrogram
-    assert spectrodiff.params.SpectrogramParams is type(loaded.spectrogram)
+        assert type(loaded.vocoder) is VocoderComponent and loaded.vocoder.params == loaded.spectrogram
+    assert spectrodiff.params.SpectrogramParams is components.SpectrogramParams is SpectrogramComponent
+    assert spectrodiff.vocoder.NeuralVocoder is components.NeuralVocoder is VocoderComponent
     assert spectrodiff.vocoder.resolve_vocoder(folder).params == loaded.spectrogram
+    with pytest.raises(AttributeError):
+        components.NoSuchComponent  # noqa: B018 (only the renamed classes resolve)
 
 
 def test_pickled_weights_are_refused_unless_allowed(tmp_path, pipe):
@@ -232,3 +244,60 @@ def test_compose_holds_each_keyframe_then_blends():
     position = index + alpha
     np.testing.assert_allclose(position, [0, 0, 0.5, 1, 1, 2])
     assert Timeline.compose(keyframes, 2.0).lerp("guidance", np.array([3.0]))[0] == 7.0
+
+
+# ---- one text-to-audio path -------------------------------------------------------------------------------------
+
+STYLES = {"techno": {"captions": ["techno", "hard techno beat"], "tempo": [130, 138], "meter": "4/4",
+                     "modes": ["minor"]}}
+
+
+@pytest.fixture(scope="module")
+def conditioned_dir(tmp_path_factory):
+    """A tiny pipeline with musical conditions and a table of styles (so that it picks a tempo, and a key by the
+    seed), saved as a folder."""
+    from spectrodiff.training.train import add_music_conditioning
+
+    pipe = build_tiny_pipeline()
+    add_music_conditioning(pipe)
+    torch.manual_seed(1)
+    torch.nn.init.normal_(pipe.unet.class_embedding.linear_2.weight, std=0.5)  # so that the conditions matter
+    pipe.register_to_config(music_styles=STYLES)
+    folder = tmp_path_factory.mktemp("conditioned")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_pipe_and_generate_make_the_same_samples(conditioned_dir, tmp_path):
+    """`pipe(prompt, generator=seeded(s))` with its defaults and `spectrodiff generate PROMPT --seed s` with its
+    defaults make the same clip: the same picked tempo and key (drawn by the seed: 5 picks Ab minor, 0 would pick A
+    minor), the same whole bars, the same samples and spectrogram. The control: another seed differs."""
+    pipe = SpectrodiffPipeline.load(str(conditioned_dir))
+    pipe.set_progress_bar_config(disable=True)
+
+    def cli(seed: int) -> tuple[np.ndarray, dict, np.ndarray]:
+        out = tmp_path / f"cli-{seed}.wav"
+        result = CliRunner().invoke(app, ["generate", "techno", "--model", str(conditioned_dir), "--seed", str(seed),
+                                          "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        sidecar = json.loads(out.with_suffix(".json").read_text())
+        return soundfile.read(out, dtype="int16")[0], sidecar, np.asarray(Image.open(out.with_suffix(".png")))
+
+    def python(seed: int):
+        out = pipe("techno", generator=torch.Generator().manual_seed(seed))
+        path = tmp_path / f"pipe-{seed}.wav"
+        soundfile.write(path, out.audios[0].T, out.sample_rate)  # as the README writes it
+        return out, soundfile.read(path, dtype="int16")[0]
+
+    samples, sidecar, image = cli(5)
+    out, written = python(5)
+    assert sidecar["music"] == out.music[0].to_dict() and out.music[0].key == "Ab minor"
+    assert sidecar["music"] != pipe.resolve_music("techno", 0).to_dict()  # seed 0 picks another key
+    beats, bpm = sidecar["tempo"]["beats"], sidecar["tempo"]["bpm"]
+    assert len(samples) == round(beats * 60 / bpm * 44100) == out.audios.shape[-1]  # whole bars, to the sample
+    assert out.seconds[0] == pytest.approx(sidecar["seconds"]) and out.sample_rate == sidecar["sample_rate"]
+    assert np.array_equal(written, samples)
+    assert np.array_equal(np.asarray(out.images[0]), image)
+    other, _ = python(6)
+    assert other.music[0].key != out.music[0].key
+    assert not np.array_equal(other.audios, out.audios)

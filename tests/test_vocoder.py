@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from spectrodiff import SpectrodiffError, SpectrogramParams, audio_to_image, image_to_audio
 from spectrodiff.cli import app
 from spectrodiff.codec.mel import waveform_to_mel
-from spectrodiff.generation.components import NeuralVocoder
+from spectrodiff.generation.components import VocoderComponent
 from spectrodiff.generation.jobs import ExtendJob, GenerateJob, InpaintJob
-from spectrodiff.generation.modes import extend, generate, inpaint
+from spectrodiff.generation.modes import make
 from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.metrics import loop_wrap_ratio, mel_spectral_convergence
@@ -34,9 +34,9 @@ HOP = 441
 SMALL = dict(dim=32, intermediate_dim=64, num_layers=2)
 
 
-def tiny_vocoder(params: SpectrogramParams, seed: int = 0, **sizes) -> NeuralVocoder:
+def tiny_vocoder(params: SpectrogramParams, seed: int = 0, **sizes) -> VocoderComponent:
     torch.manual_seed(seed)
-    return NeuralVocoder(spectrogram=params.to_dict(), **(SMALL | sizes)).eval()
+    return VocoderComponent(spectrogram=params.to_dict(), **(SMALL | sizes)).eval()
 
 
 def invoke(*args):
@@ -238,8 +238,8 @@ def test_bad_vocoders_give_clear_errors(tmp_path, mel64):
         load_vocoder(tmp_path / "v")
     odd = dict(SpectrogramParams(num_frequencies=64, padded_duration_ms=250).config)  # FFT 11025, window 4410
     with pytest.raises(SpectrodiffError, match="FFT size that is a multiple of the window, got 11025 and 4410"):
-        NeuralVocoder(spectrogram=odd, **SMALL, refine_iterations=2)
-    assert NeuralVocoder(spectrogram=odd, **SMALL).config.refine_iterations == 0  # without refinement it is fine
+        VocoderComponent(spectrogram=odd, **SMALL, refine_iterations=2)
+    assert VocoderComponent(spectrogram=odd, **SMALL).config.refine_iterations == 0  # without refinement it is fine
     with pytest.raises(SpectrodiffError, match="unknown vocoder 'nope'"):
         resolve_vocoder("nope")
     with pytest.raises(SpectrodiffError, match="no neural vocoder for 64 mel bins"):
@@ -352,7 +352,7 @@ def test_train_vocoder_bad_input(tmp_path, audio_folder):
     bad = tmp_path / "bad.yaml"
     bad.write_text("training: {batch_size: 0}\n")
     result = invoke("train-vocoder", audio_folder, "-o", tmp_path / "out", "--config", bad)
-    assert result.exit_code == 1 and "batch_size must be a positive integer" in result.output
+    assert result.exit_code == 1 and "--batch-size must be between 1 and 4096, got 0" in result.output
     bad.write_text("vocoder: {dim: 8}\nextra: 1\n")
     result = invoke("train-vocoder", audio_folder, "-o", tmp_path / "out", "--config", bad)
     assert result.exit_code == 1 and "unknown field(s) extra" in result.output
@@ -371,11 +371,11 @@ def voiced_model(tmp_path_factory, pipe):
 def test_generation_through_each_vocoder(tmp_path, voiced_model, model_dir):
     pipe = SpectrodiffPipeline.load(str(voiced_model))
     pipe.set_progress_bar_config(disable=True)
-    assert isinstance(pipe.vocoder, NeuralVocoder)
+    assert isinstance(pipe.vocoder, VocoderComponent)
     outputs = {}
     for choice in (None, "griffin-lim", "neural", str(voiced_model / "vocoder")):
-        result = generate(pipe, GenerateJob(prompt="piano", seed=3, steps=2, vocoder=choice),
-                          Output(tmp_path / f"{len(outputs)}.wav"))
+        result = make(pipe, GenerateJob(prompt="piano", seed=3, steps=2, vocoder=choice),
+                      Output(tmp_path / f"{len(outputs)}.wav"))
         outputs[choice] = soundfile.read(result.audio)[0]
         assert result.record["vocoder"] == {None: "neural", "griffin-lim": "griffin-lim", "neural": "neural"}.get(
             choice, choice)
@@ -388,18 +388,18 @@ def test_generation_through_each_vocoder(tmp_path, voiced_model, model_dir):
 
     source = tmp_path / "source.wav"
     soundfile.write(source, SIGNALS["mix"](3.0, seed=4), 44100, subtype="PCM_16")
-    extended = extend(pipe, ExtendJob(audio=source, prompt="drums", seed=1, seconds=2.0, steps=2, vocoder="neural"),
-                      Output(tmp_path / "ext.wav"))
+    extended = make(pipe, ExtendJob(audio=source, prompt="drums", seed=1, seconds=2.0, steps=2, vocoder="neural"),
+                    Output(tmp_path / "ext.wav"))
     original = soundfile.read(source)[0]
     assert np.array_equal(soundfile.read(extended.audio)[0][: len(original)], original)
     job = InpaintJob(audio=source, prompt="drums", start=1.0, end=2.0, steps=2, vocoder="neural")
-    filled = soundfile.read(inpaint(pipe, job, Output(tmp_path / "inp.wav")).audio)[0]
+    filled = soundfile.read(make(pipe, job, Output(tmp_path / "inp.wav")).audio)[0]
     assert len(filled) == len(original) and np.array_equal(filled[:40000], original[:40000])
 
     # A model without a vocoder: the default stays Griffin-Lim, and a vocoder for other parameters is refused.
     plain = SpectrodiffPipeline.load(str(model_dir))
     plain.set_progress_bar_config(disable=True)
-    result = generate(plain, GenerateJob(prompt="piano", steps=2), Output(tmp_path / "plain.wav"))
+    result = make(plain, GenerateJob(prompt="piano", steps=2), Output(tmp_path / "plain.wav"))
     assert result.record["vocoder"] == "griffin-lim"
     tiny_vocoder(SpectrogramParams(num_frequencies=128)).save_pretrained(tmp_path / "v128")
     cli = invoke("generate", "piano", "--model", model_dir, "--steps", 2, "--vocoder", tmp_path / "v128", "-o",

@@ -18,8 +18,8 @@ from .params import SpectrogramParams
 
 # Whole files longer than this are converted block by block rather than loaded at once.
 STREAM_ABOVE_SECONDS = 120.0
-# Audio in memory longer than this is transformed a block at a time (the same frames): a 60 s stereo upload raised
-# the server's peak memory by 1.03 GB when transformed at once, by 0.16 GB in blocks.
+# Audio in memory longer than this is transformed a block at a time (the same frames), which bounds the server's peak
+# memory for long uploads (figures: docs/reliability.md, the largest accepted inputs).
 STFT_BLOCK_SECONDS = 10.0
 
 

@@ -2,10 +2,13 @@
 
 The codec's `SpectrogramParams` and the vocoding package's `NeuralVocoder` are plain Python and torch, so that the
 codec commands and `image-to-audio` never import diffusers. A model folder carries them as its `spectrogram/` and
-`vocoder/` components through these subclasses, which add diffusers' config and weight loading and saving (the
-pattern diffusers' own `Mel` component uses for the former). Both keep their names: model_index.json records
-`["spectrodiff.generation.components", "SpectrogramParams"]`, and folders saved before the package had
-subfolders name `spectrodiff.params` and `spectrodiff.vocoder`, which resolve here (`spectrodiff._legacy`).
+`vocoder/` components through these subclasses, `SpectrogramComponent` and `VocoderComponent`, which add diffusers'
+config and weight loading and saving (the pattern diffusers' own `Mel` component uses for the former).
+
+Folders saved before the components had names of their own record `["spectrodiff.generation.components",
+"SpectrogramParams"]` (and "NeuralVocoder") in model_index.json: those names resolve here to the components
+(`RENAMED`), and folders saved before the package had subfolders name `spectrodiff.params` and
+`spectrodiff.vocoder`, which resolve through `spectrodiff._legacy`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from diffusers.configuration_utils import register_to_config
 from ..codec import params as codec_params
 from ..vocoding import vocoder as vocoding_vocoder
 
-__all__ = ["ConfigMixin", "ModelMixin", "NeuralVocoder", "SchedulerMixin", "SpectrogramParams"]
+__all__ = ["ConfigMixin", "ModelMixin", "SchedulerMixin", "SpectrogramComponent", "VocoderComponent"]
 
 
-class SpectrogramParams(codec_params.SpectrogramParams, ConfigMixin, SchedulerMixin):
+class SpectrogramComponent(codec_params.SpectrogramParams, ConfigMixin, SchedulerMixin):
     """`spectrodiff.codec.params.SpectrogramParams` as a model folder's `spectrogram/` component: `save_pretrained`
     and `from_pretrained(folder, subfolder="spectrogram")`. It subclasses `SchedulerMixin` only for that
     config-based loading and saving."""
@@ -35,12 +38,12 @@ class SpectrogramParams(codec_params.SpectrogramParams, ConfigMixin, SchedulerMi
                          min_frequency, max_frequency, power_for_image)
 
     @classmethod
-    def of(cls, params: codec_params.SpectrogramParams) -> SpectrogramParams:
+    def of(cls, params: codec_params.SpectrogramParams) -> SpectrogramComponent:
         """The component holding `params`."""
         return params if isinstance(params, cls) else cls(**params.to_dict())
 
 
-class NeuralVocoder(vocoding_vocoder.NeuralVocoder, ModelMixin, ConfigMixin):
+class VocoderComponent(vocoding_vocoder.NeuralVocoder, ModelMixin, ConfigMixin):
     """`spectrodiff.vocoding.vocoder.NeuralVocoder` as a diffusers model: a model folder's `vocoder/` component,
     and what `train-vocoder` trains and saves."""
 
@@ -50,3 +53,15 @@ class NeuralVocoder(vocoding_vocoder.NeuralVocoder, ModelMixin, ConfigMixin):
     def __init__(self, spectrogram: dict | None = None, dim: int = 384, intermediate_dim: int = 1152,
                  num_layers: int = 8, refine_iterations: int = 0, bass_refine_iterations: int = 0):
         super().__init__(spectrogram, dim, intermediate_dim, num_layers, refine_iterations, bass_refine_iterations)
+
+
+# The names saved model folders give the components, as model_index.json and config files record them.
+RENAMED = {"SpectrogramParams": SpectrogramComponent, "NeuralVocoder": VocoderComponent}
+
+
+def __getattr__(name: str) -> type:
+    """A saved folder's old name of a component class (`RENAMED`): diffusers loads a component by getattr on its
+    module."""
+    if name in RENAMED:
+        return RENAMED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,11 +1,13 @@
 """The generation modes, one function a job (`spectrodiff.generation.jobs`): generate, morph, compose, remix,
-extend, inpaint and riffuse. Each checks its input, denoises, and writes the output triple (`output.render`)."""
+extend, inpaint and riffuse. Each checks its input, denoises, and returns a `Take` (`takes`), which `make` writes as
+the output triple (`output.write_result`) and `SpectrodiffPipeline.__call__` returns as audio."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,9 +16,12 @@ from PIL import Image
 from ..codec.audio import AUDIO_SUFFIXES, load_audio
 from ..codec.convert import audio_to_pixels
 from ..codec.image import image_params, image_pixels, open_image
+from ..codec.params import RIFFUSION_MAX_VALUE
 from ..codec.riff import LoopInfo, read_loop_info
 from ..errors import SpectrodiffError
+from ..settings import number_words
 from ..vocoding.reconstruct import mel_to_waveform
+from ..vocoding.registry import choose_vocoder
 from ..vocoding.vocoder import NeuralVocoder
 from .jobs import (
     MAX_SECONDS,
@@ -29,32 +34,50 @@ from .jobs import (
     MorphJob,
     RemixJob,
     RiffuseJob,
-    number,
 )
 from .musical import bar_seconds, beats_per_bar, nearest_bars, parse_key
-from .output import Output, Result, encode_steps, file_sha256, render
+from .output import Output, Result, encode_steps, file_sha256, write_result
 from .paths import output_paths
-from .pipeline import SpectrodiffPipeline
+from .takes import Decoding, Take, loop_blocks, streamed_blocks
 from .timeline import Timeline
+
+if TYPE_CHECKING:  # the pipeline calls `generate` (its __call__)
+    from .pipeline import SpectrodiffPipeline
+
+Progress = Callable[[str, int, int], None]  # hears (stage, done, total)
 
 # Seconds of audio crossfaded where inpainted audio meets the original.
 INPAINT_CROSSFADE = 0.02
 
 
-def _denoise(pipe: SpectrodiffPipeline, job: Job, timeline: Timeline, width: int, output: Output,
+def _denoise(pipe: SpectrodiffPipeline, job: Job, timeline: Timeline, width: int, progress: Progress | None,
              **kwargs) -> torch.Tensor:
     if job.scheduler:
         pipe.set_scheduler(job.scheduler)
-    return pipe.denoise(timeline, width, num_inference_steps=job.steps,
-                        callback=lambda done, total: output.report("denoising", done, total), **kwargs)
+    callback = None if progress is None else lambda done, total: progress("denoising", done, total)
+    return pipe.denoise(timeline, width, num_inference_steps=job.steps, callback=callback, **kwargs)
 
 
-def _from_text(pipe: SpectrodiffPipeline, job: Job, output: Output | None, timeline: Timeline, seconds: float,
-               loop: bool = False, loop_info: LoopInfo | None = None) -> Result:
+def _vocoder(pipe: SpectrodiffPipeline, job: Job) -> NeuralVocoder | None:
+    """The job's vocoder for the model's mels (None: Griffin-Lim)."""
+    return choose_vocoder(job.vocoder, pipe.spectrogram, getattr(pipe, "vocoder", None))
+
+
+def _streamed(pipe: SpectrodiffPipeline, job: Job, latents: torch.Tensor, progress: Progress | None,
+              max_value: float = RIFFUSION_MAX_VALUE, prefix: np.ndarray | None = None, **take) -> Take:
+    """A plain clip's take, its tiles vocoded as they decode, after `prefix` `(C, N)` (the input it continues:
+    its audio resumes after the frames the prefix covers, and the PNG still shows every column); `take`: the rest
+    of the Take's fields."""
+    skip = 0 if prefix is None else pipe.spectrogram.width_for_samples(prefix.shape[1])
+    decoding, vocoder = Decoding(pipe, latents, max_value=max_value, skip_frames=skip, report=progress), \
+        _vocoder(pipe, job)
+    return Take(job, decoding, streamed_blocks(decoding, vocoder, job.iters, prefix), vocoder, **take)
+
+
+def _from_text(pipe: SpectrodiffPipeline, job: Job, progress: Progress | None, timeline: Timeline, seconds: float,
+               loop: bool = False, loop_info: LoopInfo | None = None) -> Take:
     """Denoise `timeline` into a clip of `seconds` (a loop: whole latent columns, circular throughout; with
-    `loop_info`, resampled to exactly `seconds`) and write it, with the music it followed in the sidecar."""
-    output = output or Output()
-    paths = output_paths(output.out, job, output.overwrite)
+    `loop_info`, resampled to exactly `seconds`), which keeps the music it followed."""
     width = pipe.columns_for(seconds, loop)
     music = timeline.music
     exact = not loop or loop_info is not None
@@ -63,12 +86,16 @@ def _from_text(pipe: SpectrodiffPipeline, job: Job, output: Output | None, timel
         # its bars have before the resampling.
         made = width * pipe.vae_scale_factor * pipe.spectrogram.step_size_ms / 1000
         timeline = dataclasses.replace(timeline, music=dataclasses.replace(music, bpm=music.bpm * seconds / made))
-    latents = _denoise(pipe, job, timeline, width, output, loop=loop)
-    return render(pipe, job, latents, paths, output, loop=loop, seconds=seconds if exact else None,
-                  loop_info=loop_info, record={"music": music.to_dict()} if music is not None else None)
+    latents = _denoise(pipe, job, timeline, width, progress, loop=loop)
+    if not loop:
+        return _streamed(pipe, job, latents, progress, seconds=seconds, loop_info=loop_info, music=music)
+    decoding, vocoder = Decoding(pipe, latents, loop=True, report=progress), _vocoder(pipe, job)
+    samples = round(seconds * pipe.spectrogram.sample_rate) if exact else None
+    return Take(job, decoding, loop_blocks(decoding, vocoder, job.iters, samples), vocoder,
+                seconds if exact else None, loop_info=loop_info, music=music)
 
 
-def generate(pipe: SpectrodiffPipeline, job: GenerateJob, output: Output | None = None) -> Result:
+def generate(pipe: SpectrodiffPipeline, job: GenerateJob, progress: Progress | None = None) -> Take:
     """Text -> a clip of `job.seconds`; by default a seamless loop. With a tempo (the job's, the prompt's words' or,
     for a loop, the model's pick) it is the whole bars nearest that, to the sample, and its WAV carries tempo and
     key; a plain clip whose tempo only the model picked keeps the exact length asked for."""
@@ -83,21 +110,21 @@ def generate(pipe: SpectrodiffPipeline, job: GenerateJob, output: Output | None 
     elif job.meter is not None and (music is None or music.bpm is None):
         raise SpectrodiffError(f"meter {job.meter} needs a tempo: give bpm, or name one in the prompt (this model "
                                "picks none)")
-    return _from_text(pipe, job, output, Timeline.single(job.keyframe, music), seconds, job.loop, loop_info)
+    return _from_text(pipe, job, progress, Timeline.single(job.keyframe, music), seconds, job.loop, loop_info)
 
 
 def _root(key: str | None) -> int | None:
     return None if key is None else parse_key(key).root_note
 
 
-def morph(pipe: SpectrodiffPipeline, job: MorphJob, output: Output | None = None) -> Result:
+def morph(pipe: SpectrodiffPipeline, job: MorphJob, progress: Progress | None = None) -> Take:
     """Interpolate across keyframes over one clip: embeddings lerped, noise slerped, guidance lerped."""
     first = job.keyframes[0]
     music = pipe.resolve_music(first.prompt, first.seed)
-    return _from_text(pipe, job, output, Timeline.morph(list(job.keyframes), job.seconds, music), job.seconds)
+    return _from_text(pipe, job, progress, Timeline.morph(list(job.keyframes), job.seconds, music), job.seconds)
 
 
-def compose(pipe: SpectrodiffPipeline, job: ComposeJob, output: Output | None = None) -> Result:
+def compose(pipe: SpectrodiffPipeline, job: ComposeJob, progress: Progress | None = None) -> Take:
     """A timeline of keyframes, each holding for its `seconds`, blended over `transition` at the boundaries; one
     tempo for the whole clip (the plan's, else the first keyframe's)."""
     first = job.keyframes[0]
@@ -106,7 +133,7 @@ def compose(pipe: SpectrodiffPipeline, job: ComposeJob, output: Output | None = 
     # With the plan's tempo the sections are whole bars, and so is the whole: its WAV says so.
     loop_info = None if job.bpm is None else LoopInfo(job.bpm, timeline.duration * job.bpm / 60, job.meter,
                                                       _root(music.key), loop=False)
-    return _from_text(pipe, job, output, timeline, timeline.duration, loop_info=loop_info)
+    return _from_text(pipe, job, progress, timeline, timeline.duration, loop_info=loop_info)
 
 
 def _load_input(pipe: SpectrodiffPipeline, path: Path) -> np.ndarray:
@@ -135,23 +162,19 @@ def _input_tempo(path: Path) -> LoopInfo | None:
     return None if found is None else found[0]
 
 
-def remix(pipe: SpectrodiffPipeline, job: RemixJob, output: Output | None = None) -> Result:
+def remix(pipe: SpectrodiffPipeline, job: RemixJob, progress: Progress | None = None) -> Take:
     """Audio-to-audio over the whole input (img2img at `job.strength`), one shared latent, no seams."""
-    output = output or Output()
     audio = _load_input(pipe, job.audio)
-    paths = output_paths(output.out, job, output.overwrite)
     width = -(-pipe.spectrogram.width_for_samples(audio.shape[1]) // pipe.vae_scale_factor)
     init, max_value = _encode_audio(pipe, audio, width, job)
-    latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, output, init_latents=init)
-    return render(pipe, job, latents, paths, output, max_value=max_value, record=_input_record(job.audio),
-                  seconds=audio.shape[1] / pipe.spectrogram.sample_rate, loop_info=_input_tempo(job.audio))
+    latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, progress, init_latents=init)
+    return _streamed(pipe, job, latents, progress, max_value, seconds=audio.shape[1] / pipe.spectrogram.sample_rate,
+                     loop_info=_input_tempo(job.audio), record=_input_record(job.audio))
 
 
-def extend(pipe: SpectrodiffPipeline, job: ExtendJob, output: Output | None = None) -> Result:
+def extend(pipe: SpectrodiffPipeline, job: ExtendJob, progress: Progress | None = None) -> Take:
     """Continue the input by `job.seconds`; the input's own samples open the output untouched."""
-    output = output or Output()
     audio = _load_input(pipe, job.audio)
-    paths = output_paths(output.out, job, output.overwrite)
     params, factor = pipe.spectrogram, pipe.vae_scale_factor
     known = params.width_for_samples(audio.shape[1]) // factor  # columns wholly inside the input
     total = audio.shape[1] / params.sample_rate + job.seconds
@@ -159,37 +182,36 @@ def extend(pipe: SpectrodiffPipeline, job: ExtendJob, output: Output | None = No
     init, max_value = _encode_audio(pipe, audio[:, : known * factor * params.hop_length], width, job)
     keep = torch.zeros(width, dtype=torch.bool)
     keep[:known] = True
-    latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, output, init_latents=init,
+    latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, progress, init_latents=init,
                        keep=keep.to(init.device))
-    # The input must stay bit-exact, so no loudness gain: the continuation is already on the input's scale.
     tempo = _input_tempo(job.audio)
-    return render(pipe, job, latents, paths, output, max_value=max_value, prefix_audio=audio, normalize=False,
-                  record=_input_record(job.audio), seconds=total,
-                  loop_info=None if tempo is None else tempo.for_length(total))
+    # The input must stay bit-exact, so no loudness gain: the continuation is already on the input's scale.
+    return _streamed(pipe, job, latents, progress, max_value, prefix=audio, seconds=total, normalize=False,
+                     loop_info=None if tempo is None else tempo.for_length(total), record=_input_record(job.audio))
 
 
-def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, output: Output | None = None) -> Result:
+def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, progress: Progress | None = None) -> Take:
     """Regenerate the span [start, end) seconds; outside it the audio is unchanged except a short crossfade."""
-    output = output or Output()
     audio = _load_input(pipe, job.audio)
     params, factor = pipe.spectrogram, pipe.vae_scale_factor
     duration = audio.shape[1] / params.sample_rate
     if job.end > duration:
-        raise SpectrodiffError(f"inpaint span {number(job.start)}-{number(job.end)} s must lie inside the audio "
-                               f"(0-{duration:.3f} s)")
-    paths = output_paths(output.out, job, output.overwrite)
+        raise SpectrodiffError(f"inpaint span {number_words(job.start)}-{number_words(job.end)} s must lie inside "
+                               f"the audio (0-{duration:.3f} s)")
     width = -(-params.width_for_samples(audio.shape[1]) // factor)
     init, max_value = _encode_audio(pipe, audio, width, job)
     seconds_per_column = factor * params.step_size_ms / 1000
     first, last = int(job.start / seconds_per_column), int(np.ceil(job.end / seconds_per_column))
     keep = torch.ones(width, dtype=torch.bool)
     keep[first:last] = False
-    latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, output, init_latents=init,
+    latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, progress, init_latents=init,
                        keep=keep.to(init.device))
     a, b = round(job.start * params.sample_rate), round(job.end * params.sample_rate)
     fade = round(INPAINT_CROSSFADE * params.sample_rate)
+    decoding, vocoder = Decoding(pipe, latents, max_value=max_value, report=progress), _vocoder(pipe, job)
 
-    def splice(mel: torch.Tensor, vocoder: NeuralVocoder | None) -> Iterator[np.ndarray]:
+    def splice() -> Iterator[np.ndarray]:
+        mel = decoding.mel()
         if vocoder is not None:
             yield _crossfade_span(audio, vocoder.vocode(mel).numpy(), a, b, fade)
             return
@@ -201,8 +223,8 @@ def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, output: Output | None = 
         fresh = mel_to_waveform(mel, params, n_iter=job.iters, init_audio=known).numpy()
         yield _crossfade_span(audio, fresh, a, b, fade)
 
-    return render(pipe, job, latents, paths, output, max_value=max_value, splice=splice, normalize=False,
-                  record=_input_record(job.audio), seconds=duration, loop_info=_input_tempo(job.audio))
+    return Take(job, decoding, splice(), vocoder, seconds=duration, normalize=False,
+                loop_info=_input_tempo(job.audio), record=_input_record(job.audio))
 
 
 def _crossfade_span(original: np.ndarray, fresh: np.ndarray, a: int, b: int, fade: int) -> np.ndarray:
@@ -217,11 +239,10 @@ def _crossfade_span(original: np.ndarray, fresh: np.ndarray, a: int, b: int, fad
     return out
 
 
-def riffuse(pipe: SpectrodiffPipeline, job: RiffuseJob, output: Output | None = None) -> Result:
+def riffuse(pipe: SpectrodiffPipeline, job: RiffuseJob, progress: Progress | None = None) -> Take:
     """Riffusion's inference: a clip grown from a seed spectrogram image (img2img at the keyframes' strength),
     conditioned on `job.start` and `job.end` blended at `job.alpha` (text lerped, noise slerped, strength and
     guidance lerped). A mask image's white pixels are regenerated and the seed image is kept under its black ones."""
-    output = output or Output()
     image = open_image(job.seed_image)
     params, max_value = image_params(image)
     if params != pipe.spectrogram:
@@ -232,21 +253,23 @@ def riffuse(pipe: SpectrodiffPipeline, job: RiffuseJob, output: Output | None = 
     if image.height != params.num_frequencies or width == 0:
         raise SpectrodiffError(f"seed image {job.seed_image.name} is {image.width} x {image.height} pixels; the "
                                f"model needs {params.num_frequencies} high and at least {factor} wide")
-    paths = output_paths(output.out, job, output.overwrite)
     init = pipe.encode_image(image_pixels(image)[..., : width * factor], encode_steps(pipe, job))
     keep = None
     if job.mask_image is not None:
         mask = open_image(job.mask_image).convert("L").resize((width, pipe.latent_height), Image.Resampling.NEAREST)
         keep = torch.from_numpy(np.asarray(mask) < 128).to(init.device)
     timeline = Timeline((job.start, job.end), (0.0,), (job.alpha,))
-    latents = _denoise(pipe, job, timeline, width, output, init_latents=init, keep=keep)
-    return render(pipe, job, latents, paths, output, max_value=max_value, record=_input_record(job.seed_image))
+    latents = _denoise(pipe, job, timeline, width, progress, init_latents=init, keep=keep)
+    return _streamed(pipe, job, latents, progress, max_value, record=_input_record(job.seed_image))
 
 
 MODES = {"generate": generate, "morph": morph, "compose": compose, "remix": remix, "extend": extend,
          "inpaint": inpaint, "riffuse": riffuse}
 
 
-def run(pipe: SpectrodiffPipeline, job: Job, output: Output | None = None) -> Result:
-    """Run any job (a batch line, a sidecar's job, an API request)."""
-    return MODES[job.mode](pipe, job, output)
+def make(pipe: SpectrodiffPipeline, job: Job, output: Output | None = None) -> Result:
+    """Make any job (a command, a batch line, a sidecar's job, an API request) and write its output triple, its
+    files' names checked before any work."""
+    output = output or Output()
+    paths = output_paths(output.out, job, output.overwrite)
+    return write_result(pipe, MODES[job.mode](pipe, job, output.report), paths, output.overwrite)

@@ -1,5 +1,6 @@
-"""The output triple every mode writes: audio (streamed to disk, loudness-normalised, resampled), the spectrogram
-PNG with its EXIF, and a JSON sidecar whose "job" redoes the result, with its provenance beside it."""
+"""The output triple a mode's take (`takes.Take`) is written to: audio (streamed to disk, loudness-normalised,
+resampled), the spectrogram PNG with its EXIF, and a JSON sidecar whose "job" redoes the result, with its provenance
+beside it."""
 
 from __future__ import annotations
 
@@ -13,27 +14,25 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile
 import soxr
 import torch
-from PIL import Image
 
 from .. import __version__
-from ..codec.audio import DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS, write_block
+from ..codec.audio import write_block
 from ..codec.convert import save_image
-from ..codec.image import layout, pixels_to_mel, to_uint8, with_exif
-from ..codec.params import RIFFUSION_MAX_VALUE
 from ..codec.riff import LoopInfo, append_chunks
 from ..errors import SpectrodiffError
 from ..files import check_writable, os_reason, temporary_path
-from ..vocoding.reconstruct import CONTEXT_FRAMES, _crossfade, stream_mel_to_waveform, vocode_stream
-from ..vocoding.registry import choose_vocoder, vocoder_name
-from ..vocoding.render import mel_to_audio
-from ..vocoding.vocoder import NeuralVocoder
+from ..vocoding.registry import vocoder_name
 from .jobs import EncodingJob, Job
-from .pipeline import SpectrodiffPipeline
+from .takes import Level, Take
+
+if TYPE_CHECKING:  # the pipeline runs the modes, which write here
+    from .pipeline import SpectrodiffPipeline
 
 
 @dataclass
@@ -75,6 +74,9 @@ def model_record(pipe: SpectrodiffPipeline) -> dict:
             config = getattr(module, "config", None)
             if config is not None:
                 items = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+                # Content only: diffusers' own keys (_class_name, _diffusers_version, _name_or_path) name the
+                # class, library version and folder, none of which changes what the model makes.
+                items = {k: v for k, v in items.items() if not k.startswith("_")}
                 digest.update(json.dumps(items, sort_keys=True, default=str).encode())
         cached = {"id": getattr(pipe, "model_id", None) or pipe.name_or_path or "in-memory",
                   "sha256": digest.hexdigest()}
@@ -90,10 +92,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# ---- rendering -----------------------------------------------------------------------------------------------------
+# ---- writing ------------------------------------------------------------------------------------------------------
 
 class _AudioSink:
-    """Receives audio blocks, spools them to a float file and tracks level, then writes the final file in one
+    """Receives audio blocks, spools them to a float file and tracks their level, then writes the final file in one
     streamed pass (loudness gain, optional resampling), so memory does not grow with the clip's length. A write
     that fails (a full disk) names `path`, the file the user asked for, and the cause (soundfile says "System
     error")."""
@@ -103,21 +105,12 @@ class _AudioSink:
         self._dir = tempfile.TemporaryDirectory(prefix="spectrodiff-")
         self._spool = soundfile.SoundFile(Path(self._dir.name) / "spool.wav", "w", sample_rate, channels,
                                           subtype="FLOAT")
-        self.frames, self._sum_squares, self.peak = 0, 0.0, 0.0
+        self.level = Level(channels)
 
     def write(self, block: np.ndarray) -> None:
         """`(C, n)` float audio."""
-        block = np.asarray(block, dtype=np.float32)
+        block = self.level.add(block)
         write_block(self._spool, block.T, f"{self.path} (its spool in {tempfile.gettempdir()})")
-        self.frames += block.shape[1]
-        self._sum_squares += float(np.square(block, dtype=np.float64).sum())
-        self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
-
-    def gain(self, normalize: bool) -> float:
-        if not normalize or self.peak == 0:
-            return 1.0
-        rms = np.sqrt(self._sum_squares / max(self.frames * self.channels, 1))
-        return min(10 ** (DEFAULT_LOUDNESS_DBFS / 20) / rms, 10 ** (PEAK_CEILING_DBFS / 20) / self.peak)
 
     def finish(self, path: Path, out_rate: int | None, seconds: float, normalize: bool = True,
                loop_info: LoopInfo | None = None) -> None:
@@ -125,7 +118,7 @@ class _AudioSink:
         the spool's rate), resampled by soxr, cut or padded with silence by the resampler's last few samples; a WAV
         with `loop_info` gets its acid and smpl chunks."""
         self._spool.close()
-        gain, rate = self.gain(normalize), out_rate or self.sample_rate
+        gain, rate = self.level.gain(normalize), out_rate or self.sample_rate
         stream = soxr.ResampleStream(self.sample_rate, rate, self.channels, dtype="float32") \
             if rate != self.sample_rate else None
         remaining = total = round(seconds * rate)
@@ -176,59 +169,6 @@ def published(paths: tuple[Path, ...], overwrite: bool = False) -> Iterator[tupl
                     path.unlink(missing_ok=True)
 
 
-# Loops up to this many frames are vocoded as one circular period; longer ones in pieces, as plain clips are, so that
-# memory does not grow with their length (docs/generation.md: a 576 s loop peaked at 4.87 GB in one period).
-LOOP_PERIOD_FRAMES = 8192
-# Frames a long loop's Griffin-Lim streams at once: a Riffusion tile, as a plain clip's decoded tiles arrive.
-LOOP_PIECE_FRAMES = 512
-
-
-def loop_audio(mel: torch.Tensor, params, vocoder: NeuralVocoder | None, n_iter: int) -> np.ndarray:
-    """`(C, n_mels, T)` one period of a loop -> `(C, T * hop)` audio that repeats without a seam.
-
-    Up to LOOP_PERIOD_FRAMES frames, circular throughout (`mel_to_audio`). A longer loop is streamed as a plain clip
-    is, over the period and then its first frames again: their audio continues the end in phase, and is crossfaded
-    into the start (over more frames than the vocoder's context, so the start is reached where its audio no longer
-    depends on having begun without the end before it)."""
-    width, hop = mel.shape[-1], params.hop_length
-    if width <= LOOP_PERIOD_FRAMES:
-        return mel_to_audio(mel, params, vocoder, circular=True, n_iter=n_iter).numpy()
-    wrap = max(CONTEXT_FRAMES, vocoder.context_frames + 1 if vocoder is not None else 0)
-    ring = torch.cat([mel, mel[..., :wrap]], dim=-1)
-    pieces = ring.split(LOOP_PIECE_FRAMES, dim=-1)
-    blocks = vocode_stream(vocoder, pieces, params) if vocoder is not None else \
-        stream_mel_to_waveform(pieces, params, n_iter=n_iter)
-    audio = torch.cat([torch.as_tensor(block) for block in blocks], dim=-1)  # (C, (T + wrap - 1) * hop)
-    return _crossfade(audio[..., width * hop:], audio[..., : width * hop]).numpy()
-
-
-def resample_loop(audio: np.ndarray, samples: int, block: int = 1 << 16) -> Iterator[np.ndarray]:
-    """`(C, N)` one period of a loop -> `(C, n)` blocks, `samples` in all, resampled as the periodic signal it is:
-    soxr (band-limited) through the loop with its own end before its start and its start after its end, so that
-    the wrap stays seamless, a block at a time (the Fourier transform of a whole 576 s loop in float64 took
-    gigabytes). A loop of whole bars is a few hops off its latent grid, so the ratio is within a fraction of a
-    percent (a few cents of pitch); the result may start a fraction of a sample later, which a loop does not
-    hear."""
-    channels, n = audio.shape
-    if n == samples:
-        yield audio
-        return
-    pad = min(n, 1 << 12)  # samples of context either side: more than soxr's filter reaches at any ratio near 1
-    stream = soxr.ResampleStream(n, samples, channels, dtype="float32")
-    pieces = [audio[:, n - pad:], *(audio[:, i: i + block] for i in range(0, n, block)), audio[:, :pad]]
-    skip, left = round(pad * samples / n), samples
-    for k, piece in enumerate(pieces):
-        out = stream.resample_chunk(np.ascontiguousarray(piece.T), last=k == len(pieces) - 1).T
-        cut = min(skip, out.shape[1])
-        out, skip = out[:, cut:], skip - cut
-        out = out[:, :left]
-        left -= out.shape[1]
-        if out.shape[1]:
-            yield out
-        if not left:
-            return
-
-
 def encode_steps(pipe: SpectrodiffPipeline, job: EncodingJob) -> int:
     """The refinement steps an encoding of input audio takes: the job's, else the model's."""
     return pipe.config.encode_steps if job.encode_steps is None else job.encode_steps
@@ -240,83 +180,31 @@ def resolved(pipe: SpectrodiffPipeline, job: Job) -> Job:
     filled = {"scheduler": pipe.scheduler_name}
     if isinstance(job, EncodingJob):
         filled["encode_steps"] = encode_steps(pipe, job)
-    return dataclasses.replace(job, **filled)
+    return job.replace(**filled)
 
 
-def render(
-    pipe: SpectrodiffPipeline,
-    job: Job,
-    latents: torch.Tensor,
-    paths: tuple[Path, Path, Path],
-    output: Output,
-    loop: bool = False,
-    max_value: float = RIFFUSION_MAX_VALUE,
-    prefix_audio: np.ndarray | None = None,
-    splice: Callable[[torch.Tensor, NeuralVocoder | None], Iterator[np.ndarray]] | None = None,
-    normalize: bool = True,
-    seconds: float | None = None,
-    record: dict | None = None,
-    loop_info: LoopInfo | None = None,
-) -> Result:
-    """Decode latents tile by tile into the PNG, and into audio written progressively; then write the sidecar.
-
-    Args:
-        prefix_audio: `(C, N)` known audio the result continues (extend); it is written first, untouched.
-        splice: takes the full mel and the vocoder (None: Griffin-Lim) and yields the audio blocks (inpaint);
-            default reconstructs the mel.
-        seconds: the output's exact length (prefix included): round(seconds * rate) samples at the model's rate and
-            at the output rate, cut or padded with silence (a loop is resampled to it, `resample_loop`); None: the
-            mel's own length (loops).
-        loop_info: tempo, key and whether it is a loop, for a WAV's acid and smpl chunks.
-        record: more for the sidecar (e.g. the input's hash).
-    """
-    params = pipe.spectrogram
-    vocoder = choose_vocoder(job.vocoder, params, getattr(pipe, "vocoder", None))
+def write_result(pipe: SpectrodiffPipeline, take: Take, paths: tuple[Path, Path, Path],
+                 overwrite: bool = False) -> Result:
+    """Write `take` to `paths` (audio, PNG, sidecar), all three or none (`published`): its audio streamed to disk as
+    it is made, at the job's sample rate; the PNG of its spectrogram; the sidecar whose job redoes it."""
+    params, job = pipe.spectrogram, take.job
     audio_path, image_path, json_path = paths
-    width = latents.shape[-1] * pipe.vae_scale_factor
-    columns: list[np.ndarray] = []
-
-    # With a prefix, audio resumes after the frames the prefix already covers (the PNG still shows every column).
-    skip = params.width_for_samples(prefix_audio.shape[1]) if prefix_audio is not None else 0
-
-    def mel_pieces() -> Iterator[torch.Tensor]:
-        for start, pixels in pipe.decode_latents(latents, loop=loop):
-            pixels = layout(pixels, params)
-            columns.append(to_uint8(pixels))
-            mel = pixels_to_mel(pixels, params, max_value)[..., max(skip - start, 0):]
-            output.report("decoding", start + pixels.shape[-1], width)
-            if mel.shape[-1]:
-                yield mel
-
     sink = _AudioSink(params.channels, params.sample_rate, audio_path)
-    if loop:
-        audio = loop_audio(torch.cat(list(mel_pieces()), dim=-1), params, vocoder, job.iters)
-        blocks = [audio] if seconds is None else resample_loop(audio, round(seconds * params.sample_rate))
-    elif splice is not None:
-        blocks = splice(torch.cat(list(mel_pieces()), dim=-1), vocoder)
-    else:
-        if prefix_audio is not None:
-            sink.write(prefix_audio)
-        blocks = vocode_stream(vocoder, mel_pieces(), params, prefix_audio) if vocoder is not None else \
-            stream_mel_to_waveform(mel_pieces(), params, n_iter=job.iters, prefix_audio=prefix_audio)
-    total = None if seconds is None else round(seconds * params.sample_rate)
-    for block in blocks:
-        block = np.asarray(block)
-        if total is not None:
-            block = block[:, : max(total - sink.frames, 0)]
+    for block in take.exact_blocks():
         sink.write(block)
-    if total is not None and sink.frames < total:
-        sink.write(np.zeros((params.channels, total - sink.frames), np.float32))
-    seconds = sink.frames / params.sample_rate if seconds is None else seconds
-    image = with_exif(Image.fromarray(np.concatenate(columns, axis=1), mode="RGB"), params, max_value)
-    tempo = None if loop_info is None or audio_path.suffix.lower() != ".wav" else dataclasses.asdict(loop_info)
+    seconds = sink.level.frames / params.sample_rate if take.seconds is None else take.seconds
+    image = take.decoding.image()
+    music = {"music": take.music.to_dict()} if take.music is not None else {}
+    tempo = None if take.loop_info is None or audio_path.suffix.lower() != ".wav" else \
+        dataclasses.asdict(take.loop_info)
     record = {"job": resolved(pipe, job).to_dict(), "spectrodiff": __version__,
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "model": model_record(pipe),
-              **(record or {}), "seconds": round(seconds, 6), "sample_rate": job.sample_rate or params.sample_rate,
-              "vocoder": vocoder_name(vocoder), **({"tempo": tempo} if tempo else {}),
+              **take.record, **music, "seconds": round(seconds, 6),
+              "sample_rate": job.sample_rate or params.sample_rate, "vocoder": vocoder_name(take.vocoder),
+              **({"tempo": tempo} if tempo else {}),
               "spectrogram": params.to_dict(), "files": {"audio": audio_path.name, "image": image_path.name}}
-    with published(paths, output.overwrite) as (audio_tmp, image_tmp, json_tmp):
-        sink.finish(audio_tmp, job.sample_rate, seconds, normalize=normalize, loop_info=loop_info)
+    with published(paths, overwrite) as (audio_tmp, image_tmp, json_tmp):
+        sink.finish(audio_tmp, job.sample_rate, seconds, normalize=take.normalize, loop_info=take.loop_info)
         save_image(image_tmp, image, overwrite=True)
         json_tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return Result(audio_path, image_path, json_path, seconds, record)

@@ -44,16 +44,12 @@ from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextModel
 
 from ..bundled import MODELS_DIR, bundled_models
-from ..codec.audio import normalize_loudness
-from ..codec.image import layout, pixels_to_image, pixels_to_mel
-from ..codec.params import RIFFUSION_MAX_VALUE
+from ..codec.image import magnitudes
 from ..errors import SpectrodiffError
-from ..metrics import magnitude_convergence
-from ..vocoding.registry import choose_vocoder
-from ..vocoding.render import mel_to_audio
-from .components import NeuralVocoder, SpectrogramParams
+from .components import SpectrogramComponent, VocoderComponent
 from .conditions import Music, MusicTable, music_features, takes_music, words_music
-from .jobs import DEFAULT_GUIDANCE, MAX_SECONDS, SCHEDULER_NAMES, TILE_SECONDS, Keyframe
+from .jobs import SCHEDULER_NAMES, TILE_SECONDS, GenerateJob
+from .modes import generate
 from .musical import beats_per_bar
 from .timeline import Timeline
 
@@ -68,7 +64,8 @@ MAX_TEXT_TOKENS = 77
 LORA_FILE = "lora.safetensors"  # what `spectrodiff train --lora-rank` writes into its output folder
 # Latent columns of context on each side of a window when decoding or encoding piecewise.
 VAE_CONTEXT_COLUMNS = 8
-# Adam's step on unit-variance latents when refining an encoding: 5 steps move mini's by 0.12 of their spread (RMS).
+# Adam's step on unit-variance latents when refining an encoding: a few steps move them by a small fraction of their
+# spread (docs/benchmarks.md).
 ENCODE_REFINE_LR = 0.03
 
 
@@ -133,32 +130,78 @@ def _columns(start: int, window: int, width: int) -> torch.Tensor:
     return torch.arange(start, start + window) % width
 
 
+def magnitude_convergence(recon: torch.Tensor, pixels: torch.Tensor, power: float) -> torch.Tensor:
+    """Spectral convergence ||S - S'|| / ||S|| of the magnitudes that `(B, 3, H, W)` pixels in [-1, 1] (the VAE's
+    range) stand for, on every channel (`spectrodiff.codec.image.magnitudes`): the loss of an encoding's refinement
+    (`SpectrodiffPipeline.refine_latents`) and of the VAE's training, as pixel MSE underweights the loud parts, which
+    dominate what one hears.
+
+    Returns:
+        a scalar tensor.
+    """
+    target = magnitudes((pixels + 1) / 2, power)
+    return torch.linalg.vector_norm(magnitudes((recon + 1) / 2, power) - target) / \
+        torch.linalg.vector_norm(target).clamp_min(1e-6)
+
+
+@dataclass
+class Windows:
+    """The tile-wide windows that a latent `width` columns wide is denoised in, and what conditions each (N rows).
+
+    Args:
+        starts: each window's first column (`window_starts`); a loop's may wrap past the end.
+        width: the latent's columns.
+        tile: the columns a window spans.
+        weights: `(tile,)` each column's weight where windows overlap (`_window_weights`).
+        cond, uncond: `(N, L, D)` text states of the keyframes blended at each window's centre, and of their negative
+            prompts.
+        guidance: `(N,)` each window's guidance scale.
+        music: `(N, MUSIC_FEATURES)` musical conditions, or None for a UNet that takes none.
+    """
+
+    starts: list[int]
+    width: int
+    tile: int
+    weights: torch.Tensor
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    guidance: torch.Tensor
+    music: torch.Tensor | None
+
+
 @dataclass
 class SpectrodiffPipelineOutput(BaseOutput):
     """What `SpectrodiffPipeline.__call__` returns.
 
     Args:
-        audios: `(batch, channels, samples)` float audio in [-1, 1] at `sample_rate`, at Riffusion's loudness
-            (-12 dBFS RMS); numpy, or torch with `output_type="pt"`.
+        audios: `(batch, channels, samples)` float audio in [-1, 1] at `sample_rate`, the samples `spectrodiff
+            generate` writes (before 16-bit rounding), at Riffusion's loudness (-12 dBFS RMS); numpy, or torch with
+            `output_type="pt"`. Clips of different lengths (tempos picked per prompt) are padded with silence to
+            the longest.
         images: the spectrograms, one RGB PIL image each, their parameters in EXIF (save them as PNG).
         sample_rate: the audio's rate in Hz (the model's spectrogram parameters').
+        music: the tempo and key each clip followed (None: none), as a sidecar's "music" records them.
+        seconds: each clip's own length.
     """
 
     audios: np.ndarray | torch.Tensor
     images: list[Image.Image]
     sample_rate: int
+    music: list[Music | None] | None = None
+    seconds: list[float] | None = None
 
 
 class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     """Text (and optionally audio) to spectrogram images and audio, any length, seamless.
 
     Components: `vae` (AutoencoderKL), `text_encoder` (CLIPTextModel or any transformers encoder),
-    `tokenizer`, `unet` (UNet2DConditionModel), `scheduler`, `spectrogram` (SpectrogramParams of the training data;
-    Riffusion's when a folder has none, as its public checkpoint has not), and optionally `vocoder` (NeuralVocoder
-    for those parameters: the model's own, before the bundled one for its parameters and Griffin-Lim).
+    `tokenizer`, `unet` (UNet2DConditionModel), `scheduler`, `spectrogram` (SpectrogramComponent: the spectrogram
+    parameters of the training data; Riffusion's when a folder has none, as its public checkpoint has not), and
+    optionally `vocoder` (VocoderComponent for those parameters: the model's own, before the bundled one for its
+    parameters and Griffin-Lim).
     Config (model_index.json): `encode_steps`, the steps refining an encoding of input audio (`refine_latents`)
-    that the model recommends, 0 by default (each is a decoder pass forward and back: cheap for a small VAE, about
-    50 s a tile for Stable Diffusion's on a 2-core CPU); `music_styles`, for a model trained with musical
+    that the model recommends, 0 by default (each is a decoder pass forward and back: cheap for a small VAE, slow
+    for Stable Diffusion's, docs/benchmarks.md); `music_styles`, for a model trained with musical
     conditions (`conditions.py`), the styles it knows with their tempo ranges and modes, from which it picks a
     tempo and key for a prompt that names none.
     LoRA adapters load through diffusers' `load_lora_weights` (with `set_adapters`, `fuse_lora` and the rest),
@@ -168,10 +211,11 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["spectrogram", "vocoder"]
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, spectrogram: SpectrogramParams | None = None,
-                 vocoder: NeuralVocoder | None = None, encode_steps: int = 0, music_styles: dict | None = None):
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler,
+                 spectrogram: SpectrogramComponent | None = None, vocoder: VocoderComponent | None = None,
+                 encode_steps: int = 0, music_styles: dict | None = None):
         super().__init__()
-        spectrogram = SpectrogramParams.of(spectrogram) if spectrogram is not None else SpectrogramParams()
+        spectrogram = SpectrogramComponent.of(spectrogram) if spectrogram is not None else SpectrogramComponent()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               scheduler=scheduler, spectrogram=spectrogram, vocoder=vocoder)
         self.register_to_config(encode_steps=encode_steps, music_styles=music_styles)
@@ -313,8 +357,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             # The name too: "a cinematic string orchestra" is a string-ensemble caption.
             captions = [(name, text) for name, entry in table.styles.items() for text in (name, *entry["captions"])]
             texts = [caption for _, caption in captions]
-            # A few at a time: every text is padded to the encoder's full length, and mini's 145 captions at once
-            # raised a cold `generate`'s peak memory from 0.8 to 2.7 GB.
+            # A few at a time: every text is padded to the encoder's full length, and all of mini's captions at
+            # once took several times a cold `generate`'s peak memory (docs/benchmarks.md).
             embeddings = torch.cat([self.sentence_embeddings(texts[i: i + 8]) for i in range(0, len(texts), 8)])
             self._caption_embeddings = ([name for name, _ in captions], embeddings)
         names, embeddings = self._caption_embeddings
@@ -356,14 +400,15 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     # ---- latents <-> images ------------------------------------------------------------------------------------
 
-    def _piecewise(self, tensor: torch.Tensor, width: int, loop: bool, run: Callable[[torch.Tensor], torch.Tensor],
-                   in_scale: int, out_scale: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """Apply `run` to tile-wide pieces of `tensor` (`width` latent columns, `in_scale` samples each) with
+    def _piecewise(self, tensor: torch.Tensor, width: int, loop: bool,
+                   transform: Callable[[torch.Tensor], torch.Tensor], in_scale: int,
+                   out_scale: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Apply `transform` to tile-wide pieces of `tensor` (`width` latent columns, `in_scale` samples each) with
         context on both sides, yielding (first latent column, the piece's centre output, `out_scale` per column)."""
         tile, ctx = self.tile_columns, VAE_CONTEXT_COLUMNS
         if width <= tile + 2 * ctx:
             with circular_time_axis(self.vae) if loop else contextlib.nullcontext():
-                yield 0, run(tensor)
+                yield 0, transform(tensor)
             return
         for start in range(0, width, tile):
             stop = min(start + tile, width)
@@ -373,7 +418,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 cols = torch.arange(max(start - ctx, 0), min(stop + ctx, width))
                 left, right = start - int(cols[0]), int(cols[-1]) + 1 - stop
             samples = (cols[:, None] * in_scale + torch.arange(in_scale)).reshape(-1).to(tensor.device)
-            out = run(tensor[..., samples])
+            out = transform(tensor[..., samples])
             yield start, out[..., left * out_scale: out.shape[-1] - right * out_scale]
 
     @torch.no_grad()
@@ -385,11 +430,11 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """
         scale = self.vae_scale_factor
 
-        def run(piece: torch.Tensor) -> torch.Tensor:
+        def decode_piece(piece: torch.Tensor) -> torch.Tensor:
             image = self.vae.decode(piece.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
             return (image[0].float() / 2 + 0.5).clamp(0, 1)
 
-        for start, image in self._piecewise(latents, latents.shape[-1], loop, run, 1, scale):
+        for start, image in self._piecewise(latents, latents.shape[-1], loop, decode_piece, 1, scale):
             yield start * scale, image
 
     @torch.no_grad()
@@ -402,11 +447,12 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         scale = self.vae_scale_factor
         pixels = (image * 2 - 1).unsqueeze(0).to(self.vae.device, self.vae.dtype)
 
-        def run(piece: torch.Tensor) -> torch.Tensor:
+        def encode_piece(piece: torch.Tensor) -> torch.Tensor:
             latents = self.vae.encode(piece).latent_dist.mean * self.vae.config.scaling_factor
             return self.refine_latents(latents, piece, refine_steps) if refine_steps else latents
 
-        pieces = [latent for _, latent in self._piecewise(pixels, pixels.shape[-1] // scale, False, run, scale, 1)]
+        pieces = [latent for _, latent in
+                  self._piecewise(pixels, pixels.shape[-1] // scale, False, encode_piece, scale, 1)]
         return torch.cat(pieces, dim=-1).to(self.unet.dtype)
 
     @torch.enable_grad()
@@ -414,8 +460,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Adam steps on `(1, C, h, w)` scaled latents that lower the spectral convergence of the magnitudes the
         decoder renders from them against `(1, 3, H, w * factor)` pixels in [-1, 1].
 
-        The small encoder generalises worse than the decoder to timbres it never saw: on the held-out render, mini's
-        decoder renders latents found by descent twice as close as the encoder's (docs/generation.md).
+        The small encoder generalises worse than the decoder to timbres it never saw: on held-out audio, mini's
+        decoder renders latents found by descent closer than the encoder's (docs/benchmarks.md).
         """
         power, dtype = self.spectrogram.power_for_image, latents.dtype
         target = pixels.float()
@@ -462,32 +508,38 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self,
         prompt: str | list[str],
         negative_prompt: str | list[str] | None = None,
-        num_inference_steps: int = 25,
-        guidance_scale: float = DEFAULT_GUIDANCE,
-        seconds: float = TILE_SECONDS,
-        loop: bool = True,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seconds: float | None = None,
+        loop: bool | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         vocoder: str | None = None,
         bpm: float | None = None,
         key: str | None = None,
+        bars: int | None = None,
+        meter: str | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ) -> SpectrodiffPipelineOutput | tuple:
-        """Text -> audio (and its spectrogram), one clip per prompt.
+        """Text -> audio (and its spectrogram), one clip per prompt: what `spectrodiff generate` makes of the same
+        settings (`modes.generate`, its defaults for those left None), in memory instead of files.
 
         Args:
             prompt: what to hear, or a list of prompts (one clip each).
             negative_prompt: what not to hear (one, or one per prompt).
-            num_inference_steps, guidance_scale: as in every diffusers pipeline.
-            seconds: the clip's length; a loop has whole latent columns (80 ms at Riffusion's settings), a plain
-                clip exactly `round(seconds * sample_rate)` samples.
-            loop: a seamless loop (the time axis is circular throughout), else a plain clip.
-            generator: the noise's generator (one, or one per prompt); None: seeded by 0.
+            num_inference_steps, guidance_scale: as in every diffusers pipeline (`--steps`, `--guidance`).
+            seconds: the clip's length (`--seconds`): with a tempo, the whole bars nearest it; without one, a loop
+                has whole latent columns (80 ms at Riffusion's settings), a plain clip exactly `round(seconds *
+                sample_rate)` samples.
+            loop: a seamless loop (the time axis is circular throughout), or a plain clip (`--loop/--no-loop`).
+            generator: one, or one per prompt: its seed (`initial_seed()`) is the clip's `--seed`, which draws the
+                noise and the model's pick of tempo and key; None: seed 0.
             vocoder: as `--vocoder`: None (the model's own, else the bundled one for its parameters, else
                 Griffin-Lim), "griffin-lim", "neural", or a vocoder's name or folder.
-            output_type: "np" or "pt" for `audios`; "latent" returns the denoised latents instead.
-            bpm, key: the tempo and key ("F minor") a model with musical conditions follows; by default the
-                prompt's words, else the model's pick for its style. They do not set the length: `seconds` does.
+            bpm, key, bars, meter: as `--bpm`, `--key`, `--bars` and `--meter`; by default the prompt's words, else
+                the pick of a model with musical conditions for the prompt's style.
+            output_type: "np" or "pt" for `audios`; "latent" returns the denoised latents `(batch, C, h, W)`
+                instead.
         Returns:
             `SpectrodiffPipelineOutput` (or `(audios, images)` without `return_dict`).
         """
@@ -498,36 +550,87 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise SpectrodiffError("give one negative prompt and one generator per prompt, or one for all")
         if output_type not in ("np", "pt", "latent"):
             raise SpectrodiffError(f"output_type must be np, pt or latent, not {output_type!r}")
-        if not 0 < seconds <= MAX_SECONDS:
-            raise SpectrodiffError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
-        params, width = self.spectrogram, self.columns_for(seconds, loop)
-        chosen = choose_vocoder(vocoder, params, self.vocoder) if output_type != "latent" else None
-        audios, images, all_latents = [], [], []
-        for text, negative, noise_generator in zip(prompts, negatives, generators, strict=True):
-            music = self.resolve_music(text, 0, bpm, key)
-            timeline = Timeline.single(Keyframe(text, guidance=guidance_scale, negative=negative), music)
-            noise = None
-            if noise_generator is not None:
-                shape = (1, self.unet.config.in_channels, self.latent_height, width)
-                noise = torch.randn(shape, generator=noise_generator, device=noise_generator.device)
-            latents = self.denoise(timeline, width, num_inference_steps, loop, noise=noise)
-            all_latents.append(latents)
-            if output_type == "latent":
-                continue
-            pixels = layout(torch.cat([piece for _, piece in self.decode_latents(latents, loop)], dim=-1), params)
-            images.append(pixels_to_image(pixels, params, RIFFUSION_MAX_VALUE))
-            audio = np.asarray(mel_to_audio(pixels_to_mel(pixels, params), params, chosen, circular=loop))
-            if not loop:
-                total = round(seconds * params.sample_rate)
-                audio = np.pad(audio[:, :total], ((0, 0), (0, max(total - audio.shape[1], 0))))
-            audios.append(normalize_loudness(audio))
+        asked = {"steps": num_inference_steps, "guidance": guidance_scale, "seconds": seconds, "loop": loop,
+                 "vocoder": vocoder, "bpm": bpm, "key": key, "bars": bars, "meter": meter}
+        asked = {name: value for name, value in asked.items() if value is not None}
+        takes = [generate(self, GenerateJob(prompt=text, negative=negative or "", seed=generator_seed(noise),
+                                            **asked))
+                 for text, negative, noise in zip(prompts, negatives, generators, strict=True)]
         if output_type == "latent":
-            return torch.cat(all_latents)
-        stacked = np.stack(audios)
+            return torch.cat([take.decoding.latents for take in takes])
+        audios = [take.audio() for take in takes]
+        images = [take.decoding.image() for take in takes]  # whole once the audio is made
+        longest = max(audio.shape[1] for audio in audios)
+        stacked = np.stack([np.pad(audio, ((0, 0), (0, longest - audio.shape[1]))) for audio in audios])
         result = (torch.from_numpy(stacked) if output_type == "pt" else stacked, images)
-        return SpectrodiffPipelineOutput(*result, params.sample_rate) if return_dict else result
+        if not return_dict:
+            return result
+        rate = self.spectrogram.sample_rate
+        return SpectrodiffPipelineOutput(*result, rate, [take.music for take in takes],
+                                         [audio.shape[1] / rate for audio in audios])
 
     # ---- denoising -----------------------------------------------------------------------------------------------
+
+    def windows(self, timeline: Timeline, width: int, loop: bool) -> Windows:
+        """The windows that denoise a latent `width` columns wide along `timeline`, each conditioned on the
+        keyframes blended at its centre."""
+        device, dtype = self._execution_device, self.unet.dtype
+        tile = min(self.tile_columns, width)
+        starts = window_starts(width, tile, loop)
+        text = self.encode_text([k.prompt for k in timeline.keyframes] + [k.negative for k in timeline.keyframes])
+        cond, uncond = text.chunk(2)
+        centre = self.column_seconds(width)[[(s + tile // 2) % width for s in starts]]
+        index, alpha = timeline.blend_at(centre)
+        blend = torch.from_numpy(alpha).to(device, dtype)[:, None, None]
+        following = np.minimum(index + 1, len(timeline.keyframes) - 1)
+        return Windows(starts, width, tile, _window_weights(tile, device),
+                       torch.lerp(cond[index], cond[following], blend),
+                       torch.lerp(uncond[index], uncond[following], blend),
+                       torch.from_numpy(timeline.lerp("guidance", centre)).to(device, dtype),
+                       self.music_labels(timeline.music, starts) if self.music_conditioned else None)
+
+    def predict_noise(self, model_input: torch.Tensor, t: torch.Tensor, windows: Windows,
+                      window_batch: int = 4) -> torch.Tensor:
+        """`(1, C, h, W)` scaled latents at timestep `t` -> `(1, C, h, W)` their noise: each window's prediction
+        (with classifier-free guidance), `window_batch` windows a UNet call, blended where windows overlap."""
+        device = model_input.device
+        prediction = torch.zeros_like(model_input, dtype=torch.float32)
+        total = torch.zeros(windows.width, device=device)
+        for b in range(0, len(windows.starts), window_batch):
+            rows = slice(b, b + window_batch)
+            cols = torch.stack([_columns(s, windows.tile, windows.width) for s in windows.starts[rows]]).to(device)
+            pieces = model_input[0][:, :, cols].permute(2, 0, 1, 3)  # (B, C, h, tile)
+            for piece, c in zip(self._guided_noise(pieces, t, windows, rows), cols, strict=True):
+                prediction[0].index_add_(-1, c, piece * windows.weights)
+                total.index_add_(0, c, windows.weights)
+        return (prediction / total).to(self.unet.dtype)
+
+    def _guided_noise(self, pieces: torch.Tensor, t: torch.Tensor, windows: Windows, rows: slice) -> torch.Tensor:
+        """`(B, C, h, tile)` latents of the windows `rows` -> `(B, C, h, tile)` float32 noise, guided where any of
+        their scales exceeds 1 (one UNet call over both branches)."""
+        guidance, emb = windows.guidance[rows], windows.cond[rows]
+        music = None if windows.music is None else windows.music[rows]
+        use_cfg = bool((guidance > 1).any())
+        if use_cfg:
+            emb = torch.cat([windows.uncond[rows], emb])
+            pieces = torch.cat([pieces, pieces])
+            # The unconditional branch knows no music either, so guidance sharpens it like the text.
+            music = None if music is None else torch.cat([torch.zeros_like(music), music])
+        eps = self.unet(pieces, t, encoder_hidden_states=emb, class_labels=music).sample.float()
+        if not use_cfg:
+            return eps
+        eps_uncond, eps_cond = eps.chunk(2)
+        return eps_uncond + guidance.float()[:, None, None, None] * (eps_cond - eps_uncond)
+
+    def begin_steps(self, timeline: Timeline, width: int, steps: int, keep: torch.Tensor | None) -> np.ndarray:
+        """The step at which each latent column `(W,)` (each latent pixel `(h, W)` with a 2-D `keep`) leaves its
+        init latents: its strength's share of the `steps` from the end; never (`steps + 1`) where `keep` holds."""
+        strength = timeline.lerp("strength", self.column_seconds(width))
+        begin = steps - np.round(strength * steps).astype(int)
+        if keep is not None:
+            begin = np.broadcast_to(begin, keep.shape).copy()
+            begin[keep.cpu().numpy()] = steps + 1
+        return begin
 
     @torch.no_grad()
     def denoise(
@@ -560,82 +663,43 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if not 1 <= num_inference_steps <= 1000:
             raise SpectrodiffError(f"steps must be between 1 and 1000, got {num_inference_steps}")
         device, dtype = self._execution_device, self.unet.dtype
-        seconds = self.column_seconds(width)
-        tile = min(self.tile_columns, width)
-        starts = window_starts(width, tile, loop)
-
-        text = self.encode_text([k.prompt for k in timeline.keyframes] + [k.negative for k in timeline.keyframes])
-        cond, uncond = text.chunk(2)
-        centre = seconds[[(s + tile // 2) % width for s in starts]]  # each window's conditioning time
-        index, alpha = timeline.blend_at(centre)
-        blend = torch.from_numpy(alpha).to(device, dtype)[:, None, None]
-        nxt = np.minimum(index + 1, len(timeline.keyframes) - 1)
-        window_cond = torch.lerp(cond[index], cond[nxt], blend)
-        window_uncond = torch.lerp(uncond[index], uncond[nxt], blend)
-        guidance = torch.from_numpy(timeline.lerp("guidance", centre)).to(device, dtype)
-        labels = self.music_labels(timeline.music, starts) if self.music_conditioned else None
-
+        windows = self.windows(timeline, width, loop)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         noise = (self.initial_noise(timeline, width) if noise is None else noise).to(device, dtype)
-        if init_latents is None:
-            begin = np.zeros(width, dtype=int)
-            latents = noise * self.scheduler.init_noise_sigma
-        else:
-            strength = timeline.lerp("strength", seconds)
-            begin = num_inference_steps - np.round(strength * num_inference_steps).astype(int)
-            if keep is not None:
-                begin = np.broadcast_to(begin, keep.shape).copy()
-                begin[keep.cpu().numpy()] = num_inference_steps + 1
+        begin = np.zeros(width, dtype=int) if init_latents is None else \
+            self.begin_steps(timeline, width, num_inference_steps, keep)
         first = int(begin.min())
-        if init_latents is not None:
-            if first >= num_inference_steps:  # every column is kept: nothing to denoise
-                return init_latents
+        if init_latents is None:
+            latents = noise * self.scheduler.init_noise_sigma
+        elif first >= num_inference_steps:  # every column is kept: nothing to denoise
+            return init_latents
+        else:
             if hasattr(self.scheduler, "set_begin_index"):
                 self.scheduler.set_begin_index(first)
             latents = self.scheduler.add_noise(init_latents, noise, timesteps[first: first + 1])
         begin_t = torch.from_numpy(begin).to(device)
-
-        weights = _window_weights(tile, device)
         with self.progress_bar(total=num_inference_steps - first) as bar, (
-                circular_time_axis(self.unet) if loop and len(starts) == 1 else contextlib.nullcontext()):
+                circular_time_axis(self.unet) if loop and len(windows.starts) == 1 else contextlib.nullcontext()):
             for i in range(first, num_inference_steps):
                 t = timesteps[i]
-                model_input = self.scheduler.scale_model_input(latents, t)
-                prediction = torch.zeros_like(latents, dtype=torch.float32)
-                total = torch.zeros(width, device=device)
-                for b in range(0, len(starts), window_batch):
-                    batch = starts[b: b + window_batch]
-                    cols = torch.stack([_columns(s, tile, width) for s in batch]).to(device)
-                    pieces = model_input[0][:, :, cols].permute(2, 0, 1, 3)  # (B, 4, h, tile)
-                    use_cfg = bool((guidance[b: b + len(batch)] > 1).any())
-                    emb = window_cond[b: b + len(batch)]
-                    music = None if labels is None else labels[b: b + len(batch)]
-                    if use_cfg:
-                        emb = torch.cat([window_uncond[b: b + len(batch)], emb])
-                        pieces = torch.cat([pieces, pieces])
-                        # The unconditional branch knows no music either, so guidance sharpens it like the text.
-                        music = None if music is None else torch.cat([torch.zeros_like(music), music])
-                    eps = self.unet(pieces, t, encoder_hidden_states=emb, class_labels=music).sample.float()
-                    if use_cfg:
-                        eps_uncond, eps_cond = eps.chunk(2)
-                        g = guidance[b: b + len(batch)].float()[:, None, None, None]
-                        eps = eps_uncond + g * (eps_cond - eps_uncond)
-                    for piece, c in zip(eps, cols, strict=True):
-                        prediction[0].index_add_(-1, c, piece * weights)
-                        total.index_add_(0, c, weights)
-                prediction = (prediction / total).to(dtype)
+                prediction = self.predict_noise(self.scheduler.scale_model_input(latents, t), t, windows, window_batch)
                 latents = self.scheduler.step(prediction, t, latents).prev_sample
-                if init_latents is not None:
-                    held = begin_t > i + 1
-                    if bool(held.any()):
-                        target = init_latents if i + 1 == num_inference_steps else self.scheduler.add_noise(
-                            init_latents, noise, timesteps[i + 1: i + 2])
-                        latents = torch.where(held, target, latents)
+                held = begin_t > i + 1
+                if init_latents is not None and bool(held.any()):
+                    target = init_latents if i + 1 == num_inference_steps else self.scheduler.add_noise(
+                        init_latents, noise, timesteps[i + 1: i + 2])
+                    latents = torch.where(held, target, latents)
                 bar.update()
                 if callback:
                     callback(i + 1 - first, num_inference_steps - first)
         return latents
+
+
+def generator_seed(generator: torch.Generator | None) -> int:
+    """The seed of a diffusers-style generator as a job takes it (`--seed`): the one it was seeded with, whatever it
+    has drawn since; 0 without one."""
+    return 0 if generator is None else generator.initial_seed()
 
 
 def lora_path(path: Path) -> Path:

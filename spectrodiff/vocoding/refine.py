@@ -2,8 +2,8 @@
 fine structure of its spectrum.
 
 A neural vocoder predicts a magnitude and a phase per frame, and their overlap-add is not exactly the STFT it
-predicted, so the mel of its audio drifts from the mel it was given (the bundled mini vocoder's mel spectral
-convergence was 0.22-0.30, Griffin-Lim's 0.11). Each projection measures the audio's mel on the mel's own STFT
+predicted, so the mel of its audio drifts from the mel it was given, further than Griffin-Lim's does (figures in
+docs/benchmarks.md). Each projection measures the audio's mel on the mel's own STFT
 frames, scales every FFT bin by the (over-relaxed) ratio of target to measured mel of the filters it falls in, and
 goes back through an inverse and forward STFT, with Fast Griffin-Lim's momentum. Unlike Griffin-Lim, it never
 replaces the magnitude by the mel's least-squares inverse, so the detail the vocoder predicted between and above the
@@ -13,16 +13,16 @@ Two stages share that projection:
 - full band, on the window's FFT grid (`win_length` points, 10 Hz at Riffusion's settings): cheap, and exact where
   the filters are wider than its bins;
 - bass (optional), on the mel's own zero-padded grid (2.5 Hz), where narrow filters need it: Riffusion's 512
-  filters are 4-25 Hz apart below 3.5 kHz, and on the 10 Hz grid its mel spectral convergence stalled at 0.12 after
-  30 projections (Griffin-Lim: 0.10).
+  filters are 4-25 Hz apart below 3.5 kHz, and on the 10 Hz grid its mel spectral convergence stalls short of
+  Griffin-Lim's however many projections run.
 The bass stage runs at the lowest rate that holds its band (`stage_rate`: a fraction p / q of the sample rate at
 which frames stay whole samples), so that its fine grid costs a fraction of the full one; the change made there is
 brought back to the full rate and added. At Riffusion's settings it holds the band to 3.7 kHz at 2/9 of the rate:
-the 2-3.7 kHz filters are too narrow for the 10 Hz grid too (on real music the error left there after 30 full-band
-projections was twice Griffin-Lim's at Riffusion's FFT size, measured on held-out soundtracks).
+the 2-3.7 kHz filters are too narrow for the 10 Hz grid too (on held-out real music the full-band projections alone
+left more error there than Griffin-Lim at Riffusion's FFT size).
 With a bass stage the full-band projections are split around it: half before on every filter, the rest after on the
-filters the bass stage leaves out (on the coarse grid they would pull its own filters off their targets: measured on
-Riffusion's vocoder, 6 held-out recordings, 0.088 -> 0.082 for 8 + 32 projections).
+filters the bass stage leaves out (on the coarse grid they would pull its own filters off their targets, which
+measurably lowered the bass stage's gain).
 Every stage projects every `FRAME_STEP`-th frame only, which halves its cost.
 """
 
@@ -40,8 +40,8 @@ from ..codec.params import SpectrogramParams
 from ..errors import SpectrodiffError
 from .stft import FrameTransform
 
-# Over-relaxation of the mel ratio and momentum on the spectra: 1.3 and 0.9 converged fastest among those tried on
-# held-out recordings (1.5 with 0.95 diverged).
+# Over-relaxation of the mel ratio and momentum on the spectra: these converged fastest among those tried on
+# held-out recordings; stronger over-relaxation diverged (docs/benchmarks.md).
 RATIO_POWER = 1.3
 MOMENTUM = 0.9
 # Mel magnitudes (int16 scale, peaks near 1e7) this small are silence; the ratio is also bounded so that one
@@ -58,8 +58,8 @@ STAGE_FIR_SIDE = 20
 STAGE_FIR_BETA = 8.0
 MAX_RATE_DENOMINATOR = 12
 # Every stage projects every other frame only: Riffusion's frames (100 ms windows 10 ms apart) then still overlap
-# five times, and the mel of the frames between follows (6 recordings a source, Riffusion's vocoder: the same or
-# better mel spectral convergence than with every frame, for half the time; every third frame lost 25 %).
+# five times, and the mel of the frames between follows (the same mel spectral convergence as with every frame for
+# half the work; every third frame lost accuracy: docs/benchmarks.md).
 FRAME_STEP = 2
 
 
@@ -172,9 +172,9 @@ def _stage(params: SpectrogramParams, rate: tuple[int, int], fft_size: int, indi
 def full_band_stage(key: tuple, device: torch.device) -> Stage:
     """Every filter, on the window's grid (10 Hz at Riffusion's settings), at the full rate.
 
-    Not at a lower rate: at 2/3 of Riffusion's rate the mel came out the same and 0.2 s a minute faster, but the
-    multi-resolution STFT distance to held-out recordings rose by 1 % (benchmarks/vocoder.py, mini's vocoder), the
-    change losing what its frames leak above the band."""
+    Not at a lower rate: at 2/3 of Riffusion's rate the mel came out the same and a little faster, but the
+    multi-resolution STFT distance to held-out recordings rose (docs/benchmarks.md), the change losing what its
+    frames leak above the band."""
     params = SpectrogramParams.from_key(key)
     return _stage(params, (1, 1), params.win_length, torch.arange(params.num_frequencies), device)
 
