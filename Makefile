@@ -17,7 +17,7 @@ RECORDINGS := data/recordings
 RECORDING_PACKAGES := sonic-pi-samples lmms-common hydrogen-drumkits
 # Real music that no model or vocoder trains on, for the reconstruction benchmark (benchmarks/real_music.py).
 HELDOUT_MUSIC_PACKAGES := warzone2100-music planetblupi-music-ogg
-# The reference catalogue's renderers (training/catalogue.py): fluidsynth with MuseScore General and avldrums'
+# The reference catalogue's renderers (training/rendering.py): fluidsynth with MuseScore General and avldrums'
 # recorded kits (version 2) or FluidR3 GM (version 1), timidity + freepats (held out); the browser the studio's test
 # drives (tests/test_web.py); and Open MPI, through which `accelerate launch --cpu` starts several processes (the
 # multi-process tests).

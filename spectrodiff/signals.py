@@ -1,13 +1,17 @@
 """Short test signals synthesised in code (chords, drums, noise), for the demo, tests and benchmarks.
 
-`python -m spectrodiff.signals OUT.wav [--kind mix] [--seconds 5.12]` writes one to a file.
+`spectrodiff dev signal OUT.wav [--kind mix] [--seconds 5.12]` (or `python -m spectrodiff.signals ...`) writes one to
+a file.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
+
+from .errors import SpectrodiffError
 
 SAMPLE_RATE = 44100
 
@@ -72,16 +76,19 @@ def mix(seconds: float = 5.12, sample_rate: int = SAMPLE_RATE, seed: int = 0) ->
 SIGNALS = {"chord": chord, "drums": drums, "noise": noise, "mix": mix}
 
 
-def main() -> None:
+def write_signal(out: Path, kind: str = "mix", seconds: float = 5.12) -> Path:
+    """Write the signal `kind` (a name in SIGNALS), `seconds` long, to `out` as 16-bit audio at SAMPLE_RATE."""
     import soundfile
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out")
-    parser.add_argument("--kind", choices=sorted(SIGNALS), default="mix")
-    parser.add_argument("--seconds", type=float, default=5.12)
-    args = parser.parse_args()
-    soundfile.write(args.out, SIGNALS[args.kind](args.seconds), SAMPLE_RATE, subtype="PCM_16")
+    if kind not in SIGNALS:
+        raise SpectrodiffError(f"unknown signal {kind!r}; choose one of {', '.join(sorted(SIGNALS))}")
+    if not seconds > 0:
+        raise SpectrodiffError(f"--seconds must be positive, got {seconds:g}")
+    soundfile.write(out, SIGNALS[kind](seconds), SAMPLE_RATE, subtype="PCM_16")
+    return Path(out)
 
 
 if __name__ == "__main__":
-    main()
+    from .cli import main
+
+    sys.exit(main(["dev", "signal", *sys.argv[1:]]))

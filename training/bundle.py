@@ -1,7 +1,9 @@
 """Copy a trained model (or vocoder) into the package as a bundled one: float16 safetensors, the model card kept.
 
-    python -m spectrodiff.training.bundle runs/mini-decoder spectrodiff/models/mini --vocoder runs/vocoder-mini
-    python -m spectrodiff.training.bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
+    spectrodiff dev bundle runs/mini-decoder spectrodiff/models/mini --vocoder runs/vocoder-mini
+    spectrodiff dev bundle runs/vocoder-riffusion spectrodiff/models/vocoders/riffusion --vocoder-only
+
+(or `python -m spectrodiff.training.bundle ...`, the same command).
 
 float16 halves the size in the repository (the loader casts to float32 on CPU); the weights replace the target's
 components, and files that are not components (the model card README.md) stay. `--vocoder` makes a trained vocoder
@@ -10,15 +12,15 @@ the model's `vocoder/` component (its default instead of Griffin-Lim).
 
 from __future__ import annotations
 
-import argparse
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from spectrodiff.errors import SpectrodiffError
-from spectrodiff.generation.components import NeuralVocoder as VocoderComponent
+from spectrodiff.generation.components import VocoderComponent
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.vocoding.vocoder import load_vocoder
 
@@ -76,20 +78,7 @@ def bundle_vocoder(source: Path, target: Path) -> float:
     return _check_size(target, VOCODER_LIMIT_MB)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path)
-    parser.add_argument("target", type=Path)
-    parser.add_argument("--vocoder", type=Path, help="a trained vocoder folder to bundle as the model's vocoder/")
-    parser.add_argument("--vocoder-only", action="store_true", help="SOURCE is a vocoder folder, bundled alone")
-    args = parser.parse_args()
-    try:
-        size = bundle_vocoder(args.source, args.target) if args.vocoder_only else \
-            bundle(args.source, args.target, args.vocoder)
-    except SpectrodiffError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"{args.target}: {size:.1f} MB")
-
-
 if __name__ == "__main__":
-    main()
+    from spectrodiff.cli import main
+
+    sys.exit(main(["dev", "bundle", *sys.argv[1:]]))

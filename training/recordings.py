@@ -1,6 +1,6 @@
 """Real recordings for the vocoders, from Debian packages, split once into training and held-out sets.
 
-    python -m spectrodiff.training.recordings data/recordings
+    spectrodiff dev recordings data/recordings        (or python -m spectrodiff.training.recordings data/recordings)
 
 Links (no copies) the samples of `sonic-pi-samples` and `lmms-common` into OUT/train/ and OUT/heldout/: one file in
 five, chosen by a hash of its path, is held out, so the split is the same on every machine. The vocoder benchmark
@@ -9,7 +9,7 @@ also uses `hydrogen-drumkits`, which no training sees at all.
 
 from __future__ import annotations
 
-import argparse
+import sys
 import zlib
 from pathlib import Path
 
@@ -42,16 +42,7 @@ def link_recordings(out: Path, sources: dict[str, Path] = SOURCES) -> dict[str, 
     return counts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path)
-    args = parser.parse_args()
-    try:
-        counts = link_recordings(args.out)
-    except SpectrodiffError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"{args.out}: {counts['train']} training and {counts['heldout']} held-out recordings")
-
-
 if __name__ == "__main__":
-    main()
+    from spectrodiff.cli import main
+
+    sys.exit(main(["dev", "recordings", *sys.argv[1:]]))
