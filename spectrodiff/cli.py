@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import inspect
 import os
 import signal
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,13 +16,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click's exceptions
 
-from . import __version__
+from . import __version__, process
 from .errors import SpectrodiffError
 from .generation.jobs import (
     DEFAULT_GUIDANCE,
-    REQUIRED,
     ComposeJob,
     ExtendJob,
     GenerateJob,
@@ -33,17 +28,19 @@ from .generation.jobs import (
     Job,
     MorphJob,
     RemixJob,
-    flag,
-    span,
 )
+from .settings import cli_parameters
+from .training.options import DecoderOptions, PrepareOptions, TrainOptions, VocoderOptions
 
 # Commands import what they use when they run: `--help` must not pay for torch (1-2 s) or diffusers (3 s more),
 # and the codec commands never import diffusers, transformers or peft (tests/test_cli.py checks).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# typer raises click's exceptions from its own copy of click (typer >= 0.26) and exports only BadParameter of them:
+# a usage error (exit status 2) is an instance of BadParameter's base, click's UsageError (tests/test_bad_input.py).
+UsageError = typer.BadParameter.__base__
 
 app = typer.Typer(
     help="Riffusion-style music generation: Stable Diffusion on mel-spectrogram images.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -52,8 +49,6 @@ app = typer.Typer(
 IMAGE_SUFFIXES = (".png",)
 OUTPUT_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
-# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD.
-MALLOC_TRIM_THRESHOLD, MALLOC_TOP_PAD, MALLOC_MMAP_THRESHOLD = -1, -2, -3
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -74,6 +69,14 @@ def handle_errors(command: Callable) -> Callable:
             return _run(command, args, kwargs)
 
     return wrapper
+
+
+def register_command(group: typer.Typer, name: str, function: Callable, params: list[inspect.Parameter]) -> None:
+    """Register `function(**values)` as `group`'s command NAME taking `params` (typer reads a function's signature;
+    these commands make theirs from settings models), its errors turned into one line (`handle_errors`)."""
+    function.__signature__ = inspect.Signature(params)
+    function.__annotations__ = {p.name: p.annotation for p in params}
+    group.command(name)(handle_errors(function))
 
 
 class Terminated(BaseException):
@@ -133,12 +136,20 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+def _help_when_bare(ctx: typer.Context) -> None:
+    """A command group given no command prints its help (exit status 0)."""
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")]
     = False,
 ) -> None:
-    pass
+    _help_when_bare(ctx)
 
 
 def _require_file(path: Path) -> None:
@@ -287,14 +298,14 @@ def slice_command(
 def _tempo_rows(path: Path, sample_rate: int) -> dict[str, object]:
     """What a WAV's acid and smpl chunks say, as `info` shows it."""
     from .codec.riff import read_loop_info
-    from .generation.jobs import number
     from .generation.musical import MIDDLE_C, NOTE_NAMES
+    from .settings import number_words
 
     found = read_loop_info(path)
     if found is None:
         return {"tempo": "none recorded (no acid chunk)"}
     loop, points = found
-    rows: dict[str, object] = {"tempo": f"{number(loop.bpm)} BPM", "meter": loop.meter, "beats": loop.beats,
+    rows: dict[str, object] = {"tempo": f"{number_words(loop.bpm)} BPM", "meter": loop.meter, "beats": loop.beats,
                                "key": "not recorded" if loop.root_note is None else
                                f"root {NOTE_NAMES[(loop.root_note - MIDDLE_C) % 12]} (MIDI {loop.root_note})"}
     rows["loop"] = ", ".join(f"samples {first}-{last} ({first / sample_rate:.3f}-{(last + 1) / sample_rate:.3f} s)"
@@ -418,36 +429,9 @@ def _load(model: str, allow_pickle: bool = False, device: str = "cpu", dtype: st
     return pipe
 
 
-def _option_help(spec, kind) -> str:
-    """A setting's help with its range, as `--help` shows it."""
-    words = span(spec, text=kind is str)
-    return f"{spec.help} [{words}]" if words else spec.help
-
-
-def job_options(job, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
-    """typer parameters for the fields of `job` (a Job class) that the command line takes itself, named and
-    documented by their declaration; their values are checked by the job, not by typer, so that a bad one reads as
-    it does everywhere else."""
-    params = []
-    for name, f in job.fields().items():
-        spec = f.metadata["spec"]
-        if spec.cli == "" or name in skip:
-            continue
-        if spec.cli == "argument":
-            info = typer.Argument(help=_option_help(spec, f.type), show_default=False)
-        elif spec.cli and "/--no-" in spec.cli:  # a switch: "--loop/--no-loop"
-            info = typer.Option(spec.cli, help=_option_help(spec, f.type))
-        else:
-            info = typer.Option(*(spec.cli.split("/") if spec.cli else [flag(name)]), help=_option_help(spec, f.type))
-        default = inspect.Parameter.empty if f.default is REQUIRED else f.default
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                        annotation=Annotated[f.type, info]))
-    return params
-
-
 def generation_command(name: str, job, example: str, face: Callable | None = None, face_params: tuple = (),
                        run_params: tuple = (), runs: Callable | None = None) -> None:
-    """Register `spectrodiff NAME` for a job class: its options (`job_options`), the command line's own face of
+    """Register `spectrodiff NAME` for a job class: its options (`cli_parameters`), the command line's own face of
     fields it takes another way (`face_params`, turned into job fields by `face(**values)`), options about the run
     rather than the job (`run_params`, passed to `runs(job, runtime, **values)`, which lists the (job, runtime)
     pairs to make; default the one), and the runtime options. Every run's files are checked before the model
@@ -474,12 +458,9 @@ def generation_command(name: str, job, example: str, face: Callable | None = Non
 
     runtime_params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=getattr(Runtime, k), annotation=a)
                       for k, a in RUNTIME_OPTIONS.items()]
-    params = [*face_params, *job_options(job), *run_params, *runtime_params]
-    command.__signature__ = inspect.Signature(params)
-    command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = f"{job.__doc__}\n\nExample: spectrodiff {name} {example}"
     command.__name__ = f"{name.replace('-', '_')}_command"
-    app.command(name)(handle_errors(command))
+    register_command(app, name, command, [*face_params, *cli_parameters(job), *run_params, *runtime_params])
 
 
 def check_files(job, out: Path | None, overwrite: bool) -> None:
@@ -500,10 +481,10 @@ def check_inputs(job) -> None:
 
 
 def _run_one(pipe, job, runtime: Runtime, report) -> None:
-    from .generation.modes import run
+    from .generation.modes import make
     from .generation.output import Output
 
-    _print_result(run(pipe, job, Output(runtime.out, report, runtime.overwrite)))
+    _print_result(make(pipe, job, Output(runtime.out, report, runtime.overwrite)))
 
 
 MUSIC_SOURCES = {"asked": "as asked", "words": "from the prompt", "model": "picked by the model"}
@@ -553,7 +534,7 @@ def _generate_many(job, runtime: Runtime, count: int) -> list[tuple[GenerateJob,
     """`generate --count N`: N clips, seeds seed, seed + 1, ... (into numbered folders of -o)."""
     if count > 1 and runtime.out is not None and runtime.out.suffix:
         raise SpectrodiffError("--count above 1 needs -o to name a folder, not a file")
-    return [(dataclasses.replace(job, seed=job.seed + n),
+    return [(job.replace(seed=job.seed + n),
              dataclasses.replace(runtime, out=runtime.out / f"{n:03d}" if count > 1 and runtime.out is not None
                                  else runtime.out))
             for n in range(count)]
@@ -633,11 +614,10 @@ def batch_command(jobs: Path, **options) -> None:
 
 _batch_params = [inspect.Parameter("jobs", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
     Path, typer.Argument(help='JSON lines, one job each: {"mode": "generate", "prompt": ...}.')])]
-_batch_params += job_options(Job) + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=getattr(Runtime, k),
-                                                        annotation=a) for k, a in RUNTIME_OPTIONS.items()]
-batch_command.__signature__ = inspect.Signature(_batch_params)
-batch_command.__annotations__ = {p.name: p.annotation for p in _batch_params}
-app.command("batch")(handle_errors(batch_command))
+_batch_params += cli_parameters(Job) + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY,
+                                                          default=getattr(Runtime, k), annotation=a)
+                                        for k, a in RUNTIME_OPTIONS.items()]
+register_command(app, "batch", batch_command, _batch_params)
 
 
 @app.command("serve")
@@ -678,35 +658,39 @@ def serve_command(
     serve(studio, host, port, tuple(allow_origin or ()), access_log=access_log)
 
 
-@app.command("prepare")
-@handle_errors
-def prepare_command(
-    catalogue: Annotated[Path, typer.Argument(help="Folder of audio (wav, flac, ogg, mp3), searched recursively; "
-                                              "captions from <stem>.txt, captions.csv/metadata.jsonl or folders.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Dataset folder; running again resumes and updates it.")],
-    seconds: Annotated[float, typer.Option(help="Tile length; 5.12 s is a 512-column tile.", min=0.02, max=600)]
-    = 5.12,
-    hop: Annotated[float | None, typer.Option(help="Seconds between tile starts (default: half a tile).", min=0.01)]
-    = None,
-    min_rms: Annotated[float, typer.Option("--min-rms", help="Drop tiles quieter than this RMS level, dBFS.")]
-    = -50.0,
-    workers: Annotated[int | None, typer.Option(help="Files tiled in parallel (default: min(4, CPUs)).", min=1)]
-    = None,
-    validation: Annotated[float, typer.Option(help="Fraction of tracks held out for validation, in [0, 1).")]
-    = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 0,
-    stereo: Annotated[bool, typer.Option("--stereo", help="Stereo tiles (G = left, B = right).")] = False,
-    n_mels: Annotated[int, typer.Option("--n-mels", help="Mel bins = tile height (Riffusion: 512).")] = 512,
-) -> None:
+def options_command(name: str, options: type) -> Callable:
+    """Register the decorated function as `spectrodiff NAME`, its options made from the settings model `options`
+    (each defaults to None: not given, so that a config or the model's default stands). The function gets the
+    given ones as an `options` instance; a bad value is the one-line error a config's would be (exit status 1)."""
+
+    def register(body: Callable) -> Callable:
+        def command(**values) -> None:
+            body(options.from_dict({k: v for k, v in values.items() if v is not None}, flag=True))
+
+        command.__doc__, command.__name__ = body.__doc__, body.__name__
+        register_command(app, name, command, cli_parameters(options, unset_defaults=True))
+        return body
+
+    return register
+
+
+def _log_line(line: str) -> None:
+    err_console.print(line, markup=False)
+
+
+@options_command("prepare", PrepareOptions)
+def prepare_command(opts: PrepareOptions) -> None:
     """Audio catalogue -> training dataset: spectrogram tiles and captions (Hugging Face imagefolder), split by track.
 
     Example: spectrodiff prepare my_music/ -o dataset/ --hop 2.56 --workers 4
     """
     from .training.prepare import default_workers, prepare_dataset
 
+    out = opts.out
     with _stages() as report:
-        manifest = prepare_dataset(catalogue, out, seconds, hop, min_rms, workers or default_workers(), validation,
-                                   seed, stereo, n_mels, progress=lambda done, total: report("preparing", done, total))
+        manifest = prepare_dataset(opts.catalogue, out, opts.seconds, opts.hop, opts.min_rms,
+                                   opts.workers or default_workers(), opts.validation, opts.seed, opts.stereo,
+                                   opts.n_mels, progress=lambda done, total: report("preparing", done, total))
     counts, run = manifest["counts"], manifest["run"]
     tiles, tracks = counts["tiles"], counts["tracks"]
     summary = (f"{tiles['train'] + tiles['validation']} tiles in {out}: train {tiles['train']} from "
@@ -717,112 +701,27 @@ def prepare_command(
     print(summary + (f"; {counts['skipped']} file(s) skipped" if counts["skipped"] else ""))
 
 
-LR_SCHEDULE_HELP = ("Learning-rate schedule: {default} (default), warmup-constant, warmup-cosine, cosine-to-tenth, or "
-                    "one of diffusers' get_scheduler names (linear, cosine, constant_with_warmup, ...).")
-
-
-@app.command("train")
-@handle_errors
-def train_command(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder made by `spectrodiff prepare`.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: the trained model (or lora.safetensors), "
-                                      "checkpoints, train_log.csv, validation clips.")],
-    base: Annotated[str | None, typer.Option("--base", help="Model to fine-tune: a folder, bundled name or hub id.")]
-    = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Train from scratch from a YAML config "
-                                                "(training/configs/).")] = None,
-    lora_rank: Annotated[int, typer.Option("--lora-rank", help="Train a LoRA of this rank instead of the whole UNet "
-                                           "(0: full fine-tuning).", min=0, max=1024)] = 0,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps (default 1000).", min=1)]
-    = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Tiles per device per micro-batch "
-                                                   "(default 4).", min=1, max=4096)] = None,
-    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step (default 1).",
-                                                   min=1, max=1024)] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 1e-4; 1e-5 for full fine-tuning).",
-                                             min=0, max=1)] = None,
-    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help=LR_SCHEDULE_HELP.format(
-        default="warmup-constant"))] = None,
-    warmup_steps: Annotated[int | None, typer.Option("--warmup-steps", help="Steps of linear warm-up (default 0).",
-                                                     min=0)] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="'latest' continues the run in OUT from its last "
-                                               "checkpoint (or a checkpoint folder).")] = None,
-    validation_prompts: Annotated[Path | None, typer.Option("--validation-prompts", help="Text file, a prompt per "
-                                                            "line (default: two of the dataset's captions).")]
-    = None,
-    seed: Annotated[int, typer.Option(help="Seed of data order, noise and validation clips.", min=0)] = 0,
-    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", help="Steps between checkpoints "
-                                                         "(default 500).", min=1)] = None,
-    validate_every: Annotated[int | None, typer.Option("--validate-every", help="Steps between validations "
-                                                       "(default 500).", min=1)] = None,
-    validation_steps: Annotated[int, typer.Option("--validation-steps", help="Denoising steps of validation clips.",
-                                                  min=1, max=1000)] = 20,
-    mixed_precision: Annotated[str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16 (default: "
-                                                        "accelerate's config, else no).")] = None,
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Less memory, ~30% "
-                                                         "slower.")] = False,
-    ema: Annotated[float | None, typer.Option("--ema", help="EMA decay of the weights saved, e.g. 0.999 "
-                                              "(default off).", min=0, max=0.999999)] = None,
-    crop_width: Annotated[int | None, typer.Option("--crop-width", help="Random crops this many columns wide "
-                                                   "(a multiple of 8; default whole tiles).", min=8)] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu to force the CPU (default: accelerate's "
-                                               "choice).")] = None,
-    allow_pickle: PickleOption = False,
-) -> None:
+@options_command("train", TrainOptions)
+def train_command(opts: TrainOptions) -> None:
     """Fine-tune a model's UNet (full or LoRA) on a prepared dataset, or train a model from a config.
 
     Example: spectrodiff train dataset/ -o my-model/ --base riffusion/riffusion-model-v1 --lora-rank 16
     """
-    from .training.train import TrainOptions, train
+    from .training.train import train
 
-    opts = TrainOptions(dataset=dataset, out=out, base=base, config=config, lora_rank=lora_rank, max_steps=max_steps,
-                        batch_size=batch_size, grad_accum=grad_accum, lr=lr, lr_schedule=lr_schedule,
-                        warmup_steps=warmup_steps, resume=resume, device=device,
-                        validation_prompts=validation_prompts, seed=seed, checkpoint_every=checkpoint_every,
-                        validate_every=validate_every, validation_steps=validation_steps,
-                        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, ema=ema,
-                        crop_width=crop_width, allow_pickle=allow_pickle,
-                        log=lambda line: err_console.print(line, markup=False))
-    summary = train(opts)
+    summary = train(opts.replace(log=_log_line))
     print(summary["lora"] or summary["out"])
 
 
-@app.command("train-vocoder")
-@handle_errors
-def train_vocoder_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio folders or files, or datasets made by `spectrodiff "
-                                                 "prepare` (their source audio and spectrogram parameters).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: the vocoder, checkpoints, train_log.csv, "
-                                      "validation clips.")],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config: spectrogram, vocoder and training "
-                                                "sections (training/configs/vocoder-*.yaml).")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="'latest' continues the run in OUT.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps (default 20000).", min=1)]
-    = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Segments per device per step (default 16).",
-                                                   min=1, max=4096)] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default 5e-4).", min=0, max=1)] = None,
-    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help=LR_SCHEDULE_HELP.format(
-        default="warmup-cosine"))] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the weights and the segments.", min=0)] = 0,
-    mixed_precision: Annotated[str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16 (default: "
-                                                        "accelerate's config, else no).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu to force the CPU (default: accelerate's "
-                                               "choice).")] = None,
-) -> None:
+@options_command("train-vocoder", VocoderOptions)
+def train_vocoder_command(opts: VocoderOptions) -> None:
     """Train a neural vocoder (mel -> waveform) for a set of spectrogram parameters on your audio.
 
     Example: spectrodiff train-vocoder my-music/ -o my-vocoder/ --config training/configs/vocoder-mini.yaml
     """
-    from .training.vocoder import VocoderOptions, train_vocoder
+    from .training.vocoder import train_vocoder
 
-    if mixed_precision is not None and mixed_precision not in ("no", "fp16", "bf16"):
-        raise SpectrodiffError(f"--mixed-precision must be no, fp16 or bf16, not {mixed_precision!r}")
-    opts = VocoderOptions(inputs=inputs, out=out, config=config, resume=resume, max_steps=max_steps,
-                          batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
-                          mixed_precision=mixed_precision, device=device,
-                          log=lambda line: err_console.print(line, markup=False))
-    print(train_vocoder(opts)["out"])
+    print(train_vocoder(opts.replace(log=_log_line))["out"])
 
 
 def _quiet_loading() -> None:
@@ -836,13 +735,116 @@ def _quiet_loading() -> None:
         library.disable_progress_bar()
 
 
-def main() -> int:
-    """The command line: usage errors (bad option values, missing arguments) become one line, exit status 2."""
+# ---- `spectrodiff dev`: the tools that build the project's own data and bundled models --------------------------
+# Each is also `python -m <its module>`, whose __main__ block calls `main(["dev", <name>, ...])`.
+
+dev_app = typer.Typer(help="Build the project's own data and bundled models (reference catalogue, recordings, test "
+                      "signals, decoder fine-tune, bundling).", rich_markup_mode=None)
+dev_app.callback(invoke_without_command=True)(_help_when_bare)
+app.add_typer(dev_app, name="dev")
+
+
+@dev_app.command("catalogue")
+@handle_errors
+def dev_catalogue_command(
+    out: Annotated[Path, typer.Argument(help="Folder to write the catalogue into.")],
+    minutes: Annotated[float, typer.Option(help="Total audio, in minutes.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of every musical choice.")] = 0,
+    renderer: Annotated[str, typer.Option(help="fluidsynth (training: MuseScore General + avldrums; version 1: "
+                                          "FluidR3) or timidity (freepats: held out).")] = "fluidsynth",
+    clip_seconds: Annotated[float, typer.Option(help="Length of each clip.")] = 20,
+    workers: Annotated[int | None, typer.Option(help="Clips rendered at once (default: CPU cores).")] = None,
+    version: Annotated[int, typer.Option(help="2: every style, stems, the new sound banks; 1: what mini v1 "
+                                         "trained on.")] = 2,
+) -> None:
+    """The reference catalogue: music written as MIDI in code, rendered with General MIDI synthesisers.
+
+    Example: spectrodiff dev catalogue data/catalogue --minutes 120 --seed 0
+    """
+    from .training.catalogue import build_catalogue, describe
+
+    print(describe(build_catalogue(out, minutes, seed, renderer, clip_seconds, workers, version), out))
+
+
+def dev_decoder_command(model: str, datasets: list[Path], **values) -> None:
+    """Fine-tune a model's VAE decoder alone, so that the UNet's latent space stays exactly as it was trained.
+
+    Example: spectrodiff dev decoder runs/mini data/mini-dataset -o runs/mini-decoder --max-steps 1500
+    """
+    from .training.decoder import finetune_decoder
+
+    given = {name: value for name, value in values.items() if value is not None}
+    opts = DecoderOptions.from_dict({"model": model, "dataset": datasets[0], "extra": tuple(datasets[1:]), **given},
+                                    flag=True)
+    summary = finetune_decoder(opts)
+    print(f"{summary['out']}: {summary['steps']} steps, validation SC {summary['val_sc'][-1]:.4f}")
+
+
+# The decoder's options are DecoderOptions' settings, with its datasets as arguments after the model (the first
+# trains and validates, the others add their training tiles).
+_decoder_params = cli_parameters(DecoderOptions, skip=("dataset", "extra"), unset_defaults=True)
+_decoder_params.insert(1, inspect.Parameter("datasets", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
+    list[Path], typer.Argument(help="Datasets made by `spectrodiff prepare` with the model's params; the first "
+                               "validates, the others add their training tiles.", metavar="DATASET...")]))
+register_command(dev_app, "decoder", dev_decoder_command, _decoder_params)
+
+
+@dev_app.command("bundle")
+@handle_errors
+def dev_bundle_command(
+    source: Annotated[Path, typer.Argument(help="A trained model folder (with --vocoder-only: a vocoder folder).")],
+    target: Annotated[Path, typer.Argument(help="The bundled copy, e.g. spectrodiff/models/mini.")],
+    vocoder: Annotated[Path | None, typer.Option(help="A trained vocoder folder to bundle as the model's "
+                                                 "vocoder/.")] = None,
+    vocoder_only: Annotated[bool, typer.Option("--vocoder-only", help="SOURCE is a vocoder folder, bundled "
+                                               "alone.")] = False,
+) -> None:
+    """Copy a trained model (or vocoder) into the package as a bundled one: float16 safetensors.
+
+    Example: spectrodiff dev bundle runs/mini-music spectrodiff/models/mini --vocoder runs/vocoder-mini
+    """
+    from .training.bundle import bundle, bundle_vocoder
+
+    size = bundle_vocoder(source, target) if vocoder_only else bundle(source, target, vocoder)
+    print(f"{target}: {size:.1f} MB")
+
+
+@dev_app.command("recordings")
+@handle_errors
+def dev_recordings_command(
+    out: Annotated[Path, typer.Argument(help="Folder for the train/ and heldout/ links.")],
+) -> None:
+    """Real recordings for the vocoders (Debian sample packs), split once into training and held-out sets.
+
+    Example: spectrodiff dev recordings data/recordings
+    """
+    from .training.recordings import link_recordings
+
+    counts = link_recordings(out)
+    print(f"{out}: {counts['train']} training and {counts['heldout']} held-out recordings")
+
+
+@dev_app.command("signal")
+@handle_errors
+def dev_signal_command(
+    out: Annotated[Path, typer.Argument(help="Audio file to write (16-bit, 44.1 kHz).")],
+    kind: Annotated[str, typer.Option(help="chord, drums, noise or mix.")] = "mix",
+    seconds: Annotated[float, typer.Option(help="Length.")] = 5.12,
+) -> None:
+    """A short test signal synthesised in code (chords, drums, noise, or their mix).
+
+    Example: spectrodiff dev signal mix.wav --kind mix --seconds 5.12
+    """
+    from .signals import write_signal
+
+    write_signal(out, kind, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (`argv`: the arguments, default sys.argv[1:]): usage errors (bad option values, missing
+    arguments) become one line, exit status 2."""
     try:
-        return app(standalone_mode=False) or 0
-    except NoArgsIsHelpError as exc:
-        print(exc.ctx.get_help())
-        return 0
+        return app(args=argv, prog_name="spectrodiff", standalone_mode=False) or 0
     except UsageError as exc:
         err_console.print(f"error: {exc.format_message()}", markup=False)
         return 2
@@ -850,35 +852,13 @@ def main() -> int:
         return _interrupted(exc)
 
 
-def _tune_malloc() -> None:
-    """Let glibc keep freed memory for reuse (mallopt(3)) instead of mapping and unmapping every buffer of tens of
-    megabytes, each time faulting its pages in anew: the iterative phase recovery frees and allocates the same
-    sizes every iteration (a 30 s image -> audio: 2.6 -> 2.45 s). Elsewhere than glibc nothing changes."""
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    for option, value in ((MALLOC_MMAP_THRESHOLD, 32 << 20), (MALLOC_TRIM_THRESHOLD, 256 << 20),
-                          (MALLOC_TOP_PAD, 64 << 20)):
-        mallopt(option, value)
-
-
-def run() -> None:
-    """Console entry point: `main`, then, once output is flushed and exit handlers have run, an exit that skips
-    tearing the interpreter down: after torch that teardown alone took 0.3 s, a tenth of turning a 30 s image into
-    audio (mypy exits the same way)."""
-    _tune_malloc()
+def console_entry() -> None:
+    """The `spectrodiff` command: `main`, with SIGTERM ending a command as Ctrl-C does, then a quick exit
+    (spectrodiff/process.py)."""
+    process.keep_freed_memory()
     signal.signal(signal.SIGTERM, _terminate)
-    status = main()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # a closed pipe (`spectrodiff ... | head`)
-        pass
-    atexit._run_exitfuncs()  # temporary folders' finalizers and the like still run
-    os._exit(status)
+    process.exit_now(main())
 
 
 if __name__ == "__main__":
-    run()
+    console_entry()

@@ -215,7 +215,7 @@ def test_stop_ends_the_running_job_at_its_next_step(studio):
     start = time.monotonic()
     try:
         with pytest.raises(Stopping):
-            studio.run(job)
+            studio.perform(job)
     finally:
         studio._stopping.clear()
     assert time.monotonic() - start < 10

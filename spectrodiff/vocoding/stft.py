@@ -44,8 +44,7 @@ class FrameTransform:
 
     def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """`(B, T, win_length)` evenly spaced frames -> `(B, grid_span)`: each frame cut into hop-long pieces, piece
-        j of every frame added at once (a few strided adds; F.fold took a third of a Griffin-Lim iteration at
-        Riffusion's sizes)."""
+        j of every frame added at once (a few strided adds, much faster than F.fold: docs/benchmarks.md)."""
         batch, count, _ = frames.shape
         pieces = -(-self.win_length // self.hop)
         if pieces * self.hop != self.win_length:
@@ -95,8 +94,8 @@ class FrameTransform:
     def _unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """`(B, span)` overlap-added frames -> `(B, length)`: linear drops the padding (as torch.istft does; adding
         the mirrored half back onto the clip, the exact adjoint of reflect padding, left Griffin-Lim and the mel
-        refinement further from the mel on the vocoder benchmark's drum clips: 0.107 -> 0.118 and 0.077 -> 0.081),
-        circular adds each padded sample back onto the sample it wrapped from (the adjoint of `_pad`)."""
+        refinement further from the mel: docs/benchmarks.md), circular adds each padded sample back onto the sample
+        it wrapped from (the adjoint of `_pad`)."""
         if not self.circular:
             return padded[:, self.pad: self.pad + self.length]
         shift, reps = self._wrap()
@@ -123,8 +122,8 @@ class FrameTransform:
         """`(B, length)` -> `(B, T, bins)` complex (by default linear mode takes any N and gives `1 + N // hop`
         frames)."""
         frames = self._read(self._pad(audio))
-        if self.n_fft > self.win_length:  # zero-padded frames: windowed into a buffer whose tail stays zero (torch's
-            # own padding for rfft(n=...) took three times the FFT's time)
+        if self.n_fft > self.win_length:  # zero-padded frames: windowed into a buffer whose tail stays zero (faster
+            # than torch's own padding for rfft(n=...): docs/benchmarks.md)
             padded = self._buffer("frames", (*frames.shape[:-1], self.n_fft), frames.dtype, frames.device)
             torch.mul(frames, self.window, out=padded[..., : self.win_length])
         else:

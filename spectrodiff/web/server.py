@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import ipaddress
 import logging
 import socket
@@ -26,17 +25,6 @@ from .service import MAX_UPLOAD_BYTES, MAX_WAITING, Studio
 from .studio import THEME, build_studio
 
 LOG = logging.getLogger("spectrodiff.serve")
-# glibc's mallopt option for the number of heap arenas. Each request thread otherwise gets an arena of its own that
-# keeps its freed tile buffers: the load test's peak RSS was 2.18 GB with the default and 1.51 GB with two arenas.
-M_ARENA_MAX, SERVER_ARENAS = -8, 2
-
-
-def limit_malloc_arenas() -> None:
-    """Cap glibc's heap arenas (a no-op where the C library is not glibc)."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, SERVER_ARENAS)
-    except (OSError, AttributeError):
-        pass
 
 
 def create_app(studio: Studio, allow_origins: tuple[str, ...] = (), access_log: bool = False) -> FastAPI:
@@ -174,7 +162,6 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, allow_origi
           log_level: str = "warning", access_log: bool = False, limits: ConnectionLimits = ConnectionLimits()
           ) -> None:
     """Run the server until interrupted (uvicorn)."""
-    limit_malloc_arenas()
     if not is_loopback(host):
         LOG.warning("serving on %s: anyone who can reach this machine can use the studio", host)
     app = create_app(studio, allow_origins, access_log)

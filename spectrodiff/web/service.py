@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
-import dataclasses
 import io
 import json
 import re
@@ -23,13 +21,13 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from .. import signals
+from .. import process, signals
 from ..codec.audio import AUDIO_SUFFIXES, audio_info, check_readable, load_audio, normalize_loudness, save_audio
 from ..codec.convert import audio_to_image, save_image
 from ..codec.image import image_params, open_image
 from ..errors import SpectrodiffError
+from ..generation import modes
 from ..generation.jobs import JOBS, Job, Keyframe
-from ..generation.modes import run
 from ..generation.output import Output, Result
 from ..generation.pipeline import SpectrodiffPipeline
 from ..vocoding.render import image_to_audio
@@ -43,8 +41,8 @@ SERVER_CONTROLLED = ("vocoder",)
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_UPLOAD_SECONDS = 60.0
 MAX_UPLOAD_COLUMNS = int(MAX_UPLOAD_SECONDS * 100) + 1  # an uploaded image's width: 60 s at 10 ms a column
-# The image tool's vocoder pieces (10 s at 10 ms): a 60 s upload raised the server's peak by 0.69 GB in one piece,
-# by 0.45 GB in these (and took 6.4 s instead of 4.7).
+# The image tool's vocoder pieces (10 s at 10 ms): a 60 s upload vocoded in one piece raised the server's peak
+# memory more, and took longer (docs/benchmarks.md, "Figures behind design choices").
 TOOL_CHUNK_FRAMES = 1024
 IMAGE_SUFFIXES = (".png",)
 # Results kept on disk (oldest removed first), and requests allowed to wait for the model at once.
@@ -92,16 +90,6 @@ MASKS: dict[str, Callable[[int, int, int], np.ndarray]] = {
     "mask_top_third_75": lambda rows, columns, _: top_band(rows, columns, 1 / 3, 0.75, fade=False),
     "mask_top_third_95": lambda rows, columns, _: top_band(rows, columns, 1 / 3, 0.95, fade=False),
 }
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's freed pages back to the OS (glibc's malloc_trim; a no-op where the C library is not glibc).
-    glibc keeps what a job freed for later allocations, so the server grew with every job it ran (docs/studio.md,
-    load test)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Busy(SpectrodiffError):
@@ -280,7 +268,7 @@ class Studio:
             raise SpectrodiffError(f"unknown mode {mode!r}")
         refused = sorted(set(values) & set(SERVER_CONTROLLED))
         if refused:
-            raise SpectrodiffError(f"{refused[0]} is the server's choice, not a request's")
+            raise InvalidRequest(f"{refused[0]} is the server's choice, not a request's")
         try:
             job = job_class.from_dict(values, highs=SERVER_HIGHS)
         except SpectrodiffError as exc:
@@ -288,19 +276,19 @@ class Studio:
         seconds = getattr(job, "seconds", None)  # a length made of bars and a tempo is held to the same limit
         if seconds is not None and seconds > SERVER_HIGHS["seconds"]:
             raise InvalidRequest(f"the clip would be {seconds:g} s; at most {SERVER_HIGHS['seconds']:g} s here")
-        return dataclasses.replace(job, vocoder=self.vocoder)
+        return job.replace(vocoder=self.vocoder)
 
-    def run(self, job: Job, progress: Callable[[str, int, int], None] | None = None,
-            gone: Callable[[], bool] | None = None) -> StoredResult:
-        """Wait for the model (at most MAX_WAITING requests wait), run `job` into a fresh result folder. `gone` says
-        whether the client has left: checked when the model is free and at every step, so that an abandoned burst of
-        requests does not hold up the next user."""
+    def perform(self, job: Job, progress: Callable[[str, int, int], None] | None = None,
+                gone: Callable[[], bool] | None = None) -> StoredResult:
+        """Wait for the model (at most MAX_WAITING requests wait), then make `job`'s result in a fresh folder.
+        `gone` says whether the client has left: checked when the model is free and at every step, so that an
+        abandoned burst of requests does not hold up the next user."""
         with self._turn(gone):
             result_id = uuid.uuid4().hex
             folder = self.root / "results" / result_id
             folder.mkdir()
             try:
-                result = run(self.pipe, job, Output(folder, self._abandonable(progress, gone)))
+                result = modes.make(self.pipe, job, Output(folder, self._abandonable(progress, gone)))
             except SpectrodiffError as exc:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise self._public(exc) from None
@@ -326,8 +314,8 @@ class Studio:
                 try:
                     self._abandonable(None, gone)("the wait", 0, 0)
                     yield
-                finally:
-                    release_freed_memory()
+                finally:  # glibc keeps what a job freed: without this the server grew with every job
+                    process.release_freed_memory()
         finally:
             with self._count_lock:
                 self._waiting -= 1
@@ -362,7 +350,7 @@ class Studio:
         mask = self._seed_image(mask_image_id, "mask image") if mask_image_id else None  # "" or None: no mask
         job = self.job("riffuse", {"start": start, "end": end, "alpha": alpha, "seed_image": seed,
                                    "mask_image": mask, "steps": steps})
-        return self.run(job, progress, gone)
+        return self.perform(job, progress, gone)
 
     def _seed_image(self, name: str, what: str) -> Path:
         if name not in self.seed_images:

@@ -14,8 +14,9 @@ from PIL import Image, ImageDraw
 
 from ..codec.audio import AUDIO_SUFFIXES, audio_info, load_audio
 from ..errors import SpectrodiffError
-from ..generation.jobs import DEFAULT_GUIDANCE, JOBS, REQUIRED, number, optional_kind
+from ..generation.jobs import DEFAULT_GUIDANCE, JOBS
 from ..generation.musical import NOTE_NAMES
+from ..settings import REQUIRED, number_words, optional_kind, spec_of
 from .service import IMAGE_SUFFIXES, SERVER_CONTROLLED, SERVER_HIGHS, StoredResult, Studio
 
 WAVEFORM_SIZE = (900, 120)
@@ -105,13 +106,13 @@ def _guarded(function: Callable) -> Callable:
     """Bad input becomes a message on the page (gr.Error) instead of a traceback."""
 
     @functools.wraps(function)
-    def run(*args, **kwargs):
+    def with_page_errors(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except SpectrodiffError as exc:
             raise gr.Error(str(exc)) from None
 
-    return run
+    return with_page_errors
 
 
 def _whole(value: float | None) -> int | float | None:
@@ -165,13 +166,13 @@ def control(mode: str, name: str, **override) -> gr.components.Component:
     """The studio's control for a setting of a mode, made from its declaration (spectrodiff/generation/jobs.py):
     label, help, default and range, the server's limits applied and said; `override` sets anything else (a label, a
     value)."""
-    f = JOBS[mode].fields()[name]
-    spec, kind = f.metadata["spec"], optional_kind(f.type) or f.type
+    f = JOBS[mode].model_fields[name]
+    spec, kind = spec_of(f), optional_kind(f.annotation) or f.annotation
     label, info = _studio(WORDS, mode, name, (name.replace("_", " ").capitalize(), None))
     info = info or spec.help
     high = min(SERVER_HIGHS.get(name, spec.high), spec.high) if spec.high is not None else None
     if kind is not str and high is not None and high < spec.high:
-        info += f" At most {number(high)} on this server (the command line takes {number(spec.high)})."
+        info += f" At most {number_words(high)} on this server (the command line takes {number_words(spec.high)})."
     options = {"label": label, "info": info, "elem_classes": name.replace("_", "-")}
     if f.default is not REQUIRED and f.default is not None:
         options["value"] = f.default
@@ -188,7 +189,8 @@ def control(mode: str, name: str, **override) -> gr.components.Component:
     if name in SLIDER_STEPS:
         return gr.Slider(spec.low + (SLIDER_STEPS[name] if spec.above else 0), high, step=SLIDER_STEPS[name],
                          **options)
-    if optional_kind(f.type):  # a text box, which can be empty (Gradio's number box shows 0), and says what empty is
+    # An optional number: a text box, which can be empty (Gradio's number box shows 0), and says what empty is.
+    if optional_kind(f.annotation):
         return gr.Textbox(placeholder=_studio(EMPTY, mode, name, "default"), max_lines=1, **options)
     # No precision: Gradio would round 2.5 to 2 and fail on NaN in words of its own; _whole and the job judge it.
     return gr.Number(minimum=spec.low, maximum=high, **options)
@@ -203,8 +205,8 @@ def _simple(kind) -> bool:
 def more_settings(modes: tuple[str, ...], shown: set[str]) -> dict[str, gr.components.Component]:
     """Controls, in a closed accordion, for every setting of `modes` that a tab does not lay out itself: a setting
     declared in spectrodiff/generation/jobs.py appears here with no change to the studio."""
-    names = {name: mode for mode in modes for name, f in JOBS[mode].fields().items()
-             if name not in shown and name not in SERVER_CONTROLLED and _simple(f.type)}
+    names = {name: mode for mode in modes for name, f in JOBS[mode].fields_in_order().items()
+             if name not in shown and name not in SERVER_CONTROLLED and _simple(f.annotation)}
     with gr.Accordion("More settings", open=False):
         return {name: control(mode, name) for name, mode in names.items()}
 
@@ -212,17 +214,17 @@ def more_settings(modes: tuple[str, ...], shown: set[str]) -> dict[str, gr.compo
 def job_values(mode: str, controls: dict[str, gr.components.Component], data: dict) -> dict:
     """A tab's values for a `mode` job, by setting name (`data`: Gradio's {component: value}); settings the mode does
     not have are left out, and so are optional ones left empty (they take their defaults)."""
-    fields, values = JOBS[mode].fields(), {}
+    fields, values = JOBS[mode].model_fields, {}
     for name, component in controls.items():
         value = data[component]
         if name not in fields or value is None:
             continue
-        kind = optional_kind(fields[name].type) or fields[name].type
+        kind = optional_kind(fields[name].annotation) or fields[name].annotation
         if isinstance(value, str) and kind in (int, float):  # an optional number's text box
             value = value.strip()
             with contextlib.suppress(ValueError):  # not a number: the job's check says so
                 value = float(value)
-        if value == "" and optional_kind(fields[name].type):
+        if value == "" and optional_kind(fields[name].annotation):
             continue  # left empty: the setting takes its default
         if kind is int:
             value = _whole(value)
@@ -230,157 +232,190 @@ def job_values(mode: str, controls: dict[str, gr.components.Component], data: di
     return values
 
 
-def build_studio(studio: Studio) -> gr.Blocks:
-    """The studio page over `studio` (its queue lets one job run at a time; others wait their turn)."""
+@contextlib.contextmanager
+def _upload(studio: Studio, path: str | None, kinds: tuple[str, ...] = AUDIO_SUFFIXES, what: str = "an audio file"):
+    """The page's upload, checked and kept by the studio for one request (deleted when it ends)."""
+    path = uploaded(path, what)
+    with studio.upload(path.name, path.read_bytes(), kinds) as kept:
+        yield kept
 
-    @contextlib.contextmanager
-    def upload(path: str | None, kinds: tuple[str, ...] = AUDIO_SUFFIXES, what: str = "an audio file"):
-        """The page's upload, checked and kept by the studio for one request (deleted when it ends)."""
-        path = uploaded(path, what)
-        with studio.upload(path.name, path.read_bytes(), kinds) as kept:
-            yield kept
 
-    def run(mode: str, values: dict, progress: gr.Progress) -> tuple:
-        return _show(studio.run(studio.job(mode, values), _reporter(progress)))
+def _perform(studio: Studio, mode: str, values: dict, progress: gr.Progress) -> tuple:
+    """A `mode` job of `values`, performed in its turn: (player, spectrogram, settings, downloads)."""
+    return _show(studio.perform(studio.job(mode, values), _reporter(progress)))
 
-    # Each handler takes its tab's controls as one {component: value} dict (Gradio does so for a set of inputs).
+
+def timeline_keyframes(table) -> list[dict]:
+    """The Compose timeline (a DataFrame or rows of COMPOSE_COLUMNS) as keyframes; rows without a prompt are
+    skipped."""
+    rows = table.values.tolist() if hasattr(table, "values") else list(table)
+    keyframes = []
+    for n, row in enumerate((r for r in rows if str(r[0]).strip()), 1):
+        try:
+            keyframes.append({"prompt": str(row[0]), "seed": int(row[1]), "seconds": float(row[2]),
+                              "guidance": float(row[3])})
+        except (TypeError, ValueError):
+            raise SpectrodiffError(f"timeline row {n}: seed, seconds and guidance must be numbers") from None
+    return keyframes
+
+
+# Each tab's handler takes the tab's controls as one {component: value} dict (Gradio does so for a set of inputs),
+# and is defined once the controls it reads exist.
+
+
+def generate_tab(studio: Studio) -> None:
+    """Generate: a prompt, its length in seconds or bars at a tempo, and a looping player."""
+    with gr.Row():
+        with gr.Column():
+            controls = {"prompt": control("generate", "prompt", value="jazzy saxophone")}
+            with gr.Row():
+                controls |= {"seed": control("generate", "seed"),
+                             "seconds": control("generate", "seconds", value=round(studio.tile_seconds, 2))}
+            controls |= {name: control("generate", name) for name in ("guidance", "negative")}
+            controls |= {"loop": control("generate", "loop", label="Seamless loop"),
+                         "steps": control("generate", "steps")}
+            with gr.Row():  # musical time: whole bars at a tempo, the tempo and key written into the WAV
+                controls |= {"bpm": control("generate", "bpm", label="BPM"),
+                             **{name: control("generate", name) for name in ("bars", "key", "meter")}}
+            controls |= more_settings(("generate",), set(controls))
+            button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+        outputs = _result_panel(loop=True)
+        loop_playback = gr.Checkbox(True, label="Loop playback", elem_classes="loop-playback")
+
     @_guarded
-    def run_generate(data: dict, progress=PROGRESS):
-        return run("generate", job_values("generate", generate_controls, data), progress)
+    def generate(data: dict, progress=PROGRESS):
+        return _perform(studio, "generate", job_values("generate", controls, data), progress)
+
+    loop_playback.change(lambda on: gr.update(loop=on), loop_playback, outputs[0])
+    button.click(generate, set(controls.values()), outputs, concurrency_id="model", api_name="run_generate")
+
+
+def morph_tab(studio: Studio) -> None:
+    """Morph: from one prompt and seed to another."""
+    with gr.Row():
+        with gr.Column():
+            first = control("generate", "prompt", label="From", value="church bells")
+            second = control("generate", "prompt", label="To", value="electronic beats")
+            with gr.Row():
+                seed_a = control("generate", "seed", label="Seed (from)")
+                seed_b = control("generate", "seed", label="Seed (to)", value=1)
+            guidance = control("generate", "guidance")
+            controls = {"seconds": control("morph", "seconds"), "steps": control("morph", "steps")}
+            controls |= more_settings(("morph",), set(controls))
+            button = gr.Button("Morph", variant="primary")
+        outputs = _result_panel()
 
     @_guarded
-    def run_morph(data: dict, progress=PROGRESS):
-        keyframes = [{"prompt": data[prompt], "seed": _whole(data[seed]), "guidance": data[morph_guidance]}
-                     for prompt, seed in morph_ends]
-        return run("morph", {"keyframes": keyframes} | job_values("morph", morph_controls, data), progress)
+    def morph(data: dict, progress=PROGRESS):
+        keyframes = [{"prompt": data[prompt], "seed": _whole(data[seed]), "guidance": data[guidance]}
+                     for prompt, seed in ((first, seed_a), (second, seed_b))]
+        return _perform(studio, "morph", {"keyframes": keyframes} | job_values("morph", controls, data), progress)
+
+    button.click(morph, {first, second, seed_a, seed_b, guidance, *controls.values()}, outputs,
+                 concurrency_id="model", api_name="run_morph")
+
+
+def compose_tab(studio: Studio) -> None:
+    """Compose: a timeline of keyframes, one a row."""
+    with gr.Row():
+        with gr.Column():
+            table = gr.Dataframe(value=[["jazzy saxophone", 0, 8, DEFAULT_GUIDANCE],
+                                        ["electronic beats", 1, 8, DEFAULT_GUIDANCE]],
+                                 headers=COMPOSE_COLUMNS, datatype=["str", "number", "number", "number"],
+                                 row_count=2, column_count=4,
+                                 label=f"Timeline: one keyframe a row, up to {SERVER_HIGHS['keyframes']}")
+            controls = {"transition": control("compose", "transition"), "steps": control("compose", "steps")}
+            controls |= more_settings(("compose",), set(controls))
+            button = gr.Button("Compose", variant="primary")
+        outputs = _result_panel()
 
     @_guarded
-    def run_compose(data: dict, progress=PROGRESS):
-        table = data[compose_table]
-        rows = table.values.tolist() if hasattr(table, "values") else list(table)
-        keyframes = []
-        for n, row in enumerate((r for r in rows if str(r[0]).strip()), 1):
-            try:
-                keyframes.append({"prompt": str(row[0]), "seed": int(row[1]), "seconds": float(row[2]),
-                                  "guidance": float(row[3])})
-            except (TypeError, ValueError):
-                raise SpectrodiffError(f"timeline row {n}: seed, seconds and guidance must be numbers") from None
-        return run("compose", {"keyframes": keyframes} | job_values("compose", compose_controls, data), progress)
+    def compose(data: dict, progress=PROGRESS):
+        values = {"keyframes": timeline_keyframes(data[table])} | job_values("compose", controls, data)
+        return _perform(studio, "compose", values, progress)
+
+    button.click(compose, {table, *controls.values()}, outputs, concurrency_id="model", api_name="run_compose")
+
+
+def edit_tab(studio: Studio) -> None:
+    """Remix / Extend / Inpaint an upload; inpaint's span is shown on the upload's waveform, and a click there
+    moves it."""
+    with gr.Row():
+        with gr.Column():
+            source = uploads_only(gr.Audio(label="Your audio (at most 60 s)", type="filepath", sources=["upload"],
+                                           format=None))
+            mode = gr.Radio(["Remix", "Extend", "Inpaint"], value="Remix", label="Mode")
+            controls = {"prompt": control("remix", "prompt", value="church organ"),
+                        "seed": control("remix", "seed"), "guidance": control("remix", "guidance"),
+                        "strength": control("remix", "strength", label="Strength (remix)"),
+                        "seconds": control("extend", "seconds", label="Seconds to add (extend)", value=5)}
+            with gr.Row():
+                start = control("inpaint", "start", label="Span start, s (inpaint)", value=0.0,
+                                elem_classes="span-start")
+                end = control("inpaint", "end", label="Span end, s (inpaint)", value=1.0, elem_classes="span-end")
+            span = gr.Image(label="Span to regenerate (click the waveform to move its nearer end)",
+                            interactive=False, type="pil", elem_classes="span-picture")
+            controls |= {"start": start, "end": end, "steps": control("remix", "steps")}
+            controls |= more_settings(("remix", "extend", "inpaint"), set(controls) | {"audio"})
+            button = gr.Button("Run", variant="primary")
+        outputs = _result_panel()
 
     @_guarded
-    def run_edit(data: dict, progress=PROGRESS):
-        mode = data[edit_mode].lower()
-        with upload(data[edit_source]) as audio:
-            return run(mode, {"audio": audio} | job_values(mode, edit_controls, data), progress)
+    def remix_extend_or_inpaint(data: dict, progress=PROGRESS):
+        chosen = data[mode].lower()
+        with _upload(studio, data[source]) as audio:
+            return _perform(studio, chosen, {"audio": audio} | job_values(chosen, controls, data), progress)
+
+    for trigger in (source.change, start.change, end.change):
+        trigger(_guarded(waveform_picture), [source, start, end], span)
+    span.select(_guarded(pick_span), [source, start, end], [start, end])
+    button.click(remix_extend_or_inpaint, {source, mode, *controls.values()}, outputs, concurrency_id="model",
+                 api_name="run_edit")
+
+
+def spectrogram_tools_tab(studio: Studio) -> None:
+    """Spectrogram tools: audio to spectrogram PNG and back, no model involved."""
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**Audio to spectrogram** (the model's parameters, written into the PNG's EXIF)")
+            audio_in = uploads_only(gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None,
+                                             elem_classes="tool-audio"))
+            to_image = gr.Button("Audio to image")
+            image_out, image_file = gr.Image(label="Spectrogram", type="filepath"), gr.File(label="PNG")
+        with gr.Column():
+            gr.Markdown("**Spectrogram to audio** (any spectrogram PNG with its EXIF, Riffusion's too)")
+            image_in = uploads_only(gr.File(label="Spectrogram PNG", file_types=list(IMAGE_SUFFIXES)))
+            to_audio = gr.Button("Image to audio")
+            audio_out, audio_file = gr.Audio(label="Audio", type="filepath"), gr.File(label="WAV")
 
     @_guarded
-    def run_audio_to_image(path):
-        with upload(path) as audio:
+    def audio_to_image(path):
+        with _upload(studio, path) as audio:
             png = studio.audio_to_image(audio)
         return str(png), str(png)
 
     @_guarded
-    def run_image_to_audio(path):
-        with upload(path, IMAGE_SUFFIXES, "a spectrogram PNG") as image:
+    def image_to_audio(path):
+        with _upload(studio, path, IMAGE_SUFFIXES, "a spectrogram PNG") as image:
             wav = studio.image_to_audio(image)
         return str(wav), str(wav)
 
-    tile = round(studio.tile_seconds, 2)
+    to_image.click(audio_to_image, [audio_in], [image_out, image_file], api_name="run_audio_to_image")
+    to_audio.click(image_to_audio, [image_in], [audio_out, audio_file], api_name="run_image_to_audio")
+
+
+TABS = (("Generate", generate_tab), ("Morph", morph_tab), ("Compose", compose_tab),
+        ("Remix / Extend / Inpaint", edit_tab), ("Spectrogram tools", spectrogram_tools_tab))
+
+
+def build_studio(studio: Studio) -> gr.Blocks:
+    """The studio page over `studio` (its queue lets one job run at a time; others wait their turn)."""
     with gr.Blocks(title="spectrodiff studio", analytics_enabled=False, delete_cache=(600, 3600)) as page:
         gr.Markdown(f"# spectrodiff studio\nModel **{studio.model_info()['model']}**: text to music through "
                     f"spectrograms. One job runs at a time; yours waits its turn. API: [/docs](/docs).")
-        with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column():
-                    generate_controls = {"prompt": control("generate", "prompt", value="jazzy saxophone")}
-                    with gr.Row():
-                        generate_controls |= {"seed": control("generate", "seed"),
-                                              "seconds": control("generate", "seconds", value=tile)}
-                    generate_controls |= {name: control("generate", name) for name in ("guidance", "negative")}
-                    generate_controls |= {"loop": control("generate", "loop", label="Seamless loop"),
-                                          "steps": control("generate", "steps")}
-                    with gr.Row():  # musical time: whole bars at a tempo, the tempo and key written into the WAV
-                        generate_controls |= {"bpm": control("generate", "bpm", label="BPM"),
-                                              **{name: control("generate", name) for name in ("bars", "key", "meter")}}
-                    generate_controls |= more_settings(("generate",), set(generate_controls))
-                    button = gr.Button("Generate", variant="primary", elem_id="generate-button")
-                outputs = _result_panel(loop=True)
-                loop_playback = gr.Checkbox(True, label="Loop playback", elem_classes="loop-playback")
-            loop_playback.change(lambda on: gr.update(loop=on), loop_playback, outputs[0])
-            button.click(run_generate, set(generate_controls.values()), outputs, concurrency_id="model")
-        with gr.Tab("Morph"):
-            with gr.Row():
-                with gr.Column():
-                    first = control("generate", "prompt", label="From", value="church bells")
-                    second = control("generate", "prompt", label="To", value="electronic beats")
-                    with gr.Row():
-                        seed_a = control("generate", "seed", label="Seed (from)")
-                        seed_b = control("generate", "seed", label="Seed (to)", value=1)
-                    morph_ends = [(first, seed_a), (second, seed_b)]
-                    morph_guidance = control("generate", "guidance")
-                    morph_controls = {"seconds": control("morph", "seconds"), "steps": control("morph", "steps")}
-                    morph_controls |= more_settings(("morph",), set(morph_controls))
-                    button = gr.Button("Morph", variant="primary")
-                outputs = _result_panel()
-            button.click(run_morph, {first, second, seed_a, seed_b, morph_guidance, *morph_controls.values()},
-                         outputs, concurrency_id="model")
-        with gr.Tab("Compose"):
-            with gr.Row():
-                with gr.Column():
-                    compose_table = gr.Dataframe(value=[["jazzy saxophone", 0, 8, DEFAULT_GUIDANCE],
-                                                        ["electronic beats", 1, 8, DEFAULT_GUIDANCE]],
-                                                 headers=COMPOSE_COLUMNS, datatype=["str", "number", "number",
-                                                                                    "number"],
-                                                 row_count=2, column_count=4, label="Timeline: one keyframe a "
-                                                 f"row, up to {SERVER_HIGHS['keyframes']}")
-                    compose_controls = {"transition": control("compose", "transition"),
-                                        "steps": control("compose", "steps")}
-                    compose_controls |= more_settings(("compose",), set(compose_controls))
-                    button = gr.Button("Compose", variant="primary")
-                outputs = _result_panel()
-            button.click(run_compose, {compose_table, *compose_controls.values()}, outputs, concurrency_id="model")
-        with gr.Tab("Remix / Extend / Inpaint"):
-            with gr.Row():
-                with gr.Column():
-                    edit_source = uploads_only(gr.Audio(label="Your audio (at most 60 s)", type="filepath",
-                                                          sources=["upload"], format=None))
-                    edit_mode = gr.Radio(["Remix", "Extend", "Inpaint"], value="Remix", label="Mode")
-                    edit_controls = {"prompt": control("remix", "prompt", value="church organ"),
-                                     "seed": control("remix", "seed"), "guidance": control("remix", "guidance"),
-                                     "strength": control("remix", "strength", label="Strength (remix)"),
-                                     "seconds": control("extend", "seconds", label="Seconds to add (extend)",
-                                                        value=5)}
-                    with gr.Row():
-                        start = control("inpaint", "start", label="Span start, s (inpaint)", value=0.0,
-                                        elem_classes="span-start")
-                        end = control("inpaint", "end", label="Span end, s (inpaint)", value=1.0,
-                                      elem_classes="span-end")
-                    span = gr.Image(label="Span to regenerate (click the waveform to move its nearer end)",
-                                    interactive=False, type="pil", elem_classes="span-picture")
-                    edit_controls |= {"start": start, "end": end, "steps": control("remix", "steps")}
-                    edit_controls |= more_settings(("remix", "extend", "inpaint"), set(edit_controls) | {"audio"})
-                    button = gr.Button("Run", variant="primary")
-                outputs = _result_panel()
-            for trigger in (edit_source.change, start.change, end.change):
-                trigger(_guarded(waveform_picture), [edit_source, start, end], span)
-            span.select(_guarded(pick_span), [edit_source, start, end], [start, end])
-            button.click(run_edit, {edit_source, edit_mode, *edit_controls.values()}, outputs,
-                         concurrency_id="model")
-        with gr.Tab("Spectrogram tools"):
-            with gr.Row():
-                with gr.Column():
-                    gr.Markdown("**Audio to spectrogram** (the model's parameters, written into the PNG's EXIF)")
-                    audio_in = uploads_only(gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None,
-                                                     elem_classes="tool-audio"))
-                    to_image = gr.Button("Audio to image")
-                    image_out, image_file = gr.Image(label="Spectrogram", type="filepath"), gr.File(label="PNG")
-                with gr.Column():
-                    gr.Markdown("**Spectrogram to audio** (any spectrogram PNG with its EXIF, Riffusion's too)")
-                    image_in = uploads_only(gr.File(label="Spectrogram PNG", file_types=list(IMAGE_SUFFIXES)))
-                    to_audio = gr.Button("Image to audio")
-                    audio_out, audio_file = gr.Audio(label="Audio", type="filepath"), gr.File(label="WAV")
-            to_image.click(run_audio_to_image, [audio_in], [image_out, image_file])
-            to_audio.click(run_image_to_audio, [image_in], [audio_out, audio_file])
+        for title, build_tab in TABS:
+            with gr.Tab(title):
+                build_tab(studio)
     # Gradio refuses a request's file that is not in its upload folder only once launch() has set has_launched
     # (processing_utils._check_allowed); mounted (server.py), the page sets it itself, or any request could have
     # any server path read, /dev/zero included.
