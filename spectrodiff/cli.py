@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__, process
+from .codec.params import TileSettings
 from .errors import SpectrodiffError
 from .generation.jobs import (
     DEFAULT_GUIDANCE,
@@ -29,7 +30,7 @@ from .generation.jobs import (
     MorphJob,
     RemixJob,
 )
-from .settings import cli_parameters
+from .settings import check_value, cli_parameters, option_help, spec_of
 from .training.options import DecoderOptions, PrepareOptions, TrainOptions, VocoderOptions
 
 # Commands import what they use when they run: `--help` must not pay for torch (1-2 s) or diffusers (3 s more),
@@ -203,8 +204,7 @@ def image_to_audio_command(
                                             "at 10 ms) and 2048 rows.")],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Audio file (.wav/.flac/.ogg/.mp3) or folder.")]
     = None,
-    iters: Annotated[int, typer.Option(help="Griffin-Lim iterations (when Griffin-Lim renders).", min=0, max=1000)]
-    = 32,
+    iters: Annotated[int, typer.Option(help=option_help(Job, "iters"))] = Job.model_fields["iters"].default,
     seed: Annotated[int, typer.Option(help="Seed of Griffin-Lim's initial phase (same seed, same audio).")] = 0,
     vocoder: Annotated[str | None, typer.Option("--vocoder", help="griffin-lim, neural, a bundled vocoder (riffusion, "
                                                 "mini) or a vocoder folder. Default: the bundled vocoder for the "
@@ -225,6 +225,10 @@ def image_to_audio_command(
     from .vocoding.registry import choose_vocoder, vocoder_name
     from .vocoding.render import image_to_audio
 
+    try:
+        check_value("--iters", iters, int, spec_of(Job.model_fields["iters"]))
+    except SpectrodiffError as exc:
+        raise UsageError(str(exc)) from None
     picture = open_image(image)
     path = resolve_output(out, f"{image.stem}.wav", OUTPUT_AUDIO_SUFFIXES)
     check_writable(path, overwrite)
@@ -244,8 +248,8 @@ def image_to_audio_command(
 def slice_command(
     source: Annotated[Path, typer.Argument(help="An audio file, or a folder searched recursively.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the tiles.")],
-    seconds: Annotated[float, typer.Option(help="Tile length (0.02-600); 5.12 s is a 512-column tile.")] = 5.12,
-    hop: Annotated[float | None, typer.Option(help="Seconds between tile starts (default: a whole tile).")] = None,
+    seconds: Annotated[float, typer.Option(help=option_help(TileSettings, "seconds"))] = 5.12,
+    hop: Annotated[float | None, typer.Option(help=option_help(TileSettings, "hop"))] = None,
     format: Annotated[str, typer.Option(help="png (spectrogram tiles) or wav/flac (audio clips).")] = "png",
     stereo: Annotated[bool, typer.Option("--stereo", help="Stereo tiles or clips.")] = False,
     overwrite: Overwrite = False,

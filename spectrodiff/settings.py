@@ -359,6 +359,14 @@ def check_value(label: str, value: Any, kind: Any, spec: Spec, high: float | Non
         raise SpectrodiffError(error_words({**exc.errors()[0], "loc": (label,)})) from None
 
 
+def option_help(model: type[Settings], name: str) -> str:
+    """A setting's help with its range, as `--help` shows it: "Denoising steps. [between 1 and 1000]"."""
+    field = model.model_fields[name]
+    spec = spec_of(field)
+    words = range_words(spec, text=(optional_kind(field.annotation) or field.annotation) is str)
+    return f"{spec.help} [{words}]" if words else spec.help
+
+
 def cli_parameters(model: type[Settings], skip: tuple[str, ...] = (), unset_defaults: bool = False
                    ) -> list[inspect.Parameter]:
     """typer parameters for the settings of `model` that the command line takes itself, named and documented by
@@ -372,8 +380,7 @@ def cli_parameters(model: type[Settings], skip: tuple[str, ...] = (), unset_defa
         spec = spec_of(field)
         if spec.cli == "" or name in skip:
             continue
-        words = range_words(spec, text=(optional_kind(field.annotation) or field.annotation) is str)
-        help_text = f"{spec.help} [{words}]" if words else spec.help
+        help_text = option_help(model, name)
         default = None if unset_defaults and spec.cli != "argument" else field.default
         if unset_defaults and field.default not in (REQUIRED, None):
             help_text += f" [default: {field.default}]"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pretty_midi
-import yaml
 from pydantic import field_validator, model_validator
 
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.musical import NOTE_NAMES
+from spectrodiff.generation.plans import load_yaml
 from spectrodiff.settings import Settings, quote_value, refuse, setting
 
 STYLES_FILE = Path(__file__).with_name("styles.yaml")
@@ -151,7 +151,7 @@ class Style(Settings):
 def load_styles(path: Path = STYLES_FILE) -> tuple[Style, ...]:
     """The style table in `path` (styles.yaml's layout), checked; raises SpectrodiffError naming the file, the style
     and what is wrong."""
-    data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    data, _ = load_yaml(path)
     fills = data.get("fills", {})
     styles = []
     for entry in data["styles"]:
@@ -187,7 +187,7 @@ def style_by_name(style: str | Style) -> Style:
 
 
 @dataclass(frozen=True)
-class Clip:
+class ClipFacts:
     """What a seed drew for one clip: tempo, key, progression, drum pattern, and a program per part."""
 
     tempo: float
@@ -208,7 +208,7 @@ class Clip:
         return self.beats * 60 / self.tempo
 
 
-def draw_clip(style: Style, rng: np.random.Generator) -> Clip:
+def draw_clip(style: Style, rng: np.random.Generator) -> ClipFacts:
     """Draw a clip's tempo, key, progression, drum pattern and instruments."""
     tempo = float(rng.integers(style.tempo[0], style.tempo[1] + 1))
     root = int(rng.integers(12))
@@ -216,10 +216,10 @@ def draw_clip(style: Style, rng: np.random.Generator) -> Clip:
     progression = style.progressions[rng.integers(len(style.progressions))]
     drums = style.drums[rng.integers(len(style.drums))] if style.drums else {}
     programs = tuple(int(part.programs[rng.integers(len(part.programs))]) for part in style.parts)
-    return Clip(tempo, root, mode, progression, drums, programs, style.meter)
+    return ClipFacts(tempo, root, mode, progression, drums, programs, style.meter)
 
 
-def chord_pitches(style: Style, clip: Clip, degree: int) -> list[int]:
+def chord_pitches(style: Style, clip: ClipFacts, degree: int) -> list[int]:
     """Pitch classes (semitones above the key's root, may exceed 12) of the chord on a scale degree."""
     scale = SCALES[clip.mode]
     if style.dominant:
@@ -229,7 +229,7 @@ def chord_pitches(style: Style, clip: Clip, degree: int) -> list[int]:
     return [scale[(degree + s) % 7] + 12 * ((degree + s) // 7) for s in steps]
 
 
-def step_time(step: int, clip: Clip, swing: float) -> float:
+def step_time(step: int, clip: ClipFacts, swing: float) -> float:
     """Seconds from the bar's start to a 16th step, with the off-beat 8th moved to `swing` of the beat."""
     beat, sub = divmod(step, 4)
     position = (0.0, swing / 2, swing, swing + (1 - swing) / 2)[sub]
@@ -253,14 +253,14 @@ def add_note(inst: pretty_midi.Instrument, pitch: int, velocity: int, start: flo
 # ---- parts ----------------------------------------------------------------------------------------------------
 
 
-def bar_notes(part: Part, rhythm: str, clip: Clip, swing: float) -> list[tuple[int, float, float]]:
+def bar_notes(part: Part, rhythm: str, clip: ClipFacts, swing: float) -> list[tuple[int, float, float]]:
     """(step, start, end) of each onset in one bar, relative to the bar's start, the end set by the gate."""
     steps = onsets(rhythm)
     times = [step_time(s, clip, swing) for s in steps] + [clip.bar_seconds]
     return [(s, times[i], times[i] + part.gate * (times[i + 1] - times[i])) for i, s in enumerate(steps)]
 
 
-def play_part(part: Part, style: Style, clip: Clip, program: int, rng: np.random.Generator,
+def play_part(part: Part, style: Style, clip: ClipFacts, program: int, rng: np.random.Generator,
               seconds: float) -> pretty_midi.Instrument:
     """Write one part for the whole clip, bar by bar, following the progression."""
     inst = pretty_midi.Instrument(program=program, name=part.role)
@@ -285,7 +285,7 @@ def play_part(part: Part, style: Style, clip: Clip, program: int, rng: np.random
     return inst
 
 
-def part_pitches(part: Part, style: Style, clip: Clip, chord: list[int], following: int, count: int,
+def part_pitches(part: Part, style: Style, clip: ClipFacts, chord: list[int], following: int, count: int,
                  rng: np.random.Generator, melody: dict) -> list[list[int]]:
     """The pitches (semitones above the part's base) of each of a bar's `count` onsets, by the part's role."""
     if part.role == "chords":
@@ -300,7 +300,7 @@ def part_pitches(part: Part, style: Style, clip: Clip, chord: list[int], followi
     return [[p] for p in melody_line(style, clip, chord, count, rng, melody)]
 
 
-def walking_line(style: Style, clip: Clip, chord: list[int], following: int, count: int,
+def walking_line(style: Style, clip: ClipFacts, chord: list[int], following: int, count: int,
                  rng: np.random.Generator) -> list[int]:
     """A walking bass bar: the root, chord tones, then a semitone approach to the next bar's root."""
     target = chord_pitches(style, clip, following)[0]
@@ -310,7 +310,7 @@ def walking_line(style: Style, clip: Clip, chord: list[int], following: int, cou
     return line[:count]
 
 
-def melody_line(style: Style, clip: Clip, chord: list[int], count: int, rng: np.random.Generator,
+def melody_line(style: Style, clip: ClipFacts, chord: list[int], count: int, rng: np.random.Generator,
                 melody: dict) -> list[int]:
     """A random-walk melody on the style's lead scale, pulled to a chord tone on each bar's first note."""
     scale = style.lead_scale or SCALES[clip.mode]
@@ -326,7 +326,7 @@ def melody_line(style: Style, clip: Clip, chord: list[int], count: int, rng: np.
     return line
 
 
-def play_drums(style: Style, clip: Clip, rng: np.random.Generator, seconds: float) -> pretty_midi.Instrument:
+def play_drums(style: Style, clip: ClipFacts, rng: np.random.Generator, seconds: float) -> pretty_midi.Instrument:
     """The drum kit for the whole clip: the clip's pattern, a fill every fourth bar, a crash after each fill."""
     inst = pretty_midi.Instrument(program=0, is_drum=True, name="drums")
     for bar in range(math.ceil(seconds / clip.bar_seconds)):
@@ -374,7 +374,7 @@ def style_midi(style: str | Style, seed: int, seconds: float) -> pretty_midi.Pre
     return midi
 
 
-def clip_facts(style: str | Style, seed: int) -> Clip:
+def clip_facts(style: str | Style, seed: int) -> ClipFacts:
     """The tempo, key, progression and programs that `style_midi(style, seed, ...)` uses."""
     style = style_by_name(style)
     return draw_clip(style, style_rng(style, seed))

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import field_validator, model_validator
 
+from spectrodiff.codec.params import TileSettings
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.settings import REQUIRED, Settings, number_words, quote_value, refuse, setting
 
@@ -290,20 +291,16 @@ def _positional(**values: Any) -> dict[str, Any]:
 # ---- prepare ---------------------------------------------------------------------------------------------------
 
 
-class PrepareOptions(Settings):
-    """A `spectrodiff prepare` run: how a catalogue becomes tiles and splits."""
+class PrepareOptions(TileSettings):
+    """A `spectrodiff prepare` run: how a catalogue becomes tiles (TileSettings, `slice`'s too) and splits."""
 
     catalogue: Path = setting(REQUIRED, "Folder of audio (wav, flac, ogg, mp3), searched recursively; captions from "
                               "<stem>.txt, captions.csv/metadata.jsonl or folders.", cli="argument")
     out: Path = setting(REQUIRED, "Dataset folder; running again resumes and updates it.", cli="-o/--out")
-    seconds: float = setting(5.12, "Tile length; 5.12 s is a 512-column tile.", low=0.02, high=600)
-    hop: float | None = setting(None, "Seconds between tile starts (default: half a tile).", low=0.01, high=600)
     min_rms: float = setting(-50.0, "Drop tiles quieter than this RMS level, dBFS.")
     workers: int | None = setting(None, "Files tiled in parallel (default: min(4, CPUs)).", low=1)
     validation: float = setting(0.1, "Fraction of tracks held out for validation, in [0, 1).", low=0)
     seed: int = setting(0, "Seed of the train/validation split.")
-    stereo: bool = setting(False, "Stereo tiles (G = left, B = right).", cli="--stereo")
-    n_mels: int = setting(512, "Mel bins = tile height (Riffusion: 512), a multiple of 8.", low=8, high=2048)
 
     @field_validator("validation")
     @classmethod
@@ -312,9 +309,3 @@ class PrepareOptions(Settings):
             refuse(f"must be a fraction in [0, 1), got {number_words(value)}")
         return value
 
-    @field_validator("n_mels")
-    @classmethod
-    def _whole_bytes(cls, value: int) -> int:
-        if value % 8:
-            refuse(f"must be a multiple of 8 between 8 and 2048, got {value}")
-        return value

@@ -13,7 +13,7 @@ import warnings
 from enum import IntEnum
 from typing import Any
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, field_validator, model_validator
 
 from ..errors import SpectrodiffError
 from ..settings import Settings, refuse, setting
@@ -96,6 +96,23 @@ class SpectrogramSettings(Settings):
 
 
 RIFFUSION = SpectrogramSettings()  # the declared defaults: Riffusion's parameters
+
+
+class TileSettings(Settings):
+    """How audio is cut into tiles, as `slice` and `prepare` both take it (spectrodiff.codec.tiles.Tiling)."""
+
+    seconds: float = setting(5.12, "Tile length; 5.12 s is a 512-column tile.", low=0.02, high=600)
+    hop: float | None = setting(None, "Seconds between tile starts (default: a whole tile; prepare: half a tile).",
+                                low=0.01, high=600)
+    stereo: bool = setting(False, "Stereo tiles (G = left, B = right).", cli="--stereo")
+    n_mels: int = setting(512, "Mel bins = tile height (Riffusion: 512), a multiple of 8.", low=8, high=2048)
+
+    @field_validator("n_mels")
+    @classmethod
+    def _whole_bytes(cls, value: int) -> int:
+        if value % 8:
+            refuse(f"must be a multiple of 8 between 8 and 2048, got {value}")
+        return value
 
 
 class SpectrogramParams:

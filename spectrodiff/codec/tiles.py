@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..errors import SpectrodiffError
 from .audio import load_audio
-from .params import SpectrogramParams
+from .params import SpectrogramParams, TileSettings
 
 
 @dataclass(frozen=True)
@@ -25,12 +23,8 @@ class Tiling:
     n_mels: int = 512
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.seconds) and 0.02 <= self.seconds <= 600):
-            raise SpectrodiffError(f"--seconds must be between 0.02 and 600, got {self.seconds:g}")
-        if self.hop is not None and not (math.isfinite(self.hop) and 0.01 <= self.hop <= 600):
-            raise SpectrodiffError(f"--hop must be between 0.01 and 600 seconds, got {self.hop:g}")
-        if not 8 <= self.n_mels <= 2048 or self.n_mels % 8:
-            raise SpectrodiffError(f"--n-mels must be a multiple of 8 between 8 and 2048, got {self.n_mels}")
+        TileSettings.from_dict({"seconds": self.seconds, "hop": self.hop, "stereo": self.stereo,
+                                "n_mels": self.n_mels}, flag=True)
 
     @property
     def params(self) -> SpectrogramParams:
