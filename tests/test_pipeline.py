@@ -301,3 +301,19 @@ def test_pipe_and_generate_make_the_same_samples(conditioned_dir, tmp_path):
     other, _ = python(6)
     assert other.music[0].key != out.music[0].key
     assert not np.array_equal(other.audios, out.audios)
+
+
+def test_an_unseeded_generator_gives_its_seed_wrapped_to_32_bits(pipe):
+    """`torch.Generator()` starts from a 64-bit default seed: pipe() takes it wrapped to the job's 32 bits (as the
+    server wraps the seeds Riffusion's app sends) instead of refusing it. The controls: that 32-bit seed itself gives
+    the same latents, the next seed other ones."""
+    unseeded = torch.Generator()
+    wrapped = unseeded.initial_seed() % 2**32
+    assert unseeded.initial_seed() >= 2**32
+
+    def latents(generator: torch.Generator) -> torch.Tensor:
+        return pipe("x", num_inference_steps=2, seconds=0.64, generator=generator, output_type="latent")
+
+    first = latents(unseeded)
+    assert torch.equal(first, latents(torch.Generator().manual_seed(wrapped)))
+    assert not torch.equal(first, latents(torch.Generator().manual_seed(wrapped + 1)))

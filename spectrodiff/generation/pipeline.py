@@ -48,7 +48,7 @@ from ..codec.image import magnitudes
 from ..errors import SpectrodiffError
 from .components import SpectrogramComponent, VocoderComponent
 from .conditions import Music, MusicTable, music_features, takes_music, words_music
-from .jobs import SCHEDULER_NAMES, TILE_SECONDS, GenerateJob
+from .jobs import MAX_SEED, SCHEDULER_NAMES, TILE_SECONDS, GenerateJob
 from .modes import generate
 from .musical import beats_per_bar
 from .timeline import Timeline
@@ -698,8 +698,9 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
 def generator_seed(generator: torch.Generator | None) -> int:
     """The seed of a diffusers-style generator as a job takes it (`--seed`): the one it was seeded with, whatever it
-    has drawn since; 0 without one."""
-    return 0 if generator is None else generator.initial_seed()
+    has drawn since, wrapped to the job's 32 bits (an unseeded `torch.Generator()` starts from a 64-bit default, as
+    Riffusion's app sends seeds that the server wraps alike); 0 without one."""
+    return 0 if generator is None else generator.initial_seed() % (MAX_SEED + 1)
 
 
 def lora_path(path: Path) -> Path:
