@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -193,9 +193,15 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    def __init__(self, /, **values: Any) -> None:
+    # The settings that may come first, unnamed, in this order: Keyframe("church bells", seed=3).
+    positional: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, /, *unnamed: Any, **values: Any) -> None:
+        if len(unnamed) > len(self.positional):
+            raise TypeError(f"{type(self).__name__} takes at most {len(self.positional)} settings unnamed "
+                            f"({', '.join(self.positional) or 'none'}), got {len(unnamed)}")
         try:
-            super().__init__(**values)
+            super().__init__(**dict(zip(self.positional, unnamed, strict=False)), **values)
         except ValidationError as exc:
             raise SpectrodiffError(error_line(exc, type(self))) from None
 

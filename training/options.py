@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import field_validator, model_validator
 
@@ -186,11 +186,7 @@ class TrainOptions(Settings):
     log_every: int = setting(10, "Steps between progress lines.", low=1, cli="")
     log: Callable[[str], None] = log_setting()
 
-    def __init__(self, dataset: Any = REQUIRED, out: Any = REQUIRED, /, **values: Any) -> None:
-        """The dataset and output folder may come first, unnamed: TrainOptions(dataset, out, config=...)."""
-        super().__init__(**_positional(dataset=dataset, out=out), **values)
-
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # see Settings.__init__
+    positional: ClassVar[tuple[str, ...]] = ("dataset", "out")
 
     _crop_width = field_validator("crop_width")(classmethod(_multiple_of_8))
 
@@ -246,12 +242,7 @@ class VocoderOptions(Settings):
     adversarial_start: int = setting(0, "Step the adversarial losses start at.", low=0, cli="")
     log: Callable[[str], None] = log_setting()
 
-    def __init__(self, inputs: Any = REQUIRED, out: Any = REQUIRED, config: Any = REQUIRED, /,
-                 **values: Any) -> None:
-        """The inputs, output folder and config may come first, unnamed."""
-        super().__init__(**_positional(inputs=inputs, out=out, config=config), **values)
-
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # see Settings.__init__
+    positional: ClassVar[tuple[str, ...]] = ("inputs", "out", "config")
 
 
 class DecoderOptions(Settings):
@@ -274,18 +265,9 @@ class DecoderOptions(Settings):
     resume: str | None = resume_setting("A checkpoint folder, or latest.")
     device: str | None = device_setting()
 
-    def __init__(self, model: Any = REQUIRED, dataset: Any = REQUIRED, out: Any = REQUIRED, /,
-                 **values: Any) -> None:
-        """The model, dataset and output folder may come first, unnamed."""
-        super().__init__(**_positional(model=model, dataset=dataset, out=out), **values)
-
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # see Settings.__init__
+    positional: ClassVar[tuple[str, ...]] = ("model", "dataset", "out")
 
     _crop_width = field_validator("crop_width")(classmethod(_multiple_of_8))
-
-
-def _positional(**values: Any) -> dict[str, Any]:
-    return {name: value for name, value in values.items() if value is not REQUIRED}
 
 
 # ---- prepare ---------------------------------------------------------------------------------------------------

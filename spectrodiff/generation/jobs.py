@@ -75,11 +75,7 @@ class Keyframe(Settings):
     negative: str = _negative()
     seconds: float | None = _seconds(None, "The span it holds in a composition.")
 
-    def __init__(self, prompt: Any = REQUIRED, /, **values: Any) -> None:
-        """The prompt may come first, unnamed: Keyframe("church bells", seed=3)."""
-        super().__init__(**({} if prompt is REQUIRED else {"prompt": prompt}), **values)
-
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # see Settings.__init__
+    positional: ClassVar[tuple[str, ...]] = ("prompt",)
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
