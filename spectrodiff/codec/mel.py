@@ -70,7 +70,8 @@ def hann_window(win_length: int, device: torch.device | str = "cpu") -> torch.Te
 
 
 def linear_magnitude(waveform: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
-    """STFT magnitude on Riffusion's int16 scale, centred frames with reflect padding.
+    """STFT magnitude on Riffusion's int16 scale, centred frames with reflect padding; in beat time each frame is
+    centred on the sample nearest its column's time (`beat_frames`).
 
     Args:
         waveform: `(..., N)` float audio in [-1, 1].
@@ -84,6 +85,8 @@ def linear_magnitude(waveform: torch.Tensor, params: SpectrogramParams) -> torch
     if num_samples <= pad:
         # Reflect padding needs more samples than the pad; for such short clips zero-extend instead.
         x = torch.nn.functional.pad(x, (0, pad + 1 - num_samples))
+    if params.beat_time:
+        return beat_frames(x, params, width).reshape(*lead, params.n_fft // 2 + 1, width)
     spec = torch.stft(
         x,
         n_fft=params.n_fft,
@@ -95,6 +98,72 @@ def linear_magnitude(waveform: torch.Tensor, params: SpectrogramParams) -> torch
         return_complex=True,
     )
     return spec.abs()[..., :width].reshape(*lead, params.n_fft // 2 + 1, width)
+
+
+# Frames transformed at once in beat time: bounds the framed copy of the signal (frames x n_fft floats).
+BEAT_FRAME_CHUNK = 64
+
+
+def beat_starts(first: int, count: int, hop: float) -> torch.Tensor:
+    """`(count,)` start samples, in the reflect-padded signal, of beat-time frames `first ... first + count - 1`:
+    frame k starts at round(k x hop), so that it is centred on the sample nearest its column's time."""
+    return torch.round(torch.arange(first, first + count, dtype=torch.float64) * hop).long()
+
+
+def frame_magnitudes(padded: torch.Tensor, starts: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    """STFT magnitudes of the frames of `padded` `(B, M)` that start at `starts` `(k,)`, the Hann window centred in
+    each `n_fft` frame as torch.stft places it.
+
+    Returns:
+        `(B, n_fft // 2 + 1, k)`.
+    """
+    n_fft = params.n_fft
+    if not len(starts):  # (an empty batch of frames is an error to some FFT backends)
+        return padded.new_zeros(padded.shape[0], n_fft // 2 + 1, 0)
+    window = torch.zeros(n_fft, device=padded.device)
+    left = (n_fft - params.win_length) // 2
+    window[left: left + params.win_length] = hann_window(params.win_length, padded.device)
+    offsets = torch.arange(n_fft, device=padded.device)
+    columns = []
+    for chunk in starts.to(padded.device).split(BEAT_FRAME_CHUNK):
+        frames = padded[:, chunk.unsqueeze(1) + offsets]  # (B, k, n_fft)
+        columns.append(torch.fft.rfft(frames * window, dim=-1).abs().transpose(1, 2))
+    return torch.cat(columns, dim=-1)
+
+
+def beat_frames(x: torch.Tensor, params: SpectrogramParams, width: int) -> torch.Tensor:
+    """STFT magnitudes at a hop of a fraction of a sample: frame k is centred on sample round(k x hop), reflect
+    padded as torch.stft's `center=True` (which it equals when the hop is whole).
+
+    Args:
+        x: `(B, N)` float signal (already on the int16 scale).
+    Returns:
+        `(B, n_fft // 2 + 1, width)`.
+    """
+    pad = params.n_fft // 2
+    padded = torch.nn.functional.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+    return frame_magnitudes(padded, beat_starts(0, width, params.hop_length), params)
+
+
+def _beat_frames_starting_by(last: int, hop: float) -> int:
+    """How many beat-time frames start at or before sample `last` of the padded signal."""
+    if last < 0:
+        return 0
+    count = int((last + 0.5) // hop) + 1  # round(k x hop) <= last needs k x hop <= last + 0.5
+    return count - int(beat_starts(count - 1, 1, hop).item() > last)
+
+
+def _emit_beat_frames(buffer: torch.Tensor, origin: int, done: int, params: SpectrogramParams
+                      ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """The beat-time frames that fit in `buffer` `(C, n)`, the padded signal from its sample `origin`, after the
+    `done` frames already made: their magnitudes `(C, n_fft // 2 + 1, k)`, then the buffer, origin and frame
+    count to go on with (the buffer keeps the next frame's start, and at least the pad the right reflection needs).
+    """
+    hop, end = params.hop_length, origin + buffer.shape[-1]
+    count = max(_beat_frames_starting_by(end - params.n_fft, hop) - done, 0)
+    magnitude = frame_magnitudes(buffer.float() * INT16_SCALE, beat_starts(done, count, hop) - origin, params)
+    keep_from = min(int(beat_starts(done + count, 1, hop).item()), end - params.n_fft // 2 - 1)
+    return magnitude, buffer[..., keep_from - origin:], keep_from, done + count
 
 
 def linear_to_mel(magnitude: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
@@ -128,24 +197,30 @@ def waveform_to_mel_streaming(
     Returns:
         `(C, num_frequencies, T)`.
     """
-    pad, hop, n_fft = params.n_fft // 2, params.hop_length, params.n_fft
+    pad, n_fft = params.n_fft // 2, params.n_fft
     head: list[torch.Tensor] = []  # blocks held until the left reflect padding can be built
     buffer: torch.Tensor | None = None  # padded signal from the next frame's start
     frames: list[torch.Tensor] = []
-    total = 0
+    total = origin = done = 0  # samples read; in beat time, where the buffer starts in the padded signal, frames made
 
     def emit() -> None:
-        nonlocal buffer
-        count = (buffer.shape[-1] - n_fft) // hop + 1 if buffer.shape[-1] >= n_fft else 0
-        if count > 0:
+        nonlocal buffer, origin, done
+        if params.beat_time:
+            magnitude, buffer, origin, done = _emit_beat_frames(buffer, origin, done, params)
+            frames.append(linear_to_mel(magnitude, params))
+        else:
+            hop = params.hop_length
+            count = (buffer.shape[-1] - n_fft) // hop + 1 if buffer.shape[-1] >= n_fft else 0
+            if count <= 0:
+                return
             chunk = buffer[..., : (count - 1) * hop + n_fft]
             spec = torch.stft(chunk.float() * INT16_SCALE, n_fft=n_fft, hop_length=hop,
                               win_length=params.win_length, window=hann_window(params.win_length, chunk.device),
                               center=False, return_complex=True)
             frames.append(linear_to_mel(spec.abs(), params))
             buffer = buffer[..., count * hop:]
-            if on_frames:
-                on_frames(sum(f.shape[-1] for f in frames))
+        if on_frames:
+            on_frames(sum(f.shape[-1] for f in frames))
 
     for block in blocks:
         total += block.shape[-1]
@@ -160,7 +235,7 @@ def waveform_to_mel_streaming(
         emit()
     if buffer is None:  # the whole signal is shorter than the padding: no streaming needed
         return waveform_to_mel(torch.cat(head, dim=-1) if head else torch.zeros(1, 0), params)
-    # The buffer always keeps n_fft - hop > pad samples, so the right reflection is available.
+    # The buffer always keeps more than `pad` samples (clock time: n_fft - hop), so the right reflection is there.
     buffer = torch.cat([buffer, buffer[..., -pad - 1: -1].flip(-1)], dim=-1)
     emit()
     return torch.cat(frames, dim=-1)[..., : params.width_for_samples(total)]

@@ -35,6 +35,9 @@ class ExifTag(IntEnum):
     MAX_FREQUENCY = 11060
     POWER_FOR_IMAGE = 11070
     MAX_VALUE = 11080
+    # Ours, for beat-time images only (a clock-time image carries Riffusion's tags alone).
+    COLUMNS_PER_BEAT = 11090
+    TEMPO = 11100
 
 
 # Field name and type of each tag that describes the format (MAX_VALUE describes one clip).
@@ -48,7 +51,12 @@ _EXIF_FIELDS = {
     ExifTag.MIN_FREQUENCY: ("min_frequency", int),
     ExifTag.MAX_FREQUENCY: ("max_frequency", int),
     ExifTag.POWER_FOR_IMAGE: ("power_for_image", float),
+    ExifTag.COLUMNS_PER_BEAT: ("columns_per_beat", int),
+    ExifTag.TEMPO: ("tempo", float),
 }
+# The fields of a beat-time spectrogram; None (clock time) leaves them out of dicts, keys and EXIF, so that clock-time
+# parameters, their sidecars and images stay as they always were.
+BEAT_FIELDS = ("columns_per_beat", "tempo")
 
 
 class Config(dict):
@@ -83,12 +91,18 @@ class SpectrogramSettings(Settings):
     max_frequency: int = setting(10000, "Highest mel frequency in Hz.", low=0, above=True)
     power_for_image: float = setting(0.25, "Exponent applied to normalised magnitudes before quantising to 8 bits.",
                                      low=0, above=True)
+    columns_per_beat: int | None = setting(None, "Beat time: image columns per quarter-note beat, so that the hop is "
+                                           "60 / (tempo x columns_per_beat) s (None: clock time, one column per "
+                                           "step_size_ms).", low=1, high=256)
+    tempo: float | None = setting(None, "The tempo (BPM) a beat-time image was made at.", low=20, high=400)
 
     @model_validator(mode="after")
     def _consistent(self) -> SpectrogramSettings:
         if self.padded_duration_ms < self.window_duration_ms:
             refuse(f"padded_duration_ms ({self.padded_duration_ms}) must be >= window_duration_ms "
                    f"({self.window_duration_ms})")
+        if self.tempo is not None and self.columns_per_beat is None:
+            refuse("a tempo needs columns_per_beat: only beat-time spectrograms have one")
         if not self.min_frequency < self.max_frequency <= self.sample_rate / 2:
             refuse(f"need min_frequency < max_frequency <= sample_rate / 2, got {self.min_frequency}, "
                    f"{self.max_frequency} at {self.sample_rate} Hz")
@@ -134,11 +148,13 @@ class SpectrogramParams:
         min_frequency: int = RIFFUSION.min_frequency,
         max_frequency: int = RIFFUSION.max_frequency,
         power_for_image: float = RIFFUSION.power_for_image,
+        columns_per_beat: int | None = None,
+        tempo: float | None = None,
     ):
         fields = dict(sample_rate=sample_rate, stereo=stereo, step_size_ms=step_size_ms,
                       window_duration_ms=window_duration_ms, padded_duration_ms=padded_duration_ms,
                       num_frequencies=num_frequencies, min_frequency=min_frequency, max_frequency=max_frequency,
-                      power_for_image=power_for_image)
+                      power_for_image=power_for_image, columns_per_beat=columns_per_beat, tempo=tempo)
         try:
             SpectrogramSettings(**fields)
         except SpectrodiffError as exc:
@@ -151,8 +167,10 @@ class SpectrogramParams:
         return self._internal_dict
 
     def to_dict(self) -> dict[str, Any]:
-        """The parameters as a plain dict (the form configs, manifests and sidecars store)."""
-        return {k: v for k, v in self.config.items() if not k.startswith("_")}
+        """The parameters as a plain dict (the form configs, manifests and sidecars store); a clock-time
+        spectrogram's has no beat fields."""
+        return {k: v for k, v in self.config.items()
+                if not k.startswith("_") and not (k in BEAT_FIELDS and v is None)}
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> SpectrogramParams:
@@ -169,12 +187,40 @@ class SpectrogramParams:
     def describe(self) -> str:
         """One line for messages, e.g. "512 mel bins 0-10000 Hz at 44100 Hz, hop 10 ms, window 100 ms, FFT 400 ms"."""
         c = self.config
+        hop = f"hop {c.step_size_ms} ms"
+        if self.beat_time:
+            hop = f"{c.columns_per_beat} columns a beat" + (f" at {c.tempo:g} BPM" if c.tempo else "")
         return (f"{c.num_frequencies} mel bins {c.min_frequency}-{c.max_frequency} Hz at {c.sample_rate} Hz, "
-                f"hop {c.step_size_ms} ms, window {c.window_duration_ms} ms, FFT {c.padded_duration_ms} ms")
+                f"{hop}, window {c.window_duration_ms} ms, FFT {c.padded_duration_ms} ms")
+
+    @property
+    def beat_time(self) -> bool:
+        """Whether the time axis is in beats (`columns_per_beat`) rather than in clock time."""
+        return self.config.get("columns_per_beat") is not None
+
+    def at_tempo(self, bpm: float) -> SpectrogramParams:
+        """These beat-time parameters bound to a tempo (what an image made at `bpm` carries)."""
+        if not self.beat_time:
+            raise SpectrodiffError("only beat-time spectrogram parameters take a tempo")
+        return type(self).from_dict(self.to_dict() | {"tempo": float(bpm)})
+
+    def clock(self) -> SpectrogramParams:
+        """The clock-time parameters beside these (same STFT and bands, one column per `step_size_ms`): what the
+        vocoders and Griffin-Lim run at."""
+        return SpectrogramParams.from_dict({k: v for k, v in self.to_dict().items() if k not in BEAT_FIELDS})
+
+    def _tempo(self) -> float:
+        if self.config.get("tempo") is None:
+            raise SpectrodiffError("a beat-time spectrogram needs a tempo (--bpm) to be heard or made")
+        return self.config.tempo
 
     # Riffusion derives the sample counts with these exact float expressions; keep them for identical rounding.
     @property
-    def hop_length(self) -> int:
+    def hop_length(self) -> int | float:
+        """Samples between columns: an int in clock time; in beat time 60 x rate / (tempo x columns_per_beat), a
+        fraction of a sample as it comes (frames then start at the nearest sample)."""
+        if self.beat_time:
+            return 60.0 * self.config.sample_rate / (self._tempo() * self.config.columns_per_beat)
         return int(self.config.step_size_ms / 1000.0 * self.config.sample_rate)
 
     @property
@@ -212,14 +258,26 @@ class SpectrogramParams:
 
     def width_for_samples(self, num_samples: int) -> int:
         """Image width (frames) for `num_samples` samples: one column per hop, centred frames."""
-        return 1 + num_samples // self.hop_length
+        return 1 + int(num_samples // self.hop_length)
 
     def samples_for_width(self, width: int) -> int:
-        """Samples that a reconstruction of `width` columns spans: `(width - 1) * hop`."""
+        """Samples that a reconstruction of `width` columns spans: `(width - 1) * hop` (in beat time rounded up, so
+        that those samples make `width` columns again)."""
+        if self.beat_time:
+            return math.ceil(max(width - 1, 0) * self.hop_length - 1e-9)
         return max(width - 1, 0) * self.hop_length
+
+    def samples_for_loop(self, width: int) -> int:
+        """Samples of a loop of `width` columns, `width * hop` (rounded in beat time: N bars of B beats are exactly
+        N x B x 60 / tempo seconds, to the nearest sample)."""
+        if self.beat_time:
+            return round(width * 60 * self.config.sample_rate / (self._tempo() * self.config.columns_per_beat))
+        return width * self.hop_length
 
     def tile_width(self, seconds: float) -> int:
         """Columns of a tile of `seconds` (5.12 s gives Riffusion's 512)."""
+        if self.beat_time:
+            return max(1, round(seconds * self.config.sample_rate / self.hop_length))
         return max(1, round(seconds * 1000 / self.config.step_size_ms))
 
     def tile_starts(self, duration: float, tile_seconds: float, hop: float) -> list[float]:
@@ -231,8 +289,11 @@ class SpectrogramParams:
 
     def to_exif(self) -> dict[int, Any]:
         """Riffusion's EXIF tags for these parameters (without the clip's MAX_VALUE)."""
-        exif = {int(tag): self.config[name] for tag, (name, _) in _EXIF_FIELDS.items()}
+        fields = self.to_dict()
+        exif = {int(tag): fields[name] for tag, (name, _) in _EXIF_FIELDS.items() if name in fields}
         exif[int(ExifTag.POWER_FOR_IMAGE)] = float(self.config.power_for_image)
+        if self.config.get("tempo") is not None:
+            exif[int(ExifTag.TEMPO)] = float(self.config.tempo)
         return exif
 
     @classmethod

@@ -33,9 +33,10 @@ class SpectrogramComponent(codec_params.SpectrogramParams, ConfigMixin, Schedule
     @register_to_config
     def __init__(self, sample_rate: int = 44100, stereo: bool = False, step_size_ms: int = 10,
                  window_duration_ms: int = 100, padded_duration_ms: int = 400, num_frequencies: int = 512,
-                 min_frequency: int = 0, max_frequency: int = 10000, power_for_image: float = 0.25):
+                 min_frequency: int = 0, max_frequency: int = 10000, power_for_image: float = 0.25,
+                 columns_per_beat: int | None = None, tempo: float | None = None):
         super().__init__(sample_rate, stereo, step_size_ms, window_duration_ms, padded_duration_ms, num_frequencies,
-                         min_frequency, max_frequency, power_for_image)
+                         min_frequency, max_frequency, power_for_image, columns_per_beat, tempo)
 
     @classmethod
     def of(cls, params: codec_params.SpectrogramParams) -> SpectrogramComponent:

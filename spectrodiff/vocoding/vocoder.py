@@ -188,8 +188,9 @@ class NeuralVocoder(nn.Module):
         return self.head(self.final_norm(x.transpose(1, 2)).transpose(1, 2), mel, first_frame)
 
     def check_params(self, params: SpectrogramParams) -> None:
-        """Raise SpectrodiffError, naming both sets, unless `params` (its channels aside) are the vocoder's."""
-        mono = mono_params(params.config)
+        """Raise SpectrodiffError, naming both sets, unless `params` (its channels aside; beat-time ones by their
+        clock-time twin, which their columns are re-timed to) are the vocoder's."""
+        mono = mono_params((params.clock() if params.beat_time else params).config)
         if mono != self.params:
             ours, theirs = self.params.describe(), mono.describe()
             raise SpectrodiffError(f"the vocoder was trained for {ours}, the spectrogram has {theirs}: use a "
