@@ -30,7 +30,7 @@ from .generation.jobs import (
     MorphJob,
     RemixJob,
 )
-from .settings import check_value, cli_parameters, option_help, spec_of
+from .settings import check_value, cli_parameters, option_help, optional_kind, spec_of
 from .training.options import DecoderOptions, PrepareOptions, TrainOptions, VocoderOptions
 
 # Commands import what they use when they run: `--help` must not pay for torch (1-2 s) or diffusers (3 s more),
@@ -158,6 +158,34 @@ def _require_file(path: Path) -> None:
         raise SpectrodiffError(f"no such file: {path}")
 
 
+ColumnsPerBeatOption = Annotated[int | None, typer.Option(
+    "--columns-per-beat", help="Beat time: this many columns a beat, at --bpm (the hop is 60 / (bpm x columns) s; "
+    "docs/format.md). Default: clock time, 10 ms a column.")]
+BpmOption = Annotated[float | None, typer.Option("--bpm", help="The audio's tempo, for --columns-per-beat.")]
+
+
+def _spectrogram_option(flag: str, value: object, name: str) -> object:
+    """An option's value checked as the spectrogram parameter `name` is declared, its errors naming `flag`."""
+    from .codec.params import SpectrogramSettings
+
+    field = SpectrogramSettings.model_fields[name]
+    return check_value(flag, value, optional_kind(field.annotation), spec_of(field))
+
+
+def _beat_params(params, columns_per_beat: int | None, bpm: float | None):
+    """`params` in beat time at `bpm` when both are given, as they are when neither is; one alone is an error."""
+    from .codec.params import SpectrogramParams
+
+    if (columns_per_beat is None) != (bpm is None):
+        raise SpectrodiffError("--columns-per-beat and --bpm go together: a beat-time image needs both (neither: "
+                               "clock time)")
+    if columns_per_beat is None:
+        return params
+    return SpectrogramParams.from_dict(params.to_dict() | {
+        "columns_per_beat": _spectrogram_option("--columns-per-beat", columns_per_beat, "columns_per_beat"),
+        "tempo": _spectrogram_option("--bpm", bpm, "tempo")})
+
+
 @app.command("audio-to-image")
 @handle_errors
 def audio_to_image_command(
@@ -166,10 +194,12 @@ def audio_to_image_command(
     start: Annotated[float, typer.Option(help="Start, in seconds.", min=0)] = 0.0,
     duration: Annotated[float | None, typer.Option(help="Length in seconds (default: to the end).", min=0)] = None,
     stereo: Annotated[bool, typer.Option("--stereo", help="Keep two channels (G = left, B = right).")] = False,
+    columns_per_beat: ColumnsPerBeatOption = None,
+    bpm: BpmOption = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Audio -> Riffusion spectrogram image (512 mel bins, 10 ms a column, parameters in EXIF), at most 600 s
-    (60001 columns) an image.
+    (60001 columns) an image; with --columns-per-beat and --bpm, a beat-time image (a beat is that many columns).
 
     Example: spectrodiff audio-to-image song.mp3 --start 30 --duration 5.11 -o tile.png
     """
@@ -180,7 +210,7 @@ def audio_to_image_command(
     from .files import check_writable, resolve_output
 
     _require_file(audio)
-    params = SpectrogramParams(stereo=stereo)
+    params = _beat_params(SpectrogramParams(stereo=stereo), columns_per_beat, bpm)
     info = check_readable(audio_info(audio))
     if start > 0 and start >= info.duration:
         raise SpectrodiffError(f"--start {start:g} s is beyond the end of {audio} ({info.duration:.2f} s)")
@@ -190,7 +220,7 @@ def audio_to_image_command(
     width = params.width_for_samples(int(span * params.sample_rate))
     if width > MAX_IMAGE_COLUMNS:
         raise SpectrodiffError(f"{span:.1f} s of audio is {width} columns; an image holds at most {MAX_IMAGE_COLUMNS} "
-                               "(600 s): choose a span with --start and --duration, or cut tiles with slice")
+                               "(600 s at 10 ms): choose a span with --start and --duration, or cut tiles with slice")
     with progress("spectrogram", width) as update:
         image = file_to_image(audio, params, start, duration, on_frames=update)
     save_image(path, image, overwrite)
@@ -212,10 +242,13 @@ def image_to_audio_command(
     = None,
     normalize: Annotated[bool, typer.Option(help="Gain to -12 dBFS as Riffusion does (peak kept below 0 dBFS).")]
     = True,
+    bpm: Annotated[float | None, typer.Option("--bpm", help="Play a beat-time image at this tempo: the same columns, "
+                                              "another length. Default: the tempo it was made at (its EXIF).")]
+    = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Spectrogram image -> audio: a neural vocoder where one fits the image's parameters, else least-squares mel
-    inversion and fast Griffin-Lim.
+    inversion and fast Griffin-Lim. A beat-time image plays at its own tempo, or at --bpm.
 
     Example: spectrodiff image-to-audio tile.png -o tile.wav
     """
@@ -233,7 +266,8 @@ def image_to_audio_command(
     path = resolve_output(out, f"{image.stem}.wav", OUTPUT_AUDIO_SUFFIXES)
     check_writable(path, overwrite)
     params, max_value = image_params(picture)
-    chosen = choose_vocoder(vocoder, params)
+    params = _playing_tempo(params, bpm, image)
+    chosen = choose_vocoder(vocoder, params.clock())
     with progress("audio", iters) as update:
         audio, params = image_to_audio(picture, params, max_value, n_iter=iters, seed=seed, on_iter=update,
                                        vocoder=chosen or "griffin-lim")
@@ -241,6 +275,20 @@ def image_to_audio_command(
     print(path)
     err_console.print(f"{audio.shape[-1] / params.sample_rate:.2f} s of audio, rendered by {vocoder_name(chosen)}",
                       markup=False)
+
+
+def _playing_tempo(params, bpm: float | None, image: Path):
+    """The parameters an image is heard at: a beat-time image's own tempo, or `bpm`; an error for a beat-time image
+    with neither, or for `bpm` given to a clock-time image."""
+    if bpm is not None:
+        if not params.beat_time:
+            raise SpectrodiffError(f"--bpm re-times beat-time images; {image} is in clock time "
+                                   f"({params.config.step_size_ms} ms a column)")
+        return params.at_tempo(_spectrogram_option("--bpm", bpm, "tempo"))
+    if params.beat_time and params.tempo is None:
+        raise SpectrodiffError(f"{image} is in beat time ({params.columns_per_beat} columns a beat) and records no "
+                               "tempo: give one with --bpm")
+    return params
 
 
 @app.command("slice")
@@ -252,10 +300,13 @@ def slice_command(
     hop: Annotated[float | None, typer.Option(help=option_help(TileSettings, "hop"))] = None,
     format: Annotated[str, typer.Option(help="png (spectrogram tiles) or wav/flac (audio clips).")] = "png",
     stereo: Annotated[bool, typer.Option("--stereo", help="Stereo tiles or clips.")] = False,
+    columns_per_beat: ColumnsPerBeatOption = None,
+    bpm: BpmOption = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Cut audio into fixed-length tiles: spectrogram PNGs or audio clips, named <file>_<extension>_<start>ms
-    (as `prepare` names its tiles). A partial last tile is dropped.
+    (as `prepare` names its tiles). A partial last tile is dropped. With --columns-per-beat and --bpm each PNG is
+    in beat time (the same span of audio, a beat that many columns).
 
     Example: spectrodiff slice my_tracks/ -o tiles/ --seconds 5.12 --hop 2.56
     """
@@ -270,6 +321,9 @@ def slice_command(
     if out.exists() and not out.is_dir():
         raise SpectrodiffError(f"{out} exists and is not a folder")
     tiling = Tiling(seconds, hop, stereo)
+    params = _beat_params(tiling.params, columns_per_beat, bpm)
+    if params.beat_time and fmt != "png":
+        raise SpectrodiffError(f"--columns-per-beat and --bpm make beat-time images: use --format png, not {fmt}")
     plan, failed = [], []
     root = source if source.is_dir() else source.parent
     for path in find_audio(source):
@@ -291,11 +345,12 @@ def slice_command(
         for done, (path, start, target) in enumerate(plan, 1):
             clip = tiling.read(path, start)
             if fmt == "png":
-                save_image(target, audio_to_image(clip, tiling.params), overwrite)
+                save_image(target, audio_to_image(clip, params), overwrite)
             else:
                 save_audio(target, clip, tiling.params.sample_rate, overwrite)
             update(done)
-    summary = f"{len(plan)} tiles ({tiling.width} columns, {tiling.tile_seconds:.3f} s) in {out}"
+    width = params.width_for_samples(tiling.samples)
+    summary = f"{len(plan)} tiles ({width} columns, {tiling.tile_seconds:.3f} s) in {out}"
     print(summary + (f"; {len(failed)} file(s) skipped" if failed else ""))
 
 
@@ -332,9 +387,11 @@ def info_command(file: Annotated[Path, typer.Argument(help="An audio file or a s
 
         picture = open_image(file)
         params, max_value = image_params(picture)
+        untimed = params.beat_time and params.tempo is None  # beats, but no tempo to make them seconds
         rows = {"file": file, "kind": "spectrogram image", "size": f"{picture.width} x {picture.height}",
                 "mode": picture.mode, "channels": "stereo" if params.stereo else "mono",
-                "duration": f"{params.samples_for_width(picture.width) / params.sample_rate:.3f} s",
+                "duration": f"{(picture.width - 1) / params.columns_per_beat:g} beats (no tempo)" if untimed else
+                f"{params.samples_for_width(picture.width) / params.sample_rate:.3f} s",
                 "max value": f"{max_value:g}"}
         rows.update({name.replace("_", " "): value for name, value in params.to_dict().items()})
     else:
@@ -694,7 +751,8 @@ def prepare_command(opts: PrepareOptions) -> None:
     with _stages() as report:
         manifest = prepare_dataset(opts.catalogue, out, opts.seconds, opts.hop, opts.min_rms,
                                    opts.workers or default_workers(), opts.validation, opts.seed, opts.stereo,
-                                   opts.n_mels, progress=lambda done, total: report("preparing", done, total))
+                                   opts.n_mels, progress=lambda done, total: report("preparing", done, total),
+                                   columns_per_beat=opts.columns_per_beat, beats=opts.beats, unsteady=opts.unsteady)
     counts, run = manifest["counts"], manifest["run"]
     tiles, tracks = counts["tiles"], counts["tracks"]
     summary = (f"{tiles['train'] + tiles['validation']} tiles in {out}: train {tiles['train']} from "

@@ -66,7 +66,8 @@ def test_generate_writes_a_loop_triple(pipe, tmp_path):
     record = json.loads(result.sidecar.read_text())
     assert record["job"] == {"mode": "generate", "prompt": "jazzy saxophone", "seed": 3, "guidance": 7.0,
                              "negative": "", "seconds": 5.12, "loop": True, "bpm": None, "bars": None, "key": None,
-                             "meter": None, "steps": 3, "scheduler": "dpm", "iters": 4, "vocoder": None,
+                             "meter": None, "chords": None, "steps": 3, "scheduler": "dpm", "iters": 4,
+                             "vocoder": None,
                              "sample_rate": None}
     assert len(record["model"]["sha256"]) == 64 and record["spectrodiff"] and record["seconds"] == 5.12
     assert "steps" not in record and "loop" not in record, "each setting once: in the job"

@@ -217,12 +217,13 @@ def test_a_sidecars_job_keeps_its_fields_and_their_order():
     job = job_from_dict({"mode": "generate", "prompt": "funk", "bpm": 120, "seconds": 9.5, "key": "f minor"})
     assert json.dumps(job.to_dict()) == (
         '{"mode": "generate", "prompt": "funk", "seed": 0, "guidance": 7.0, "negative": "", "seconds": 10.0, '
-        '"loop": true, "bpm": 120.0, "bars": 5, "key": "F minor", "meter": "4/4", "steps": 25, "scheduler": null, '
+        '"loop": true, "bpm": 120.0, "bars": 5, "key": "F minor", "meter": "4/4", "chords": null, "steps": 25, '
+        '"scheduler": null, '
         '"iters": 32, "vocoder": null, "sample_rate": null}')
     inpaint = job_from_dict({"mode": "inpaint", "audio": "in/take.wav", "prompt": "fill", "start": 1, "end": 2})
     assert json.dumps(inpaint.to_dict()) == (
         '{"mode": "inpaint", "audio": "in/take.wav", "prompt": "fill", "seed": 0, "guidance": 7.0, "negative": "", '
-        '"start": 1.0, "end": 2.0, "steps": 25, "scheduler": null, "iters": 32, "vocoder": null, "sample_rate": null, '
+        '"bpm": null, "start": 1.0, "end": 2.0, "steps": 25, "scheduler": null, "iters": 32, "vocoder": null, "sample_rate": null, '
         '"encode_steps": null}')
 
 

@@ -229,6 +229,12 @@ def chord_pitches(style: Style, clip: ClipFacts, degree: int) -> list[int]:
     return [scale[(degree + s) % 7] + 12 * ((degree + s) // 7) for s in steps]
 
 
+def bar_chords(style: Style, clip: ClipFacts) -> list[tuple[int, ...]]:
+    """The chord of each bar of the clip's progression (it repeats), as pitch classes 0-11, root first."""
+    return [tuple(dict.fromkeys((clip.root + p) % 12 for p in chord_pitches(style, clip, degree)))
+            for degree in clip.progression]
+
+
 def step_time(step: int, clip: ClipFacts, swing: float) -> float:
     """Seconds from the bar's start to a 16th step, with the off-beat 8th moved to `swing` of the beat."""
     beat, sub = divmod(step, 4)

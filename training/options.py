@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator, model_validator
 
@@ -283,6 +283,13 @@ class PrepareOptions(TileSettings):
     workers: int | None = setting(None, "Files tiled in parallel (default: min(4, CPUs)).", low=1)
     validation: float = setting(0.1, "Fraction of tracks held out for validation, in [0, 1).", low=0)
     seed: int = setting(0, "Seed of the train/validation split.")
+    columns_per_beat: int | None = setting(None, "Beat-time tiles: image columns a quarter-note beat, each file at "
+                                           "its own tempo (the reference catalogue's labels, a tempo.csv or "
+                                           "<file>.tempo.json, else tracked); tiles start on bar lines.",
+                                           low=1, high=256)
+    beats: int = setting(16, "Beat-time tiles: a tile's length in beats.", low=1, high=1024)
+    unsteady: Literal["skip", "clock"] = setting("skip", "Beat-time tiles: files with no steady beat are skipped, "
+                                                 "or tiled in clock time; listed either way.")
 
     @field_validator("validation")
     @classmethod

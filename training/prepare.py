@@ -23,6 +23,7 @@ The catalogue itself is only ever read.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,11 +40,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from spectrodiff import __version__
-from spectrodiff.codec.audio import audio_info, find_audio
+from spectrodiff.codec.audio import audio_info, find_audio, load_audio
 from spectrodiff.codec.convert import audio_to_image, save_image
+from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.codec.tiles import Tiling, tile_name
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.files import atomic_path
+from spectrodiff.generation.musical import bar_seconds, beats_per_bar
 from spectrodiff.process import end_with_parent
 
 from .options import PrepareOptions
@@ -64,9 +67,22 @@ NAMED_WARNINGS = 10
 @dataclass(frozen=True)
 class DatasetTiling(Tiling):
     """`slice`'s tiling (`spectrodiff.codec.tiles.Tiling`) with tiles every half a tile by default, and tiles whose
-    RMS is below `min_rms_db` dBFS dropped as silent."""
+    RMS is below `min_rms_db` dBFS dropped as silent.
+
+    In beat time (`columns_per_beat`) a tile is `beats` beats wide at its file's own tempo, starts on a bar line and
+    the next starts half a tile later in whole bars; `seconds` and `hop` then apply only to files tiled in clock
+    time (no steady beat, `unsteady="clock"`)."""
 
     min_rms_db: float = -50.0
+    columns_per_beat: int | None = None
+    beats: int = 16
+
+    @property
+    def beat_params(self) -> SpectrogramParams | None:
+        """The beat-time parameters (no tempo yet), or None in clock time."""
+        if self.columns_per_beat is None:
+            return None
+        return SpectrogramParams.from_dict(self.params.to_dict() | {"columns_per_beat": self.columns_per_beat})
 
     @property
     def hop_seconds(self) -> float:
@@ -74,8 +90,30 @@ class DatasetTiling(Tiling):
 
     def config(self) -> dict:
         """Everything that decides the tiles' pixels and names (a record made with other values is stale)."""
+        beat = {"columns_per_beat": self.columns_per_beat, "beats": self.beats} if self.columns_per_beat else {}
         return {"params": self.params.to_dict(), "seconds": self.seconds, "tile_width": self.width,
-                "tile_seconds": self.tile_seconds, "hop": self.hop_seconds, "min_rms_db": self.min_rms_db}
+                "tile_seconds": self.tile_seconds, "hop": self.hop_seconds, "min_rms_db": self.min_rms_db} | beat
+
+    def bar_starts(self, grid: BeatGrid, duration: float) -> tuple[SpectrogramParams, list[tuple[int, float]]]:
+        """A file's beat-time tiles: the parameters at its tempo and (bar number, start seconds) of each whole tile,
+        every half a tile in whole bars from its first downbeat."""
+        params = self.beat_params.at_tempo(grid.bpm)
+        seconds = params.samples_for_width(self.beats * self.columns_per_beat) / params.sample_rate
+        bar = bar_seconds(grid.bpm, grid.meter)
+        step = max(1, int(self.beats / 2 // beats_per_bar(grid.meter)))
+        count = int((duration - grid.downbeat - seconds) // (step * bar)) + 1 if duration >= seconds else 0
+        return params, [(k * step, grid.downbeat + k * step * bar) for k in range(max(count, 0))]
+
+
+@dataclass(frozen=True)
+class BeatGrid:
+    """Where a file's bars are: tempo (quarter notes a minute), the first downbeat (seconds) and the meter, and
+    where they came from ("labels", "given" or "tracked")."""
+
+    bpm: float
+    downbeat: float
+    meter: str = "4/4"
+    source: str = "labels"
 
 
 def rms_dbfs(audio: np.ndarray) -> float:
@@ -93,12 +131,30 @@ class TileJob:
     out: Path
     split: str
     tiling: DatasetTiling
+    grid: BeatGrid | None = None  # beat time: the file's bars (None: tiled in clock time)
 
 
-def fingerprint(path: Path, tiling: DatasetTiling) -> dict:
-    """What a record must match to be reused: the file's size and modification time, and the tiling."""
+def fingerprint(path: Path, tiling: DatasetTiling, grid: BeatGrid | None = None) -> dict:
+    """What a record must match to be reused: the file's size and modification time, the tiling and its bars."""
     stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "tiling": tiling.config()}
+    beat = {"grid": dataclasses.asdict(grid)} if grid else {}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "tiling": tiling.config()} | beat
+
+
+def file_tiles(job: TileJob, duration: float) -> Iterator[tuple[float, np.ndarray, SpectrogramParams, dict]]:
+    """(start seconds, `(C, samples)` audio, parameters, what the record keeps) of each tile of a job's file: whole
+    bars at its tempo in beat time, else the clock-time tiling."""
+    tiling, path = job.tiling, job.catalogue.joinpath(*PurePosixPath(job.source).parts)
+    if job.grid is None:
+        for start in tiling.starts(duration):
+            yield start, tiling.read(path, start), tiling.params, {}
+        return
+    params, starts = tiling.bar_starts(job.grid, duration)
+    samples = params.samples_for_width(tiling.beats * tiling.columns_per_beat)
+    channels = "stereo" if tiling.stereo else "mono"
+    for bar, start in starts:
+        clip = load_audio(path, params.sample_rate, channels, start, samples / params.sample_rate)[:, :samples]
+        yield start, np.pad(clip, ((0, 0), (0, samples - clip.shape[1]))), params, {"bar": bar}
 
 
 def tile_file(job: TileJob) -> dict:
@@ -108,20 +164,19 @@ def tile_file(job: TileJob) -> dict:
     becomes a `width x num_frequencies` RGB image with its EXIF. Raises SpectrodiffError when the file cannot be
     read or decoded (no record is written then, so a re-run tries it again).
     """
-    tiling, params = job.tiling, job.tiling.params
+    tiling = job.tiling
     path = job.catalogue.joinpath(*PurePosixPath(job.source).parts)
-    stamp = fingerprint(path, tiling)  # taken before reading: a file changed meanwhile is redone next time
+    stamp = fingerprint(path, tiling, job.grid)  # taken before reading: a file changed meanwhile is redone next time
     duration = audio_info(path).duration
     tiles, dropped = [], 0
-    for start in tiling.starts(duration):
-        clip = tiling.read(path, start)
+    for start, clip, params, extra in file_tiles(job, duration):
         if rms_dbfs(clip) < tiling.min_rms_db:
             dropped += 1
             continue
         start_ms = round(start * 1000)
         file = f"{job.split}/{tile_name(job.source, start, 'png')}"
         save_image(job.out / file, audio_to_image(clip, params), overwrite=True)
-        tiles.append({"file": file, "start_ms": start_ms})
+        tiles.append({"file": file, "start_ms": start_ms} | extra)
     record = {"source": job.source, "fingerprint": stamp, "duration": duration, "tiles": tiles,
               "dropped_silent": dropped}
     write_record(job.out, record)
@@ -303,9 +358,19 @@ def load_music_labels(catalogue: Path) -> dict[str, dict]:
     try:
         files = json.loads(path.read_text(encoding="utf-8"))["files"]
         return {f["file"]: {"tempo": float(f["tempo"]), "key": str(f["key"]), "meter": str(f.get("meter", "4/4"))}
-                | ({"instruments": list(f["instruments"])} if "instruments" in f else {}) for f in files}
+                | ({"instruments": list(f["instruments"])} if "instruments" in f else {})
+                | ({"chords": clip_chords(f["style"], int(f["seed"]))} if "stems" in f else {}) for f in files}
     except (ValueError, KeyError, TypeError) as exc:
         raise SpectrodiffError(f"{path}: not a catalogue made by spectrodiff.training.catalogue ({exc})") from None
+
+
+def clip_chords(style: str, seed: int) -> list[list[int]]:
+    """The chord of each bar of a catalogue clip's progression (it repeats from the first downbeat), as pitch
+    classes: its MIDI's own, drawn again from the style and seed."""
+    from .composition import bar_chords, clip_facts, style_by_name  # pretty_midi: only for the reference catalogue
+
+    style_entry = style_by_name(style)
+    return [list(chord) for chord in bar_chords(style_entry, clip_facts(style_entry, seed))]
 
 
 def load_music_styles(catalogue: Path) -> dict:
@@ -315,15 +380,34 @@ def load_music_styles(catalogue: Path) -> dict:
     if not path.is_file():
         return {}
     styles = json.loads(path.read_text(encoding="utf-8")).get("styles") or {}
-    return styles if all("tempo" in entry for entry in styles.values()) else {}
+    if not all("tempo" in entry for entry in styles.values()):
+        return {}
+    return {name: entry | {"progressions": style_progressions(name)} for name, entry in styles.items()}
 
 
-def tile_music(labels: dict, start_ms: int) -> dict:
-    """A tile's musical labels: its file's tempo, key and meter, and the phase (0-1) of its first sample in the bar
-    and in the beat."""
+def style_progressions(style: str) -> dict[str, list[list[list[int]]]]:
+    """A reference style's chord progressions in each of its modes, as a model's table keeps them
+    (`conditions.MusicTable.progression`): per mode, per progression, a chord a bar as pitch classes above the
+    tonic, root first."""
+    from .composition import bar_chords, clip_facts, style_by_name
+
+    entry = style_by_name(style)
+    facts = clip_facts(entry, 0)
+    return {mode: [[list(chord) for chord in bar_chords(entry, dataclasses.replace(facts, root=0, mode=mode,
+                                                                                   progression=progression))]
+                   for progression in entry.progressions] for mode in entry.modes}
+
+
+def tile_music(labels: dict, tile: dict) -> dict:
+    """A tile's musical labels: its file's tempo, key and meter, the phase (0-1) of its first sample in the bar and
+    in the beat, and for a tile that starts on bar `tile["bar"]` the progression from that bar on."""
     numerator, denominator = (int(part) for part in labels["meter"].split("/"))
     beat = 60.0 / labels["tempo"]
-    start = start_ms / 1000
+    if "bar" in tile:
+        chords = labels.get("chords")
+        rotated = {"chords": chords[tile["bar"] % len(chords):] + chords[:tile["bar"] % len(chords)]} if chords else {}
+        return {**labels, "bar_phase": 0.0, "beat_phase": 0.0} | rotated
+    start = tile["start_ms"] / 1000
     return {**labels, "bar_phase": round(start / (beat * numerator * 4 / denominator) % 1.0, 4),
             "beat_phase": round(start / beat % 1.0, 4)}
 
@@ -501,17 +585,20 @@ def scan_catalogue(catalogue: Path, tiling: DatasetTiling, table: dict[str, Tabl
 
 
 def tile_catalogue(catalogue: Path, out: Path, scan: Scan, tiling: DatasetTiling, likely: dict[str, str],
-                   workers: int, progress: Callable[[int, int], None] | None) -> tuple[dict[str, dict], int]:
-    """Tile every candidate without a current record into the split `likely` gives it; a file that fails joins
-    `scan.skipped` with a warning. Returns (the records of the tiled and reused files by source, files tiled)."""
+                   workers: int, progress: Callable[[int, int], None] | None,
+                   grids: dict[str, BeatGrid] | None = None) -> tuple[dict[str, dict], int]:
+    """Tile every candidate without a current record into the split `likely` gives it (in beat time by its grid in
+    `grids`, if it has one); a file that fails joins `scan.skipped` with a warning. Returns (the records of the tiled
+    and reused files by source, files tiled)."""
     records: dict[str, dict] = {}
     jobs = []
     for source in scan.candidates:
-        record = reusable_record(out, source, fingerprint(catalogue / source, tiling))
+        grid = (grids or {}).get(source)
+        record = reusable_record(out, source, fingerprint(catalogue / source, tiling, grid))
         if record is not None:
             records[source] = record
         else:
-            jobs.append(TileJob(catalogue, source, out, likely[source], tiling))
+            jobs.append(TileJob(catalogue, source, out, likely[source], tiling, grid))
     done = len(records)
     if progress:
         progress(done, len(scan.candidates))
@@ -545,7 +632,7 @@ def split_tracks(catalogue: Path, out: Path, records: dict[str, dict], table: di
             line = {"file_name": file_name, "text": caption.text, "source": source, "start_ms": tile["start_ms"],
                     "tags": list(caption.tags)}
             if source in music:
-                line |= tile_music(music[source], tile["start_ms"])
+                line |= tile_music(music[source], tile)
             lines[split].append(line)
     for split in SPLITS:
         _write_metadata(out, split, lines[split])
@@ -570,7 +657,7 @@ def write_manifest(catalogue: Path, out: Path, scan: Scan, records: dict[str, di
         },
         "seconds": {split: round(sum(records[s]["duration"] for s, side in splits.items() if side == split), 3)
                     for split in SPLITS},
-        "params": tiling.params.to_dict(),
+        "params": (tiling.beat_params or tiling.params).to_dict(),
         "options": {"seconds": tiling.seconds, "hop": tiling.hop_seconds, "tile_width": tiling.width,
                     "tile_seconds": tiling.tile_seconds, "min_rms_db": tiling.min_rms_db} | options,
         "skipped": [{"source": source, "reason": reason} for source, reason in sorted(scan.skipped.items())],
@@ -582,6 +669,36 @@ def write_manifest(catalogue: Path, out: Path, scan: Scan, records: dict[str, di
     with atomic_path(out / MANIFEST, overwrite=True) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def beat_grids(catalogue: Path, scan: Scan, tiling: DatasetTiling, unsteady: str) -> dict[str, BeatGrid]:
+    """Each candidate's bars for beat-time tiles: the reference catalogue's labels (exact; its clips start on a
+    downbeat), else what the user gives (a tempo.csv or per-file sidecar), else tracked. A file with no steady
+    beat is tiled in clock time (`unsteady="clock"`) or skipped ("skip"), listed either way: never mis-tiled."""
+    from spectrodiff.codec.beats import load_known_tempi, track_beats
+
+    labels, known = load_music_labels(catalogue), load_known_tempi(catalogue)
+    grids: dict[str, BeatGrid] = {}
+    for source in list(scan.candidates):
+        if source in labels:
+            grids[source] = BeatGrid(labels[source]["tempo"], 0.0, labels[source]["meter"])
+            continue
+        if source in known:
+            grids[source] = BeatGrid(*known[source], source="given")
+            continue
+        params = tiling.params
+        audio = load_audio(catalogue / source, params.sample_rate, "mono")
+        tracked = track_beats(audio, params.sample_rate)
+        if tracked.steady:
+            grids[source] = BeatGrid(round(tracked.bpm, 2), round(tracked.first_downbeat, 4),
+                                     f"{tracked.beats_per_bar}/4", "tracked")
+            continue
+        reason = f"{source} has no steady beat (pulse clarity {tracked.clarity:.2f})"
+        if unsteady == "skip":
+            scan.skipped[source] = reason + "; skipped (--unsteady clock tiles such files in clock time)"
+            scan.candidates.remove(source)
+        warnings.warn(reason + ("; tiled in clock time" if unsteady == "clock" else "; skipped"), stacklevel=3)
+    return grids
 
 
 def prepare_dataset(
@@ -596,6 +713,9 @@ def prepare_dataset(
     stereo: bool = False,
     n_mels: int = 512,
     progress: Callable[[int, int], None] | None = None,
+    columns_per_beat: int | None = None,
+    beats: int = 16,
+    unsteady: str = "skip",
 ) -> dict:
     """Turn a folder of audio into a training dataset (see the module's docstring for the layout); resumable.
 
@@ -612,15 +732,18 @@ def prepare_dataset(
         stereo: stereo tiles (G = left, B = right) instead of mono.
         n_mels: image height (mel bins); Riffusion's is 512, smaller models may use fewer.
         progress: called as `progress(files_done, files_total)`.
+        columns_per_beat, beats, unsteady: beat-time tiles (`beat_grids`, `DatasetTiling`): columns a beat, a
+            tile's beats, and what becomes of files with no steady beat ("skip" or "clock").
     Returns:
         The manifest, also written to `out/manifest.json`. Unreadable files are skipped with a warning each and
         listed there. Raises SpectrodiffError when there is no audio at all, or no tile could be made.
     """
     PrepareOptions.from_dict({"catalogue": catalogue, "out": out, "seconds": seconds, "hop": hop,
                               "min_rms": min_rms_db, "workers": workers, "validation": validation, "seed": seed,
-                              "stereo": stereo, "n_mels": n_mels}, flag=True)  # before any work
+                              "stereo": stereo, "n_mels": n_mels, "columns_per_beat": columns_per_beat,
+                              "beats": beats, "unsteady": unsteady}, flag=True)  # before any work
     catalogue, out = Path(catalogue), Path(out)
-    tiling = DatasetTiling(seconds, hop, stereo, n_mels, min_rms_db)
+    tiling = DatasetTiling(seconds, hop, stereo, n_mels, min_rms_db, columns_per_beat, beats)
     _check_folders(catalogue, out)
     table = load_caption_table(catalogue)  # read first: a malformed table stops the run before any work
     scan = scan_catalogue(catalogue, tiling, table)
@@ -628,11 +751,13 @@ def prepare_dataset(
     (out / RECORDS).mkdir(exist_ok=True)
     # Tiles are written straight into the split their track will most likely end in; if tracks drop out (silent
     # or undecodable) and the split changes, the finished tiles are moved at the end.
+    grids = beat_grids(catalogue, scan, tiling, unsteady) if columns_per_beat else None
     likely = assign_splits(scan.candidates, validation, seed)
-    records, tiled = tile_catalogue(catalogue, out, scan, tiling, likely, workers, progress)
+    records, tiled = tile_catalogue(catalogue, out, scan, tiling, likely, workers, progress, grids)
     if not any(record["tiles"] for record in records.values()):
         raise SpectrodiffError(f"no tiles: every tile of the {len(records)} readable file(s) is quieter than "
                                f"--min-rms {min_rms_db:g} dBFS")
     splits, lines = split_tracks(catalogue, out, records, table, validation, seed)
-    options = {"validation": validation, "seed": seed, "stereo": stereo}
+    options = {"validation": validation, "seed": seed, "stereo": stereo} | (
+        {"columns_per_beat": columns_per_beat, "beats": beats, "unsteady": unsteady} if columns_per_beat else {})
     return write_manifest(catalogue, out, scan, records, splits, lines, tiling, options, tiled)

@@ -35,7 +35,8 @@ from spectrodiff.codec.image import open_image
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.conditions import MUSIC_FEATURES, Music, label_key, music_features, takes_music
-from spectrodiff.generation.musical import bar_seconds
+from spectrodiff.generation.harmony import ALIGNED_CHANNELS, aligned_conditions, without_chords
+from spectrodiff.generation.musical import bar_seconds, beats_per_bar
 from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline, check_model_size, magnitude_convergence
 from spectrodiff.generation.plans import load_yaml
 
@@ -46,7 +47,7 @@ LOG_COLUMNS = ("step", "epoch", "lr", "loss", "vae_loss", "val_loss", "elapsed_s
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 MUSIC_LABELS = ("tempo", "key", "meter", "bar_phase")  # what `prepare` writes for a tile of the reference catalogue
 CONFIG_KEYS = {"text_encoder", "seed", "unet", "vae", "train_vae", "vae_sc_weight", "scheduler", "training",
-               "encode_steps", "base", "music_conditioning"}
+               "encode_steps", "base", "music_conditioning", "aligned_conditions"}
 # Options that shape the model or the data order: a resumed run must use the same ones.
 RUN_KEYS = ("base", "config", "lora_rank", "batch_size", "grad_accum", "seed", "crop_width", "caption_dropout", "ema",
             "latents", "scaling_factor", "music_dropout")
@@ -112,6 +113,8 @@ def _read_split(root: Path, split: str, required: bool) -> list[dict]:
         if not tile.is_file():
             raise SpectrodiffError(f"{path} line {n}: missing tile {tile}")
         music = {k: item[k] for k in MUSIC_LABELS if k in item} if all(k in item for k in MUSIC_LABELS) else None
+        if music is not None and isinstance(item.get("chords"), list):
+            music["chords"] = [tuple(int(p) % 12 for p in chord) for chord in item["chords"]]
         items.append({"path": str(tile), "text": str(text), "music": music})
     return items
 
@@ -136,16 +139,43 @@ def load_dataset(root: Path) -> Dataset:
     return Dataset(root, params, train, _read_split(root, "validation", required=False), styles)
 
 
-def item_music(item: dict, start_column: int, params: SpectrogramParams) -> np.ndarray:
+def column_seconds(params: SpectrogramParams, bpm: float) -> float:
+    """Seconds a tile's column spans: the clock hop, or in beat time the hop at the tile's tempo."""
+    return (params.at_tempo(bpm) if params.beat_time else params).hop_length / params.sample_rate
+
+
+def item_music(item: dict, start_column: int, params: SpectrogramParams, key: bool = True) -> np.ndarray:
     """`(MUSIC_FEATURES,)` conditions of a crop of a tile starting `start_column` pixels in: zeros for a tile
-    without musical labels."""
+    without musical labels; without the key when `key` is False (a model whose chords are aligned conditions)."""
     labels = item.get("music")
     if labels is None:
         return music_features(None)
     tonic, mode = labels["key"].split()
-    music = Music(float(labels["tempo"]), label_key(tonic, mode), labels["meter"])
+    music = Music(float(labels["tempo"]), label_key(tonic, mode) if key else None, labels["meter"])
     bar = bar_seconds(music.bpm, music.meter)
-    return music_features(music, (labels["bar_phase"] + start_column * params.step_size_ms / 1000 / bar) % 1.0)
+    offset = start_column * column_seconds(params, music.bpm) / bar
+    return music_features(music, (labels["bar_phase"] + offset) % 1.0)
+
+
+def bar_columns(item: dict, params: SpectrogramParams) -> int:
+    """Columns between the crop starts a tile allows: a bar in beat time (crops start on bar lines), else 1."""
+    labels = item.get("music")
+    if not params.beat_time or labels is None:
+        return 1
+    return round(beats_per_bar(labels["meter"]) * params.columns_per_beat)
+
+
+def crop_aligned(items: list[dict], starts: list[int], params: SpectrogramParams, width: int,
+                 factor: int) -> torch.Tensor:
+    """`(B, ALIGNED_CHANNELS, width)` aligned conditions of crops `width` latent columns wide starting `starts` pixel
+    columns into each tile (zeros for a tile without musical labels or outside beat time)."""
+    out = torch.zeros(len(items), ALIGNED_CHANNELS, width)
+    for n, (item, start) in enumerate(zip(items, starts, strict=True)):
+        labels = item.get("music")
+        if labels is not None and params.beat_time:
+            out[n] = aligned_conditions(labels.get("chords"), labels["meter"], params.columns_per_beat, width,
+                                        factor, start)
+    return out
 
 
 @lru_cache(maxsize=1024)
@@ -155,11 +185,12 @@ def _read_tile(path: str) -> torch.Tensor:
 
 
 def tile_pixels(items: list[dict], crop_width: int | None, generator: torch.Generator,
-                starts: list[int] | None = None) -> torch.Tensor:
+                starts: list[int] | None = None, grid: list[int] | None = None) -> torch.Tensor:
     """`(B, 3, H, W)` float pixels in [-1, 1] (as the VAE takes them), W cropped to a multiple of 8.
 
     With `crop_width`, each tile is cut at a random column drawn from `generator` (time shifts only: never
-    flipped, which would reverse time); `starts` collects those columns.
+    flipped, which would reverse time), a multiple of the item's `grid` entry (a bar in beat time); `starts`
+    collects those columns.
     """
     tiles = [_read_tile(item["path"]) for item in items]
     for item, tile in zip(items, tiles, strict=True):
@@ -171,12 +202,17 @@ def tile_pixels(items: list[dict], crop_width: int | None, generator: torch.Gene
     if width < 8:
         raise SpectrodiffError(f"tiles narrower than 8 pixels: {items[0]['path']}")
     out = []
-    for tile in tiles:
-        start = int(torch.randint(0, tile.shape[-1] - width + 1, (1,), generator=generator))
+    for n, tile in enumerate(tiles):
+        start = grid_start(tile.shape[-1] - width, grid[n] if grid else 1, generator)
         out.append(tile[..., start: start + width])
         if starts is not None:
             starts.append(start)
     return torch.stack(out).float() / 127.5 - 1
+
+
+def grid_start(room: int, step: int, generator: torch.Generator) -> int:
+    """A random start in [0, room] on a multiple of `step` (0 when no multiple but 0 fits)."""
+    return step * int(torch.randint(0, room // step + 1, (1,), generator=generator))
 
 
 def sample_indices(count: int, seed: int, start: int, size: int) -> list[int]:
@@ -293,10 +329,28 @@ def add_music_conditioning(pipe: SpectrodiffPipeline) -> None:
     pipe.register_modules(unet=unet.to(old.device))
 
 
-def crop_music(items: list[dict], starts: list[int], params: SpectrogramParams) -> torch.Tensor:
+def crop_music(items: list[dict], starts: list[int], params: SpectrogramParams, key: bool = True) -> torch.Tensor:
     """`(B, MUSIC_FEATURES)` conditions of crops starting `starts` pixels into each item's tile."""
-    return torch.from_numpy(np.stack([item_music(item, start, params)
+    return torch.from_numpy(np.stack([item_music(item, start, params, key)
                                       for item, start in zip(items, starts, strict=True)]))
+
+
+def add_aligned_conditions(pipe: SpectrodiffPipeline) -> None:
+    """Give the pipeline's UNet `ALIGNED_CHANNELS` more input channels for the aligned conditions (a no-op when it
+    has them), as diffusers' InstructPix2Pix training widens `conv_in`: the new channels' weights start at zero, so
+    the model starts out exactly as it was."""
+    from diffusers import UNet2DConditionModel
+
+    if pipe.aligned_channels:
+        return
+    old = pipe.unet
+    unet = UNet2DConditionModel(**{**old.config, "in_channels": old.config.in_channels + ALIGNED_CHANNELS})
+    state = old.state_dict()
+    weight = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], ALIGNED_CHANNELS,
+                                                                  *weight.shape[2:])], dim=1)
+    unet.load_state_dict(state)
+    pipe.register_modules(unet=unet.to(old.device) if old.dtype == unet.dtype else unet.to(old.device, old.dtype))
 
 
 def add_lora(unet: torch.nn.Module, rank: int) -> None:
@@ -349,13 +403,13 @@ def encode_dataset(vae, items: list[dict], device, dtype) -> torch.Tensor:
 
 
 def latent_crops(latents: torch.Tensor, indices: list[int], columns: int | None, generator: torch.Generator,
-                 starts: list[int] | None = None) -> torch.Tensor:
-    """`(B, C, h, columns)` crops of cached latents at random columns (the latent twin of `tile_pixels`);
-    `starts` collects those columns."""
+                 starts: list[int] | None = None, grid: list[int] | None = None) -> torch.Tensor:
+    """`(B, C, h, columns)` crops of cached latents at random columns, multiples of `grid` (the latent twin of
+    `tile_pixels`); `starts` collects those columns."""
     width = min(columns or latents.shape[-1], latents.shape[-1])
     out = []
-    for index in indices:
-        start = int(torch.randint(0, latents.shape[-1] - width + 1, (1,), generator=generator))
+    for n, index in enumerate(indices):
+        start = grid_start(latents.shape[-1] - width, grid[n] if grid else 1, generator)
         out.append(latents[index, ..., start: start + width])
         if starts is not None:
             starts.append(start)
@@ -363,12 +417,14 @@ def latent_crops(latents: torch.Tensor, indices: list[int], columns: int | None,
 
 
 def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, text: torch.Tensor,
-                   generator: torch.Generator, music: torch.Tensor | None = None) -> torch.Tensor:
+                   generator: torch.Generator, music: torch.Tensor | None = None,
+                   aligned: torch.Tensor | None = None) -> torch.Tensor:
     """MSE of the UNet's prediction (epsilon or v, per the scheduler's prediction_type) at random timesteps.
 
     Args:
         latents: `(B, 4, h, w)`; text: `(B, L, D)` hidden states; generator draws noise and timesteps;
-        music: `(B, MUSIC_FEATURES)` conditions for a UNet that takes them, else None.
+        music: `(B, MUSIC_FEATURES)` conditions for a UNet that takes them, else None;
+        aligned: `(B, ALIGNED_CHANNELS, w)` conditions concatenated to the noisy latents (every row), else None.
     """
     batch = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
@@ -382,6 +438,9 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, text: torch.Ten
         target = noise_scheduler.get_velocity(latents, noise, steps)
     else:
         raise SpectrodiffError(f"prediction_type {kind!r} is not supported (epsilon or v_prediction)")
+    if aligned is not None:
+        rows = aligned.to(noisy.dtype).unsqueeze(2).expand(-1, -1, noisy.shape[2], -1)
+        noisy = torch.cat([noisy, rows], dim=1)
     prediction = unet(noisy, steps, encoder_hidden_states=text, class_labels=music).sample
     return F.mse_loss(prediction.float(), target.float())
 
@@ -415,13 +474,18 @@ def validation_loss(unet, vae, noise_scheduler, items: list[dict], texts: dict, 
     for i in range(0, len(items), opts.batch_size):
         chunk = items[i: i + opts.batch_size]
         starts: list[int] = []
-        pixels = tile_pixels(chunk, opts.crop_width, generator, starts).to(device, dtype)
+        pixels = tile_pixels(chunk, opts.crop_width, generator, starts,
+                             [bar_columns(item, params) for item in chunk]).to(device, dtype)
         latents, _ = encode_latents(vae, pixels, generator, opts.latents == "sample")
         text = torch.stack([texts[item["text"]] for item in chunk]).to(device, dtype)
-        music = crop_music(chunk, starts, params) if takes_music(unet) else None
+        aligned = None
+        if unet.config.in_channels > latents.shape[1]:
+            aligned = crop_aligned(chunk, starts, params, latents.shape[-1], pixels.shape[-1] // latents.shape[-1])
+        music = crop_music(chunk, starts, params, key=aligned is None) if takes_music(unet) else None
         for _ in range(4):  # four noise draws per tile lower the variance
             losses.append(float(diffusion_loss(unet, noise_scheduler, latents, text, generator,
-                                               None if music is None else music.to(device, dtype))) * len(chunk))
+                                               None if music is None else music.to(device, dtype),
+                                               None if aligned is None else aligned.to(device))) * len(chunk))
     return sum(losses) / (4 * len(items))
 
 
@@ -440,8 +504,9 @@ def validation_prompts(opts: TrainOptions, dataset: Dataset) -> list[str]:
 
 
 def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Path, opts: TrainOptions,
-                      seconds: float) -> list[Path]:
-    """Generate one clip per prompt (seed = run seed) into `folder`: WAV + PNG + JSON each. Returns the WAVs."""
+                      seconds: float, bpm: float | None = None) -> list[Path]:
+    """Generate one clip per prompt (seed = run seed) into `folder`: WAV + PNG + JSON each, a beat-time model's at
+    `bpm` (where its styles pick none). Returns the WAVs."""
     from spectrodiff.generation.jobs import GenerateJob
     from spectrodiff.generation.modes import make
     from spectrodiff.generation.output import Output
@@ -452,7 +517,7 @@ def render_validation(pipe: SpectrodiffPipeline, prompts: list[str], folder: Pat
     pipe.model_id = "training"
     for n, prompt in enumerate(prompts):
         job = GenerateJob(prompt=prompt, seed=opts.seed, seconds=seconds, loop=False, steps=opts.validation_steps,
-                          iters=opts.validation_iters)
+                          iters=opts.validation_iters, bpm=bpm if pipe.music_table is None else None)
         wavs.append(make(pipe, job, Output(folder / f"{n:02d}-{slugify(prompt)}.wav")).audio)
     return wavs
 
@@ -492,6 +557,8 @@ class UNetTask(Task):
         self.pipe = build_pipeline(opts, config, dataset.params)
         if config.get("music_conditioning"):
             add_music_conditioning(self.pipe)
+        if config.get("aligned_conditions"):
+            add_aligned_conditions(self.pipe)
         if self.pipe.music_conditioned and dataset.music_styles:
             self.pipe.register_to_config(music_styles=dataset.music_styles)
         self.train_vae = bool(config.get("train_vae")) and not opts.base
@@ -559,28 +626,43 @@ class UNetTask(Task):
             captions = ["" if d else c for c, d in zip(captions, dropped, strict=True)]
         batch = {"generator": generator, "text": torch.stack([self.texts[c] for c in captions]).to(self.device)}
         starts: list[int] = []
+        factor, params = self.pipe.vae_scale_factor, self.dataset.params
+        grid = [bar_columns(item, params) for item in items]
         if self.cache is not None:
-            columns = opts.crop_width and opts.crop_width // self.pipe.vae_scale_factor
-            batch["latents"] = latent_crops(self.cache, indices, columns, generator, starts)
-            starts = [start * self.pipe.vae_scale_factor for start in starts]
+            columns = opts.crop_width and opts.crop_width // factor
+            batch["latents"] = latent_crops(self.cache, indices, columns, generator, starts,
+                                            [max(1, g // factor) for g in grid])
+            starts = [start * factor for start in starts]
         elif self.train_vae:
-            pixels = tile_pixels(items, opts.crop_width, generator, starts).to(self.device)
+            pixels = tile_pixels(items, opts.crop_width, generator, starts, grid).to(self.device)
             factor = self.pipe.vae_scale_factor
             batch["pixels"] = pixels
             batch["draws"] = torch.randn((len(items), vae.config.latent_channels, pixels.shape[-2] // factor,
                                           pixels.shape[-1] // factor), generator=generator)
         else:
-            pixels = tile_pixels(items, opts.crop_width, generator, starts).to(self.device, self.frozen_dtype)
+            pixels = tile_pixels(items, opts.crop_width, generator, starts, grid).to(self.device, self.frozen_dtype)
             with torch.no_grad():
                 batch["latents"], _ = encode_latents(vae, pixels, generator, opts.latents == "sample")
-        if self.pipe.music_conditioned:
+        if self.pipe.music_conditioned or self.pipe.aligned_channels:
             # Dropped with the caption (classifier-free guidance's unconditional branch knows nothing), and on
-            # their own, so the model also follows words alone.
+            # their own, so the model also follows words alone. The bar position is geometry: always kept.
             kept = (torch.rand(len(items), generator=generator) >= opts.music_dropout).tolist()
-            music = crop_music(items, starts, self.dataset.params)
-            keep = torch.tensor([k and not d for k, d in zip(kept, dropped, strict=True)])[:, None]
-            batch["music"] = (music * keep).to(self.device)
+            keep = torch.tensor([k and not d for k, d in zip(kept, dropped, strict=True)])
+            batch |= self.conditions(items, starts, batch["latents"].shape[-1] if "latents" in batch
+                                     else batch["draws"].shape[-1], keep)
         return batch
+
+    def conditions(self, items: list[dict], starts: list[int], width: int, keep: torch.Tensor) -> dict:
+        """The batch's musical conditions (`music`, `aligned`), zeroed where `keep` is False (chords only)."""
+        out, params, aligned = {}, self.dataset.params, bool(self.pipe.aligned_channels)
+        if self.pipe.music_conditioned:
+            music = crop_music(items, starts, params, key=not aligned)
+            out["music"] = (music * keep[:, None]).to(self.device)
+        if aligned:
+            conditions = crop_aligned(items, starts, params, width, self.pipe.vae_scale_factor)
+            conditions[~keep] = without_chords(conditions[~keep])
+            out["aligned"] = conditions.to(self.device)
+        return out
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         parts = {}
@@ -590,7 +672,7 @@ class UNetTask(Task):
         else:
             latents, vae_loss = batch["latents"], 0
         loss = diffusion_loss(self.unet, self.noise_scheduler, latents.float(), batch["text"], batch["generator"],
-                              batch.get("music"))
+                              batch.get("music"), batch.get("aligned"))
         return loss + vae_loss, {"loss": float(loss.detach())} | parts
 
     def validate(self, step: int) -> float | None:
@@ -602,7 +684,7 @@ class UNetTask(Task):
         if self.prompts:
             render_validation(self._current_pipe(), self.prompts,
                               Path(self.opts.out) / "validation" / f"step-{step:06d}", self.opts,
-                              _tile_seconds(self.dataset, self.opts))
+                              *_validation_clip(self.dataset, self.opts))
         unet.train()
         return loss
 
@@ -673,7 +755,11 @@ def train(opts: TrainOptions) -> dict:
                       "lora": str(Path(opts.out) / LORA_FILE) if opts.lora_rank else None}
 
 
-def _tile_seconds(dataset: Dataset, opts: TrainOptions) -> float:
-    """Seconds of the validation clips: the training crop, or one tile."""
+def _validation_clip(dataset: Dataset, opts: TrainOptions) -> tuple[float, float | None]:
+    """Seconds of the validation clips (the training crop, or one tile) and, in beat time, the tempo they are made at
+    (the first labelled tile's, else 120 BPM)."""
     width = opts.crop_width or _read_tile(dataset.train[0]["path"]).shape[-1]
-    return width * dataset.params.step_size_ms / 1000
+    if not dataset.params.beat_time:
+        return width * dataset.params.step_size_ms / 1000, None
+    bpm = next((float(item["music"]["tempo"]) for item in dataset.train if item["music"]), 120.0)
+    return width * column_seconds(dataset.params, bpm), bpm

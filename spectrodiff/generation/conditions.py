@@ -31,18 +31,28 @@ _KEY_WORDS = re.compile(r"\bin\s+([A-Ga-g][#b♯♭]?)\s*(major|minor|maj|min)\b
 
 @dataclass(frozen=True)
 class Music:
-    """What is known of a clip's music: tempo (quarter notes a minute), key ("F minor"), meter, and where the tempo
-    and the key came from ("asked", "words" or "model"; None for what is not known)."""
+    """What is known of a clip's music: tempo (quarter notes a minute), key ("F minor"), meter, where the tempo and
+    the key came from ("asked", "words" or "model"; None for what is not known), and for a model with aligned
+    conditions the chord of each bar from the first downbeat (pitch classes, root first) and where they came from
+    ("asked" or "model")."""
 
     bpm: float | None = None
     key: str | None = None
     meter: str = "4/4"
     source: str | None = None
     key_source: str | None = None
+    chords: tuple[tuple[int, ...], ...] | None = None
+    chords_source: str | None = None
 
     def to_dict(self) -> dict:
-        return {"bpm": self.bpm, "key": self.key, "meter": self.meter, "source": self.source,
-                "key_source": self.key_source}
+        out = {"bpm": self.bpm, "key": self.key, "meter": self.meter, "source": self.source,
+               "key_source": self.key_source}
+        if self.chords is not None:
+            from .harmony import chord_name
+
+            out |= {"chords": " ".join(chord_name(chord) for chord in self.chords),
+                    "chords_source": self.chords_source}
+        return out
 
 
 def music_features(music: Music | None, bar_phase: float = 0.0) -> np.ndarray:
@@ -105,6 +115,10 @@ class MusicTable:
         try:
             styles = {str(name): {"captions": list(entry["captions"]), "tempo": [float(t) for t in entry["tempo"]],
                                   "meter": str(entry.get("meter", "4/4")), "modes": list(entry["modes"])}
+                      | ({"progressions": {str(mode): [[[int(p) for p in chord] for chord in progression]
+                                                       for progression in progressions]
+                                           for mode, progressions in entry["progressions"].items()}}
+                         if "progressions" in entry else {})
                       for name, entry in data["styles"].items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise SpectrodiffError(f"{TABLE_FILE}: not a table of styles ({exc})") from None
@@ -112,6 +126,25 @@ class MusicTable:
 
     def to_dict(self) -> dict:
         return {"styles": self.styles}
+
+    def tempo_range(self, style: str | None = None) -> tuple[float, float]:
+        """The tempo range (BPM) a style, or else any style of the model, was trained on."""
+        ranges = [self.styles[style]["tempo"]] if style else [entry["tempo"] for entry in self.styles.values()]
+        return min(low for low, _ in ranges), max(high for _, high in ranges)
+
+    def progression(self, style: str, key: str, seed: int) -> list[tuple[int, ...]] | None:
+        """A chord progression typical of the style (one chord a bar), drawn by `seed` from those of its modes that
+        sound like `key` (major or minor; any of its modes when none does), in that key; None for a table without
+        progressions."""
+        progressions = self.styles[style].get("progressions")
+        if not progressions:
+            return None
+        wanted = parse_key(key)
+        alike = [mode for mode in progressions if (mode in MINOR_MODES) == wanted.minor] or list(progressions)
+        rng = np.random.default_rng([seed, 22])
+        mode = alike[int(rng.integers(len(alike)))]
+        relative = progressions[mode][int(rng.integers(len(progressions[mode])))]
+        return [tuple((wanted.pitch_class + p) % 12 for p in chord) for chord in relative]
 
     def pick(self, style: str, seed: int) -> Music:
         """The middle of the style's tempo range, and a key drawn by `seed` from its modes (tonic and mode)."""

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 from ..errors import SpectrodiffError
 from ..settings import REQUIRED, Settings, number_words, quote_value, refuse, setting
+from .harmony import fit_chords, parse_chords
 from .musical import (
     MAX_BARS,
     MAX_BPM,
@@ -171,16 +172,22 @@ class GenerateJob(Job):
                               "WAV's loop root.", high=20)
     meter: str | None = setting(None, "Time signature of the bars (default: the style's where the model picks the "
                                 "tempo, else 4/4).", choices=METERS)
+    chords: str | None = setting(None, "Chords, one a bar, repeated to fill the loop, e.g. 'Fm Db Ab Eb' (they imply "
+                                 "the key; default: a progression typical of the style). Models with aligned chords "
+                                 "(mini v3).", high=200)
 
     @model_validator(mode="after")
     def _length_in_bars(self) -> GenerateJob:
-        """The key in its standard spelling; with a tempo, the length made whole bars (bars from seconds where
-        not given), each held to its limit."""
-        if self.key is not None:
-            try:
+        """The key in its standard spelling and the chords checked; with a tempo, the length made whole bars (bars
+        from seconds where not given), each held to its limit."""
+        try:
+            if self.key is not None:
                 object.__setattr__(self, "key", parse_key(self.key).name)
-            except SpectrodiffError as exc:
-                refuse(str(exc))
+            chords = None if self.chords is None else parse_chords(self.chords)
+            if chords is not None and self.bars is not None:
+                fit_chords(chords, self.bars)
+        except SpectrodiffError as exc:
+            refuse(str(exc))
         if self.bpm is None:
             if self.bars is not None:
                 refuse("bars needs a tempo: give bpm too")
@@ -245,6 +252,8 @@ class AudioJob(EncodingJob):
     seed: int = _seed()
     guidance: float = _guidance()
     negative: str = _negative()
+    bpm: float | None = setting(None, "The input's tempo, for a beat-time model (default: its WAV's acid chunk, else "
+                                "tracked).", low=MIN_BPM, high=MAX_BPM)
 
 
 class RemixJob(AudioJob):

@@ -25,6 +25,7 @@ from ..vocoding.registry import choose_vocoder
 from ..vocoding.vocoder import NeuralVocoder
 from .jobs import (
     MAX_SECONDS,
+    AudioJob,
     ComposeJob,
     EncodingJob,
     ExtendJob,
@@ -60,7 +61,8 @@ def _denoise(pipe: SpectrodiffPipeline, job: Job, timeline: Timeline, width: int
 
 def _vocoder(pipe: SpectrodiffPipeline, job: Job) -> NeuralVocoder | None:
     """The job's vocoder for the model's mels (None: Griffin-Lim)."""
-    return choose_vocoder(job.vocoder, pipe.spectrogram, getattr(pipe, "vocoder", None))
+    params = pipe.spectrogram
+    return choose_vocoder(job.vocoder, params.clock() if params.beat_time else params, getattr(pipe, "vocoder", None))
 
 
 def _streamed(pipe: SpectrodiffPipeline, job: Job, latents: torch.Tensor, progress: Progress | None,
@@ -68,9 +70,9 @@ def _streamed(pipe: SpectrodiffPipeline, job: Job, latents: torch.Tensor, progre
     """A plain clip's take, its tiles vocoded as they decode, after `prefix` `(C, N)` (the input it continues:
     its audio resumes after the frames the prefix covers, and the PNG still shows every column); `take`: the rest
     of the Take's fields."""
-    skip = 0 if prefix is None else pipe.spectrogram.width_for_samples(prefix.shape[1])
-    decoding, vocoder = Decoding(pipe, latents, max_value=max_value, skip_frames=skip, report=progress), \
-        _vocoder(pipe, job)
+    skip = 0 if prefix is None else prefix.shape[1]
+    decoding = Decoding(pipe, latents, max_value=max_value, skip_samples=skip, report=progress)
+    vocoder = _vocoder(pipe, job)
     return Take(job, decoding, streamed_blocks(decoding, vocoder, job.iters, prefix), vocoder, **take)
 
 
@@ -84,7 +86,7 @@ def _from_text(pipe: SpectrodiffPipeline, job: Job, progress: Progress | None, t
     if music is not None and music.bpm is not None and loop and exact:
         # The loop is made on whole latent columns and then resampled to `seconds`: condition on the tempo that
         # its bars have before the resampling.
-        made = width * pipe.vae_scale_factor * pipe.spectrogram.step_size_ms / 1000
+        made = width * pipe.seconds_per_column
         timeline = dataclasses.replace(timeline, music=dataclasses.replace(music, bpm=music.bpm * seconds / made))
     latents = _denoise(pipe, job, timeline, width, progress, loop=loop)
     if not loop:
@@ -106,10 +108,13 @@ def generate(pipe: SpectrodiffPipeline, job: GenerateJob, progress: Progress | N
         seconds = bars * bar_seconds(music.bpm, music.meter)
         if seconds > MAX_SECONDS:  # the nearest bars of a picked tempo may overshoot by part of a bar
             bars, seconds = bars - 1, seconds - bar_seconds(music.bpm, music.meter)
+        music = pipe.with_chords(music, job.chords, bars, pipe.style_of(job.prompt), job.seed)
         loop_info = LoopInfo(music.bpm, bars * beats_per_bar(music.meter), music.meter, _root(music.key), job.loop)
     elif job.meter is not None and (music is None or music.bpm is None):
         raise SpectrodiffError(f"meter {job.meter} needs a tempo: give bpm, or name one in the prompt (this model "
                                "picks none)")
+    elif job.chords is not None:
+        raise SpectrodiffError("chords need a tempo: give bpm, or name one in the prompt (this model picks none)")
     return _from_text(pipe, job, progress, Timeline.single(job.keyframe, music), seconds, job.loop, loop_info)
 
 
@@ -121,6 +126,7 @@ def morph(pipe: SpectrodiffPipeline, job: MorphJob, progress: Progress | None = 
     """Interpolate across keyframes over one clip: embeddings lerped, noise slerped, guidance lerped."""
     first = job.keyframes[0]
     music = pipe.resolve_music(first.prompt, first.seed)
+    music = pipe.with_chords(music, None, None, pipe.style_of(first.prompt), first.seed)
     return _from_text(pipe, job, progress, Timeline.morph(list(job.keyframes), job.seconds, music), job.seconds)
 
 
@@ -129,6 +135,7 @@ def compose(pipe: SpectrodiffPipeline, job: ComposeJob, progress: Progress | Non
     tempo for the whole clip (the plan's, else the first keyframe's)."""
     first = job.keyframes[0]
     music = pipe.resolve_music(first.prompt, first.seed, job.bpm, meter=job.meter if job.bpm is not None else None)
+    music = pipe.with_chords(music, None, None, pipe.style_of(first.prompt), first.seed)
     timeline = Timeline.compose(list(job.keyframes), job.transition, music)
     # With the plan's tempo the sections are whole bars, and so is the whole: its WAV says so.
     loop_info = None if job.bpm is None else LoopInfo(job.bpm, timeline.duration * job.bpm / 60, job.meter,
@@ -200,7 +207,7 @@ def inpaint(pipe: SpectrodiffPipeline, job: InpaintJob, progress: Progress | Non
                                f"the audio (0-{duration:.3f} s)")
     width = -(-params.width_for_samples(audio.shape[1]) // factor)
     init, max_value = _encode_audio(pipe, audio, width, job)
-    seconds_per_column = factor * params.step_size_ms / 1000
+    seconds_per_column = pipe.seconds_per_column
     first, last = int(job.start / seconds_per_column), int(np.ceil(job.end / seconds_per_column))
     keep = torch.ones(width, dtype=torch.bool)
     keep[first:last] = False
@@ -267,9 +274,45 @@ MODES = {"generate": generate, "morph": morph, "compose": compose, "remix": remi
          "inpaint": inpaint, "riffuse": riffuse}
 
 
+def tempo_of(pipe: SpectrodiffPipeline, job: Job) -> float | None:
+    """The tempo a beat-time model makes `job` at (None for a clock-time model): the one its music follows, an
+    input's (`--bpm`, else its WAV's acid chunk, else tracked) or a seed image's."""
+    if not pipe.spectrogram.beat_time or pipe.spectrogram.tempo is not None:
+        return None
+    if isinstance(job, GenerateJob):
+        music = pipe.resolve_music(job.prompt, job.seed, job.bpm, job.key, job.meter)
+    elif isinstance(job, (MorphJob, ComposeJob)):
+        first = job.keyframes[0]
+        music = pipe.resolve_music(first.prompt, first.seed, getattr(job, "bpm", None))
+    elif isinstance(job, AudioJob):
+        return input_tempo(job)
+    else:
+        return image_params(open_image(job.seed_image))[0].config.get("tempo")
+    return None if music is None else music.bpm
+
+
+def input_tempo(job: AudioJob) -> float:
+    """The tempo of a job's input audio: `--bpm`, else its WAV's acid chunk, else tracked; SpectrodiffError when
+    it has no steady beat."""
+    if job.bpm is not None:
+        return job.bpm
+    found = _input_tempo(job.audio)
+    if found is not None and found.bpm:
+        return found.bpm
+    from ..codec.beats import track_beats
+
+    audio = load_audio(job.audio, 22050, "mono")
+    grid = track_beats(audio, 22050)
+    if not grid.steady:
+        raise SpectrodiffError(f"{Path(job.audio).name} has no steady beat to follow (pulse clarity "
+                               f"{grid.clarity:.2f}): give its tempo with --bpm")
+    return grid.bpm
+
+
 def make(pipe: SpectrodiffPipeline, job: Job, output: Output | None = None) -> Result:
     """Make any job (a command, a batch line, a sidecar's job, an API request) and write its output triple, its
-    files' names checked before any work."""
+    files' names checked before any work; a beat-time model makes it at its tempo (`tempo_of`)."""
     output = output or Output()
     paths = output_paths(output.out, job, output.overwrite)
-    return write_result(pipe, MODES[job.mode](pipe, job, output.report), paths, output.overwrite)
+    with pipe.at_tempo(tempo_of(pipe, job)):
+        return write_result(pipe, MODES[job.mode](pipe, job, output.report), paths, output.overwrite)

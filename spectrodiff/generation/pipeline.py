@@ -13,6 +13,7 @@ Loops wrap the windows around the end, or, for a single tile, make every convolu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -48,8 +49,9 @@ from ..codec.image import magnitudes
 from ..errors import SpectrodiffError
 from .components import SpectrogramComponent, VocoderComponent
 from .conditions import Music, MusicTable, music_features, takes_music, words_music
+from .harmony import BEAT_TILE_BEATS, aligned_conditions, fit_chords, key_of_chords, parse_chords, without_chords
 from .jobs import MAX_SEED, SCHEDULER_NAMES, TILE_SECONDS, GenerateJob
-from .modes import generate
+from .modes import generate, tempo_of
 from .musical import beats_per_bar
 from .timeline import Timeline
 
@@ -157,6 +159,8 @@ class Windows:
             prompts.
         guidance: `(N,)` each window's guidance scale.
         music: `(N, MUSIC_FEATURES)` musical conditions, or None for a UNet that takes none.
+        aligned: `(ALIGNED_CHANNELS, width)` conditions aligned with the latent's columns
+            (`harmony.aligned_conditions`), or None for a UNet that takes none.
     """
 
     starts: list[int]
@@ -167,6 +171,7 @@ class Windows:
     uncond: torch.Tensor
     guidance: torch.Tensor
     music: torch.Tensor | None
+    aligned: torch.Tensor | None = None
 
 
 @dataclass
@@ -299,13 +304,45 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     @property
     def tile_columns(self) -> int:
-        """Latent columns of one Riffusion tile (5.12 s: 512 pixels, 64 columns)."""
-        return self.spectrogram.tile_width(TILE_SECONDS) // self.vae_scale_factor
+        """Latent columns of one tile: Riffusion's (5.12 s: 512 pixels, 64 columns), or in beat time
+        `BEAT_TILE_BEATS` beats."""
+        params = self.spectrogram
+        if params.beat_time:
+            return max(1, BEAT_TILE_BEATS * params.columns_per_beat // self.vae_scale_factor)
+        return params.tile_width(TILE_SECONDS) // self.vae_scale_factor
+
+    @property
+    def seconds_per_column(self) -> float:
+        """Seconds a latent column spans (in beat time, at the tempo bound by `at_tempo`)."""
+        params = self.spectrogram
+        return self.vae_scale_factor * params.hop_length / params.sample_rate
 
     def column_seconds(self, width: int) -> np.ndarray:
         """Centre time in seconds of each of `width` latent columns."""
-        pixels = (np.arange(width) + 0.5) * self.vae_scale_factor
-        return pixels * self.spectrogram.step_size_ms / 1000
+        return (np.arange(width) + 0.5) * self.seconds_per_column
+
+    @contextlib.contextmanager
+    def at_tempo(self, bpm: float | None) -> Iterator[None]:
+        """Within it, a beat-time model's spectrogram parameters are bound to `bpm` (what every mode's columns,
+        images and audio then follow); nothing changes for a clock-time model. SpectrodiffError for a beat-time
+        model without a tempo, or one outside the tempi it was trained on."""
+        params = self.spectrogram
+        if not params.beat_time or params.tempo is not None:
+            yield
+            return
+        if bpm is None:
+            raise SpectrodiffError("this model's time axis is in beats: it needs a tempo (--bpm, or a style it knows)")
+        table = self.music_table
+        if table is not None:
+            low, high = table.tempo_range()
+            if not low <= bpm <= high:
+                raise SpectrodiffError(f"{bpm:g} BPM is outside the tempi this model was trained on ({low:g}-{high:g} "
+                                       "BPM): ask within them")
+        self.spectrogram = SpectrogramComponent.of(params.at_tempo(bpm))
+        try:
+            yield
+        finally:
+            self.spectrogram = params
 
     # ---- text ----------------------------------------------------------------------------------------------------
 
@@ -340,6 +377,12 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def music_conditioned(self) -> bool:
         """Whether the UNet takes musical conditions (`conditions.music_features`) beside the text."""
         return takes_music(self.unet)
+
+    @property
+    def aligned_channels(self) -> int:
+        """Channels of conditions aligned with the columns (`harmony.aligned_conditions`) the UNet takes beside its
+        latents: 0, or `harmony.ALIGNED_CHANNELS`."""
+        return self.unet.config.in_channels - self.vae.config.latent_channels
 
     @property
     def music_table(self) -> MusicTable | None:
@@ -388,8 +431,10 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def music_labels(self, music: Music | None, starts: list[int]) -> torch.Tensor:
         """`(len(starts), MUSIC_FEATURES)` conditions of latent windows starting at columns `starts`, the bar
-        phase counted from column 0, a downbeat."""
-        column = self.vae_scale_factor * self.spectrogram.step_size_ms / 1000
+        phase counted from column 0, a downbeat. A model with aligned conditions hears its key from the chords."""
+        column = self.seconds_per_column
+        if music is not None and self.aligned_channels:
+            music = dataclasses.replace(music, key=None)
         rows = []
         for start in starts:
             phase = 0.0
@@ -397,6 +442,49 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 phase = start * column * music.bpm / 60 / beats_per_bar(music.meter) % 1.0
             rows.append(music_features(music, phase))
         return torch.from_numpy(np.stack(rows)).to(self._execution_device, self.unet.dtype)
+
+    def with_chords(self, music: Music | None, chords: str | None, bars: int | None, style: str | None,
+                    seed: int) -> Music | None:
+        """`music` with the chord of each of its `bars` bars, for a model with aligned conditions: the asked
+        `chords` (repeated to fill the bars; they imply the key unless one was asked), else a progression typical of
+        the style in the music's key. SpectrodiffError for chords a model cannot follow or that do not fit."""
+        if not self.aligned_channels:
+            if chords is not None:
+                raise SpectrodiffError("this model does not take chords: --chords needs a model trained with them "
+                                       "(mini version 3 or later)")
+            return music
+        if music is None or music.bpm is None:
+            return music
+        if chords is not None:
+            fitted = fit_chords(parse_chords(chords), bars or len(parse_chords(chords)))
+            key = music.key if music.key_source == "asked" else key_of_chords(fitted)
+            return dataclasses.replace(music, key=key, key_source=music.key_source if key == music.key else "chords",
+                                       chords=tuple(fitted), chords_source="asked")
+        table = self.music_table
+        progression = None
+        if table is not None and music.key is not None:
+            progression = table.progression(style or self.style_of_music(music), music.key, seed)
+        return music if progression is None else dataclasses.replace(music, chords=tuple(progression),
+                                                                     chords_source="model")
+
+    def style_of_music(self, music: Music) -> str:
+        """The first style of the model's table whose tempo range holds the music's tempo (else the first)."""
+        styles = self.music_table.styles
+        return next((name for name, entry in styles.items() if entry["tempo"][0] <= music.bpm <= entry["tempo"][1]),
+                    next(iter(styles)))
+
+    def aligned_rows(self, music: Music | None, width: int) -> torch.Tensor | None:
+        """`(ALIGNED_CHANNELS, width)` aligned conditions of a latent from a downbeat, or None for a UNet that takes
+        none."""
+        if not self.aligned_channels:
+            return None
+        params = self.spectrogram
+        if not params.beat_time:
+            raise SpectrodiffError("aligned conditions need a beat-time model (columns_per_beat)")
+        meter = music.meter if music is not None else "4/4"
+        rows = aligned_conditions(None if music is None else music.chords, meter, params.columns_per_beat, width,
+                                  self.vae_scale_factor)
+        return rows.to(self._execution_device, self.unet.dtype)
 
     # ---- latents <-> images ------------------------------------------------------------------------------------
 
@@ -479,7 +567,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def initial_noise(self, timeline: Timeline, width: int) -> torch.Tensor:
         """`(1, C, h, W)` noise: each keyframe's seeded noise, slerped column by column along the timeline."""
-        shape = (self.unet.config.in_channels, self.latent_height, width)
+        shape = (self.vae.config.latent_channels, self.latent_height, width)
         noises = [torch.randn(shape, generator=torch.Generator().manual_seed(k.seed)) for k in timeline.keyframes]
         if len(noises) == 1:
             return noises[0].unsqueeze(0)
@@ -499,7 +587,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         the sample)."""
         params, factor = self.spectrogram, self.vae_scale_factor
         if loop:
-            return max(1, round(seconds * 1000 / params.step_size_ms / factor))
+            return max(1, round(seconds * params.sample_rate / params.hop_length / factor))
         frames = round(seconds * params.sample_rate) / params.hop_length + 1
         return max(1, math.ceil(frames / factor - 1e-9))
 
@@ -553,13 +641,17 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         asked = {"steps": num_inference_steps, "guidance": guidance_scale, "seconds": seconds, "loop": loop,
                  "vocoder": vocoder, "bpm": bpm, "key": key, "bars": bars, "meter": meter}
         asked = {name: value for name, value in asked.items() if value is not None}
-        takes = [generate(self, GenerateJob(prompt=text, negative=negative or "", seed=generator_seed(noise),
-                                            **asked))
-                 for text, negative, noise in zip(prompts, negatives, generators, strict=True)]
+        jobs = [GenerateJob(prompt=text, negative=negative or "", seed=generator_seed(noise), **asked)
+                for text, negative, noise in zip(prompts, negatives, generators, strict=True)]
+        takes, audios, images = [], [], []
+        for job in jobs:
+            with self.at_tempo(tempo_of(self, job)):
+                takes.append(generate(self, job))
+                if output_type != "latent":
+                    audios.append(takes[-1].audio())
+                    images.append(takes[-1].decoding.image())  # whole once the audio is made
         if output_type == "latent":
             return torch.cat([take.decoding.latents for take in takes])
-        audios = [take.audio() for take in takes]
-        images = [take.decoding.image() for take in takes]  # whole once the audio is made
         longest = max(audio.shape[1] for audio in audios)
         stacked = np.stack([np.pad(audio, ((0, 0), (0, longest - audio.shape[1]))) for audio in audios])
         result = (torch.from_numpy(stacked) if output_type == "pt" else stacked, images)
@@ -587,7 +679,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                        torch.lerp(cond[index], cond[following], blend),
                        torch.lerp(uncond[index], uncond[following], blend),
                        torch.from_numpy(timeline.lerp("guidance", centre)).to(device, dtype),
-                       self.music_labels(timeline.music, starts) if self.music_conditioned else None)
+                       self.music_labels(timeline.music, starts) if self.music_conditioned else None,
+                       self.aligned_rows(timeline.music, width))
 
     def predict_noise(self, model_input: torch.Tensor, t: torch.Tensor, windows: Windows,
                       window_batch: int = 4) -> torch.Tensor:
@@ -600,22 +693,30 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             rows = slice(b, b + window_batch)
             cols = torch.stack([_columns(s, windows.tile, windows.width) for s in windows.starts[rows]]).to(device)
             pieces = model_input[0][:, :, cols].permute(2, 0, 1, 3)  # (B, C, h, tile)
-            for piece, c in zip(self._guided_noise(pieces, t, windows, rows), cols, strict=True):
+            for piece, c in zip(self._guided_noise(pieces, t, windows, rows, cols), cols, strict=True):
                 prediction[0].index_add_(-1, c, piece * windows.weights)
                 total.index_add_(0, c, windows.weights)
         return (prediction / total).to(self.unet.dtype)
 
-    def _guided_noise(self, pieces: torch.Tensor, t: torch.Tensor, windows: Windows, rows: slice) -> torch.Tensor:
-        """`(B, C, h, tile)` latents of the windows `rows` -> `(B, C, h, tile)` float32 noise, guided where any of
-        their scales exceeds 1 (one UNet call over both branches)."""
+    def _guided_noise(self, pieces: torch.Tensor, t: torch.Tensor, windows: Windows, rows: slice,
+                      cols: torch.Tensor) -> torch.Tensor:
+        """`(B, C, h, tile)` latents of the windows `rows` (latent columns `cols`, `(B, tile)`) -> `(B, C, h, tile)`
+        float32 noise, guided where any of their scales exceeds 1 (one UNet call over both branches)."""
         guidance, emb = windows.guidance[rows], windows.cond[rows]
         music = None if windows.music is None else windows.music[rows]
+        aligned = None
+        if windows.aligned is not None:
+            aligned = windows.aligned[:, cols].permute(1, 0, 2).unsqueeze(2).expand(-1, -1, pieces.shape[2], -1)
         use_cfg = bool((guidance > 1).any())
         if use_cfg:
             emb = torch.cat([windows.uncond[rows], emb])
             pieces = torch.cat([pieces, pieces])
-            # The unconditional branch knows no music either, so guidance sharpens it like the text.
+            # The unconditional branch knows no music either (nor chords; the bar position is geometry, kept), so
+            # guidance sharpens them like the text.
             music = None if music is None else torch.cat([torch.zeros_like(music), music])
+            aligned = None if aligned is None else torch.cat([without_chords(aligned), aligned])
+        if aligned is not None:
+            pieces = torch.cat([pieces, aligned], dim=1)
         eps = self.unet(pieces, t, encoder_hidden_states=emb, class_labels=music).sample.float()
         if not use_cfg:
             return eps

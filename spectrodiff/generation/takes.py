@@ -17,6 +17,7 @@ from PIL import Image
 from ..codec.audio import DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS
 from ..codec.image import layout, pixels_to_mel, to_uint8, with_exif
 from ..codec.params import RIFFUSION_MAX_VALUE
+from ..codec.retime import retime_pieces
 from ..codec.riff import LoopInfo
 from ..vocoding.reconstruct import CONTEXT_FRAMES, _crossfade, stream_mel_to_waveform, vocode_stream
 from ..vocoding.render import mel_to_audio
@@ -41,33 +42,51 @@ class Decoding:
     Args:
         loop: the latents are a loop's (decoded circular in time).
         max_value: the magnitude black stands for (an input's own; Riffusion's for generated audio).
-        skip_frames: mel frames the audio already has (a prefix): left out of the pieces, still in the PNG.
+        skip_samples: samples of audio the take already has (a prefix): the mel frames they cover are left out of
+            the pieces, still in the PNG.
         report: hears the progress, `report("decoding", pixel columns done, of all)`.
+
+    `params` are the image's (a beat-time model's at its tempo); the mel it yields is at `audio_params`, the clock-time
+    twin the vocoders run at (`codec.retime`; the same params in clock time).
     """
 
     def __init__(self, pipe: SpectrodiffPipeline, latents: torch.Tensor, loop: bool = False,
-                 max_value: float = RIFFUSION_MAX_VALUE, skip_frames: int = 0,
+                 max_value: float = RIFFUSION_MAX_VALUE, skip_samples: int = 0,
                  report: Callable[[str, int, int], None] | None = None):
         self.pipe, self.latents, self.loop, self.max_value = pipe, latents, loop, max_value
-        self.skip_frames, self.report = skip_frames, report
+        self.report = report
         self.params = pipe.spectrogram
+        self.audio_params = self.params.clock() if self.params.beat_time else self.params
+        self.skip_frames = self.audio_params.width_for_samples(skip_samples) if skip_samples else 0
         self.columns: list[np.ndarray] = []
 
     def mel_pieces(self) -> Iterator[torch.Tensor]:
-        """`(C, n_mels, t)` mel pieces in order, as their tiles decode."""
+        """`(C, n_mels, t)` mel pieces at `audio_params`, in order, as their tiles decode (`skip_frames` of them
+        left out)."""
+        pieces = self._image_mel_pieces()
+        done = 0
+        for mel in retime_pieces(pieces, self.params) if self.params.beat_time else pieces:
+            mel, done = mel[..., max(self.skip_frames - done, 0):], done + mel.shape[-1]
+            if mel.shape[-1]:
+                yield mel
+
+    def _image_mel_pieces(self) -> Iterator[torch.Tensor]:
+        """`(C, n_mels, t)` mel pieces at the image's columns; the PNG's columns kept as they pass."""
         width = self.latents.shape[-1] * self.pipe.vae_scale_factor
         for start, pixels in self.pipe.decode_latents(self.latents, loop=self.loop):
             pixels = layout(pixels, self.params)
             self.columns.append(to_uint8(pixels))
-            mel = pixels_to_mel(pixels, self.params, self.max_value)[..., max(self.skip_frames - start, 0):]
             if self.report:
                 self.report("decoding", start + pixels.shape[-1], width)
-            if mel.shape[-1]:
-                yield mel
+            yield pixels_to_mel(pixels, self.params, self.max_value)
 
     def mel(self) -> torch.Tensor:
-        """`(C, n_mels, T)` the whole mel at once."""
+        """`(C, n_mels, T)` the whole mel at once, at `audio_params`."""
         return torch.cat(list(self.mel_pieces()), dim=-1)
+
+    def image_mel(self) -> torch.Tensor:
+        """`(C, n_mels, W)` the whole mel at the image's columns (`params`)."""
+        return torch.cat(list(self._image_mel_pieces()), dim=-1)
 
     def image(self) -> Image.Image:
         """The spectrogram PNG's image, its parameters in EXIF: whole once the mel has been read."""
@@ -151,7 +170,7 @@ def streamed_blocks(decoding: Decoding, vocoder: NeuralVocoder | None, iters: in
                     prefix: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """A plain clip's audio as its tiles decode (`vocode_stream`, else Griffin-Lim of `iters` iterations), after
     `prefix` `(C, N)`, the known audio it continues, which comes first and untouched."""
-    params = decoding.params
+    params = decoding.audio_params
     if prefix is not None:
         yield prefix
     pieces = decoding.mel_pieces()
@@ -161,8 +180,12 @@ def streamed_blocks(decoding: Decoding, vocoder: NeuralVocoder | None, iters: in
 
 def loop_blocks(decoding: Decoding, vocoder: NeuralVocoder | None, iters: int,
                 samples: int | None = None) -> Iterator[np.ndarray]:
-    """A loop's audio: one period (`loop_audio`), resampled to `samples` (`resample_loop`; None: as made)."""
-    audio = loop_audio(decoding.mel(), decoding.params, vocoder, iters)
+    """A loop's audio: one period (`loop_audio`; a beat-time loop's as `mel_to_audio` renders it, re-timed round
+    the loop, whole), resampled to `samples` (`resample_loop`; None: as made)."""
+    if decoding.params.beat_time:
+        audio = mel_to_audio(decoding.image_mel(), decoding.params, vocoder, circular=True, n_iter=iters).numpy()
+    else:
+        audio = loop_audio(decoding.mel(), decoding.params, vocoder, iters)
     yield from ([audio] if samples is None else resample_loop(audio, samples))
 
 

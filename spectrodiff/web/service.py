@@ -175,7 +175,8 @@ class Studio:
         self._stopping.set()
 
     def _make_seed_images(self, folder: Path | None) -> dict[str, Path]:
-        params = self.pipe.spectrogram
+        with self.pipe.at_tempo(MASK_BEAT_BPM):  # a beat-time model's seed images are at og_beat's tempo
+            params = self.pipe.spectrogram
         seeds = self.root / "seed_images"
         seeds.mkdir()
         found = {}
@@ -184,7 +185,7 @@ class Studio:
             found[name] = save_image(seeds / f"{name}.png",
                                      audio_to_image(np.stack([audio] * params.channels), params))
         columns = self.pipe.tile_columns * self.pipe.vae_scale_factor
-        beat = round(60_000 / MASK_BEAT_BPM / params.step_size_ms)
+        beat = round(60 * params.sample_rate / MASK_BEAT_BPM / params.hop_length)
         for name, draw in MASKS.items():
             found[name] = seeds / f"{name}.png"
             Image.fromarray(np.round(draw(params.num_frequencies, columns, beat) * 255).astype(np.uint8)).save(
@@ -204,7 +205,9 @@ class Studio:
 
     @property
     def tile_seconds(self) -> float:
-        return self.pipe.tile_columns * self.pipe.vae_scale_factor * self.pipe.spectrogram.step_size_ms / 1000
+        """A tile's seconds (a beat-time model's at og_beat's tempo)."""
+        with self.pipe.at_tempo(MASK_BEAT_BPM):
+            return self.pipe.tile_columns * self.pipe.seconds_per_column
 
     def result(self, result_id: str) -> StoredResult:
         if result_id not in self._results:

@@ -149,6 +149,9 @@ WORDS = {
     ("generate", "bars"): ("Bars", "Length in bars at the BPM (give a BPM too). Empty: the whole bars nearest "
                                    "Seconds."),
     ("generate", "key"): ("Key", "Written into the file name and the WAV's root note. Empty: the model picks."),
+    ("generate", "chords"): ("Chords", "One chord a bar, repeated to fill the loop, e.g. Fm Db Ab Eb (they imply the "
+                                       "key). Empty: a progression typical of the style. For models trained with "
+                                       "chords (mini v3)."),
     ("*", "guidance"): ("Guidance", "How closely the music follows the prompt: higher is closer, lower freer."),
 }
 # What an optional setting left empty means, shown in its empty box or as its list's empty choice, keyed as WORDS.
@@ -277,6 +280,7 @@ def generate_tab(studio: Studio) -> None:
             with gr.Row():  # musical time: whole bars at a tempo, the tempo and key written into the WAV
                 controls |= {"bpm": control("generate", "bpm", label="BPM"),
                              **{name: control("generate", name) for name in ("bars", "key", "meter")}}
+            controls["chords"] = control("generate", "chords")
             controls |= more_settings(("generate",), set(controls))
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")
         outputs = _result_panel(loop=True)
