@@ -223,7 +223,8 @@ def test_a_sidecars_job_keeps_its_fields_and_their_order():
     inpaint = job_from_dict({"mode": "inpaint", "audio": "in/take.wav", "prompt": "fill", "start": 1, "end": 2})
     assert json.dumps(inpaint.to_dict()) == (
         '{"mode": "inpaint", "audio": "in/take.wav", "prompt": "fill", "seed": 0, "guidance": 7.0, "negative": "", '
-        '"bpm": null, "start": 1.0, "end": 2.0, "steps": 25, "scheduler": null, "iters": 32, "vocoder": null, "sample_rate": null, '
+        '"bpm": null, "start": 1.0, "end": 2.0, "steps": 25, "scheduler": null, "iters": 32, "vocoder": null, '
+        '"sample_rate": null, '
         '"encode_steps": null}')
 
 
