@@ -752,7 +752,8 @@ def prepare_command(opts: PrepareOptions) -> None:
         manifest = prepare_dataset(opts.catalogue, out, opts.seconds, opts.hop, opts.min_rms,
                                    opts.workers or default_workers(), opts.validation, opts.seed, opts.stereo,
                                    opts.n_mels, progress=lambda done, total: report("preparing", done, total),
-                                   columns_per_beat=opts.columns_per_beat, beats=opts.beats, unsteady=opts.unsteady)
+                                   columns_per_beat=opts.columns_per_beat, beats=opts.beats, unsteady=opts.unsteady,
+                                   strict_tempo=opts.strict_tempo)
     counts, run = manifest["counts"], manifest["run"]
     tiles, tracks = counts["tiles"], counts["tracks"]
     summary = (f"{tiles['train'] + tiles['validation']} tiles in {out}: train {tiles['train']} from "

@@ -415,7 +415,7 @@ def test_missing_inputs_and_outputs_in_the_way_are_reported_before_the_model_loa
 
 @pytest.mark.parametrize("plan, words", [
     ("keyframes:\n  - {prompt: x, bar: 2}\nbpm: 120\n",
-     "line 2: unknown field 'bar' (fields: prompt, seed, strength, guidance, negative, seconds, bars)"),
+     "line 2: unknown field 'bar' (fields: prompt, seed, strength, guidance, negative, seconds, bars, bpm)"),
     ("keyframes:\n  - {prompt: {a: 1}, seconds: 2}\n", "line 2: prompt must be text, got {'a': 1}"),
     ("keyframes:\n  - {prompt: x, seconds: 2, 3: 4, zz: 5}\n", "line 2: unknown field 3"),
     ("keyframes:\n  - {prompt: x, seconds: 1" + "0" * 5000 + "}\n",

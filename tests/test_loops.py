@@ -148,7 +148,7 @@ def test_a_compose_plan_in_bars_joins_on_bar_lines(pipe, tmp_path):
 @pytest.mark.parametrize("plan, words", [
     ("bpm: 120\nkeyframes:\n  - {prompt: a, bars: 2}\n  - prompt: b\n    seconds: 5\n",
      "plan.yaml line 5: 5 s is not whole bars of 4/4 at 120 BPM (2 s a bar)"),
-    ("keyframes:\n  - prompt: a\n    bars: 2\n", "plan.yaml line 3: bars needs the plan's bpm"),
+    ("keyframes:\n  - prompt: a\n    bars: 2\n", "plan.yaml line 3: bars needs a tempo: give the keyframe"),
     ("bpm: 120\nkeyframes:\n  - {prompt: a, bars: 2, seconds: 4}\n", "line 3: give bars or seconds, not both"),
     ("bpm: 120\nkeyframes:\n  - prompt: a\n    bars: 0\n", "line 4: bars must be between 1 and 64, got 0"),
     ("bpm: 500\nkeyframes:\n  - {prompt: a, bars: 2}\n", "line 1: bpm must be between 40 and 240, got 500"),

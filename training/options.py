@@ -290,6 +290,9 @@ class PrepareOptions(TileSettings):
     beats: int = setting(16, "Beat-time tiles: a tile's length in beats.", low=1, high=1024)
     unsteady: Literal["skip", "clock"] = setting("skip", "Beat-time tiles: files with no steady beat are skipped, "
                                                  "or tiled in clock time; listed either way.")
+    strict_tempo: bool = setting(False, "Beat-time tiles: a file whose tracked tempo is ambiguous (half or double "
+                                 "nearly as likely) is an error naming both tempi, not tiled at the tracker's "
+                                 "guess; give its tempo in tempo.csv or <file>.tempo.json.")
 
     @field_validator("validation")
     @classmethod

@@ -671,11 +671,14 @@ def write_manifest(catalogue: Path, out: Path, scan: Scan, records: dict[str, di
     return manifest
 
 
-def beat_grids(catalogue: Path, scan: Scan, tiling: DatasetTiling, unsteady: str) -> dict[str, BeatGrid]:
+def beat_grids(catalogue: Path, scan: Scan, tiling: DatasetTiling, unsteady: str,
+               strict_tempo: bool = False) -> dict[str, BeatGrid]:
     """Each candidate's bars for beat-time tiles: the reference catalogue's labels (exact; its clips start on a
     downbeat), else what the user gives (a tempo.csv or per-file sidecar), else tracked. A file with no steady
-    beat is tiled in clock time (`unsteady="clock"`) or skipped ("skip"), listed either way: never mis-tiled."""
-    from spectrodiff.codec.beats import load_known_tempi, track_beats
+    beat is tiled in clock time (`unsteady="clock"`) or skipped ("skip"), listed either way: never mis-tiled. A
+    tracked tempo the tracker found ambiguous (half or double nearly as likely) is listed, and with `strict_tempo`
+    is a SpectrodiffError naming the file, both tempi and how to give the tempo."""
+    from spectrodiff.codec.beats import TEMPO_CSV, TEMPO_SIDECAR, load_known_tempi, track_beats
 
     labels, known = load_music_labels(catalogue), load_known_tempi(catalogue)
     grids: dict[str, BeatGrid] = {}
@@ -689,6 +692,13 @@ def beat_grids(catalogue: Path, scan: Scan, tiling: DatasetTiling, unsteady: str
         params = tiling.params
         audio = load_audio(catalogue / source, params.sample_rate, "mono")
         tracked = track_beats(audio, params.sample_rate)
+        if tracked.steady and tracked.ambiguous:
+            other = "" if tracked.runner_up is None else f" or {tracked.runner_up:.1f}"
+            said = (f"{source}: its tempo is ambiguous ({tracked.bpm:.1f}{other} BPM); give it in {TEMPO_CSV} "
+                    f"(columns file, bpm, downbeat) or {PurePosixPath(source).stem}{TEMPO_SIDECAR}")
+            if strict_tempo:
+                raise SpectrodiffError(said)
+            warnings.warn(f"{said}; tiled at {tracked.bpm:.1f} BPM (--strict-tempo refuses it)", stacklevel=3)
         if tracked.steady:
             grids[source] = BeatGrid(round(tracked.bpm, 2), round(tracked.first_downbeat, 4),
                                      f"{tracked.beats_per_bar}/4", "tracked")
@@ -716,6 +726,7 @@ def prepare_dataset(
     columns_per_beat: int | None = None,
     beats: int = 16,
     unsteady: str = "skip",
+    strict_tempo: bool = False,
 ) -> dict:
     """Turn a folder of audio into a training dataset (see the module's docstring for the layout); resumable.
 
@@ -732,8 +743,9 @@ def prepare_dataset(
         stereo: stereo tiles (G = left, B = right) instead of mono.
         n_mels: image height (mel bins); Riffusion's is 512, smaller models may use fewer.
         progress: called as `progress(files_done, files_total)`.
-        columns_per_beat, beats, unsteady: beat-time tiles (`beat_grids`, `DatasetTiling`): columns a beat, a
-            tile's beats, and what becomes of files with no steady beat ("skip" or "clock").
+        columns_per_beat, beats, unsteady, strict_tempo: beat-time tiles (`beat_grids`, `DatasetTiling`): columns
+            a beat, a tile's beats, what becomes of files with no steady beat ("skip" or "clock"), and whether a
+            file whose tracked tempo is ambiguous stops the run before anything is written.
     Returns:
         The manifest, also written to `out/manifest.json`. Unreadable files are skipped with a warning each and
         listed there. Raises SpectrodiffError when there is no audio at all, or no tile could be made.
@@ -741,17 +753,19 @@ def prepare_dataset(
     PrepareOptions.from_dict({"catalogue": catalogue, "out": out, "seconds": seconds, "hop": hop,
                               "min_rms": min_rms_db, "workers": workers, "validation": validation, "seed": seed,
                               "stereo": stereo, "n_mels": n_mels, "columns_per_beat": columns_per_beat,
-                              "beats": beats, "unsteady": unsteady}, flag=True)  # before any work
+                              "beats": beats, "unsteady": unsteady, "strict_tempo": strict_tempo},
+                             flag=True)  # before any work
     catalogue, out = Path(catalogue), Path(out)
     tiling = DatasetTiling(seconds, hop, stereo, n_mels, min_rms_db, columns_per_beat, beats)
     _check_folders(catalogue, out)
     table = load_caption_table(catalogue)  # read first: a malformed table stops the run before any work
     scan = scan_catalogue(catalogue, tiling, table)
+    # tempi before anything is written: --strict-tempo stops at an ambiguous one
+    grids = beat_grids(catalogue, scan, tiling, unsteady, strict_tempo) if columns_per_beat else None
     out.mkdir(parents=True, exist_ok=True)
     (out / RECORDS).mkdir(exist_ok=True)
     # Tiles are written straight into the split their track will most likely end in; if tracks drop out (silent
     # or undecodable) and the split changes, the finished tiles are moved at the end.
-    grids = beat_grids(catalogue, scan, tiling, unsteady) if columns_per_beat else None
     likely = assign_splits(scan.candidates, validation, seed)
     records, tiled = tile_catalogue(catalogue, out, scan, tiling, likely, workers, progress, grids)
     if not any(record["tiles"] for record in records.values()):
@@ -759,5 +773,6 @@ def prepare_dataset(
                                f"--min-rms {min_rms_db:g} dBFS")
     splits, lines = split_tracks(catalogue, out, records, table, validation, seed)
     options = {"validation": validation, "seed": seed, "stereo": stereo} | (
-        {"columns_per_beat": columns_per_beat, "beats": beats, "unsteady": unsteady} if columns_per_beat else {})
+        {"columns_per_beat": columns_per_beat, "beats": beats, "unsteady": unsteady, "strict_tempo": strict_tempo}
+        if columns_per_beat else {})
     return write_manifest(catalogue, out, scan, records, splits, lines, tiling, options, tiled)

@@ -113,7 +113,8 @@ class BeatGrid:
     seconds into the audio (0 <= first_downbeat < one bar). `clarity` (0-1, the comb salience of the tempo) says how
     strongly the audio's onsets repeat at the beat; `steady` that it is clear enough and that the tracked beats keep
     to one grid, enough to tile or warp by it; `ambiguous` that the tempo ranker found another tempo (most often half
-    or double) nearly as likely (it gave this one less than AMBIGUOUS_PROBABILITY)."""
+    or double) nearly as likely (it gave this one less than AMBIGUOUS_PROBABILITY); `runner_up` is the tempo it
+    ranked next (None when it weighed no other)."""
 
     bpm: float
     first_downbeat: float
@@ -121,6 +122,7 @@ class BeatGrid:
     clarity: float
     steady: bool
     ambiguous: bool
+    runner_up: float | None = None
 
     @property
     def beat_seconds(self) -> float:
@@ -269,15 +271,16 @@ def tempo_candidates(audio: np.ndarray, rate: int, *, min_bpm: float = 40.0,
     return _tempo_candidates(_onsets(_mono(audio, rate)), min_bpm, max_bpm)
 
 
-def _tempo(onsets: _Onsets, min_bpm: float, max_bpm: float) -> tuple[float, float, float]:
-    """The most likely tempo between the bounds, the ranker's probability for it (softmax over the candidates) and
-    its comb salience."""
+def _tempo(onsets: _Onsets, min_bpm: float, max_bpm: float) -> tuple[float, float, float, float | None]:
+    """The most likely tempo between the bounds, the ranker's probability for it (softmax over the candidates), its
+    comb salience, and the next most likely tempo (None when there is no other candidate)."""
     bpms, features = _tempo_candidates(onsets, min_bpm, max_bpm)
     scores = features @ np.asarray(TEMPO_WEIGHTS)
     probability = np.exp(scores - scores.max())
     probability /= probability.sum()
-    best = int(np.argmax(scores))
-    return float(bpms[best]), float(probability[best]), float(features[best, TEMPO_FEATURES.index("comb salience")])
+    best, *others = np.argsort(-scores, kind="stable")
+    return (float(bpms[best]), float(probability[best]), float(features[best, TEMPO_FEATURES.index("comb salience")]),
+            float(bpms[others[0]]) if others else None)
 
 
 def _dp_beats(strength: np.ndarray, period: float) -> np.ndarray:
@@ -458,7 +461,7 @@ def track_beats(audio: np.ndarray, rate: int, *, meter: str = "4/4", min_bpm: fl
     onsets = _onsets(signal)
     if not onsets.strength.any():
         return BeatGrid(float(np.clip(FEATURE_CENTRE_BPM, min_bpm, max_bpm)), 0.0, per_bar, 0.0, False, True)
-    bpm, probability, salience = _tempo(onsets, min_bpm, max_bpm)
+    bpm, probability, salience, runner_up = _tempo(onsets, min_bpm, max_bpm)
     period, phase, on_grid = _beat_grid(onsets, bpm, min_bpm, max_bpm)
     seconds = _first_downbeat(onsets, period, phase, per_bar, starts_on_downbeat) / FRAME_RATE - ONSET_LATENCY
     bar = per_bar * period / FRAME_RATE
@@ -466,7 +469,8 @@ def track_beats(audio: np.ndarray, rate: int, *, meter: str = "4/4", min_bpm: fl
         seconds -= bar
     clarity = float(np.clip(salience, 0, 1))
     return BeatGrid(60.0 * FRAME_RATE / period, max(0.0, seconds), per_bar, clarity,
-                    clarity >= STEADY_CLARITY and on_grid >= STEADY_ON_GRID, probability < AMBIGUOUS_PROBABILITY)
+                    clarity >= STEADY_CLARITY and on_grid >= STEADY_ON_GRID, probability < AMBIGUOUS_PROBABILITY,
+                    runner_up)
 
 
 # ---- tempi a user gives ---------------------------------------------------------------------------------------

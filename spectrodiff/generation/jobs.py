@@ -66,8 +66,8 @@ def _seconds(default: float, what: str) -> Any:
 
 
 class Keyframe(Settings):
-    """One point of a timeline: what plays there. `seconds` is the span it owns in a composition (unused by
-    morphs); `strength` how far an image-to-image job moves from its input."""
+    """One point of a timeline: what plays there. `seconds` (or `bars` at `bpm`) is the span it owns in a composition
+    (unused by morphs); `strength` how far an image-to-image job moves from its input."""
 
     prompt: str = _prompt()
     seed: int = _seed()
@@ -75,6 +75,11 @@ class Keyframe(Settings):
     guidance: float = _guidance()
     negative: str = _negative()
     seconds: float | None = _seconds(None, "The span it holds in a composition.")
+    bars: int | None = setting(None, "The span it holds in a composition, in bars (instead of seconds; needs a "
+                               "tempo: its bpm or the plan's).", low=1, high=MAX_BARS)
+    bpm: float | None = setting(None, "Its section's tempo in a composition (default: the plan's bpm, else its "
+                                "prompt's). A beat-time model changes tempo on the bar line; a clock-time model "
+                                "makes one tempo.", low=MIN_BPM, high=MAX_BPM)
 
     positional: ClassVar[tuple[str, ...]] = ("prompt",)
 
@@ -220,28 +225,46 @@ class ComposeJob(Job):
     """A timeline of keyframes, each holding its seconds, blended over `transition` at the boundaries."""
 
     mode: ClassVar[str] = "compose"
-    keyframes: tuple[Keyframe, ...] = setting(REQUIRED, "Keyframes, each with its seconds.", low=1,
+    keyframes: tuple[Keyframe, ...] = setting(REQUIRED, "Keyframes, each with its seconds or bars.", low=1,
                                               max_items=MAX_KEYFRAMES, cli="")
-    transition: float = setting(2.0, "Seconds over which neighbouring keyframes blend.", low=0, high=MAX_SECONDS,
-                                cli="")
-    bpm: float | None = setting(None, "Tempo of the whole clip: every keyframe then holds whole bars, so every join "
-                                "lands on a bar line.", low=MIN_BPM, high=MAX_BPM, cli="")
+    transition: float = setting(2.0, "Seconds over which neighbouring keyframes blend (in beat time, the half "
+                                "before a join at its section's tempo, the half after at the next one's).", low=0,
+                                high=MAX_SECONDS, cli="")
+    bpm: float | None = setting(None, "Tempo of the whole clip (a keyframe's own bpm overrides it for its section): "
+                                "every keyframe then holds whole bars, so every join lands on a bar line.",
+                                low=MIN_BPM, high=MAX_BPM, cli="")
     meter: str = setting("4/4", "Time signature of the bars.", choices=METERS, cli="")
 
     @model_validator(mode="after")
     def _keyframes_fill_the_clip(self) -> ComposeJob:
+        """Each keyframe's span: bars at its tempo (its bpm, else the plan's) worked out in seconds, or seconds that
+        are whole bars where a tempo is given; the sum held to MAX_SECONDS."""
+        keyframes = []
         for n, keyframe in enumerate(self.keyframes, 1):
-            if keyframe.seconds is None:
-                refuse(f"keyframe {n} has no seconds")
-            if self.bpm is not None:
+            bpm = self.section_bpm(keyframe)
+            if keyframe.seconds is None and keyframe.bars is None:
+                refuse(f"keyframe {n} has no seconds or bars")
+            if bpm is None:
+                if keyframe.bars is not None:
+                    refuse(f"keyframe {n}: bars needs a tempo: give the keyframe or the plan a bpm")
+            elif keyframe.bars is not None:  # bars decide, as a generate job's do
+                keyframe = keyframe.model_copy(update={"seconds": keyframe.bars * bar_seconds(bpm, self.meter)})
+            else:
                 try:
-                    whole_bars(keyframe.seconds, self.bpm, self.meter, f"keyframe {n}")
+                    bars = whole_bars(keyframe.seconds, bpm, self.meter, f"keyframe {n}")
                 except SpectrodiffError as exc:
                     refuse(str(exc))
-        total = sum(k.seconds for k in self.keyframes)
+                keyframe = keyframe.model_copy(update={"bars": bars})
+            keyframes.append(keyframe)
+        total = sum(k.seconds for k in keyframes)
         if total > MAX_SECONDS:
             refuse(f"the keyframes' seconds add up to {total:g}; at most {MAX_SECONDS:g}")
+        object.__setattr__(self, "keyframes", tuple(keyframes))  # worked out from the settings given
         return self
+
+    def section_bpm(self, keyframe: Keyframe) -> float | None:
+        """The tempo a keyframe's section asks for: its own, else the plan's (None: the model's pick, if any)."""
+        return keyframe.bpm if keyframe.bpm is not None else self.bpm
 
 
 class AudioJob(EncodingJob):

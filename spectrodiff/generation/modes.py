@@ -5,6 +5,7 @@ the output triple (`output.write_result`) and `SpectrodiffPipeline.__call__` ret
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from ..codec.audio import AUDIO_SUFFIXES, load_audio
 from ..codec.convert import audio_to_pixels
 from ..codec.image import image_params, image_pixels, open_image
 from ..codec.params import RIFFUSION_MAX_VALUE
+from ..codec.retime import TempoMap, columns_per_clock_column
 from ..codec.riff import LoopInfo, read_loop_info
 from ..errors import SpectrodiffError
 from ..settings import number_words
@@ -39,7 +41,7 @@ from .jobs import (
 from .musical import bar_seconds, beats_per_bar, nearest_bars, parse_key
 from .output import Output, Result, encode_steps, file_sha256, write_result
 from .paths import output_paths
-from .takes import Decoding, Take, loop_blocks, streamed_blocks
+from .takes import Decoding, Take, WarpedDecoding, loop_blocks, streamed_blocks
 from .timeline import Timeline
 
 if TYPE_CHECKING:  # the pipeline calls `generate` (its __call__)
@@ -49,6 +51,9 @@ Progress = Callable[[str, int, int], None]  # hears (stage, done, total)
 
 # Seconds of audio crossfaded where inpainted audio meets the original.
 INPAINT_CROSSFADE = 0.02
+# A warp changes the tempo by at most this factor (`codec.warp.nearest_octave`): a plain clip to be warped is made
+# this much longer than its bars and one more, so that its bars from its first downbeat are all in it.
+WARP_REACH = 2 ** 0.5
 
 
 def _denoise(pipe: SpectrodiffPipeline, job: Job, timeline: Timeline, width: int, progress: Progress | None,
@@ -66,22 +71,27 @@ def _vocoder(pipe: SpectrodiffPipeline, job: Job) -> NeuralVocoder | None:
 
 
 def _streamed(pipe: SpectrodiffPipeline, job: Job, latents: torch.Tensor, progress: Progress | None,
-              max_value: float = RIFFUSION_MAX_VALUE, prefix: np.ndarray | None = None, **take) -> Take:
+              max_value: float = RIFFUSION_MAX_VALUE, prefix: np.ndarray | None = None,
+              tempo_map: TempoMap | None = None, **take) -> Take:
     """A plain clip's take, its tiles vocoded as they decode, after `prefix` `(C, N)` (the input it continues:
-    its audio resumes after the frames the prefix covers, and the PNG still shows every column); `take`: the rest
-    of the Take's fields."""
+    its audio resumes after the frames the prefix covers, and the PNG still shows every column); a beat-time
+    composition's sections each heard at its tempo (`tempo_map`); `take`: the rest of the Take's fields."""
     skip = 0 if prefix is None else prefix.shape[1]
-    decoding = Decoding(pipe, latents, max_value=max_value, skip_samples=skip, report=progress)
+    decoding = Decoding(pipe, latents, max_value=max_value, skip_samples=skip, report=progress, tempo_map=tempo_map)
     vocoder = _vocoder(pipe, job)
     return Take(job, decoding, streamed_blocks(decoding, vocoder, job.iters, prefix), vocoder, **take)
 
 
 def _from_text(pipe: SpectrodiffPipeline, job: Job, progress: Progress | None, timeline: Timeline, seconds: float,
-               loop: bool = False, loop_info: LoopInfo | None = None) -> Take:
+               loop: bool = False, loop_info: LoopInfo | None = None, bars: int | None = None) -> Take:
     """Denoise `timeline` into a clip of `seconds` (a loop: whole latent columns, circular throughout; with
-    `loop_info`, resampled to exactly `seconds`), which keeps the music it followed."""
-    width = pipe.columns_for(seconds, loop)
+    `loop_info`, resampled to exactly `seconds`), which keeps the music it followed. With `bars`, a clock-time
+    model's clip is warped to that many bars at the music's tempo (`WarpedDecoding`); a plain one is made long
+    enough for the warp to read its bars from its first downbeat at any tempo it may be brought from."""
     music = timeline.music
+    warp = bars is not None and not pipe.spectrogram.beat_time
+    source_seconds = WARP_REACH * (seconds + bar_seconds(music.bpm, music.meter)) if warp and not loop else seconds
+    width = pipe.columns_for(source_seconds, loop)
     exact = not loop or loop_info is not None
     if music is not None and music.bpm is not None and loop and exact:
         # The loop is made on whole latent columns and then resampled to `seconds`: condition on the tempo that
@@ -89,9 +99,12 @@ def _from_text(pipe: SpectrodiffPipeline, job: Job, progress: Progress | None, t
         made = width * pipe.seconds_per_column
         timeline = dataclasses.replace(timeline, music=dataclasses.replace(music, bpm=music.bpm * seconds / made))
     latents = _denoise(pipe, job, timeline, width, progress, loop=loop)
+    vocoder = _vocoder(pipe, job)
+    decoding = WarpedDecoding(pipe, latents, music, bars, vocoder, job.iters, loop, progress) if warp else \
+        Decoding(pipe, latents, loop=loop, report=progress)
     if not loop:
-        return _streamed(pipe, job, latents, progress, seconds=seconds, loop_info=loop_info, music=music)
-    decoding, vocoder = Decoding(pipe, latents, loop=True, report=progress), _vocoder(pipe, job)
+        return Take(job, decoding, streamed_blocks(decoding, vocoder, job.iters), vocoder, seconds,
+                    loop_info=loop_info, music=music)
     samples = round(seconds * pipe.spectrogram.sample_rate) if exact else None
     return Take(job, decoding, loop_blocks(decoding, vocoder, job.iters, samples), vocoder,
                 seconds if exact else None, loop_info=loop_info, music=music)
@@ -115,7 +128,8 @@ def generate(pipe: SpectrodiffPipeline, job: GenerateJob, progress: Progress | N
                                "picks none)")
     elif job.chords is not None:
         raise SpectrodiffError("chords need a tempo: give bpm, or name one in the prompt (this model picks none)")
-    return _from_text(pipe, job, progress, Timeline.single(job.keyframe, music), seconds, job.loop, loop_info)
+    return _from_text(pipe, job, progress, Timeline.single(job.keyframe, music), seconds, job.loop, loop_info,
+                      None if loop_info is None else bars)
 
 
 def _root(key: str | None) -> int | None:
@@ -131,16 +145,75 @@ def morph(pipe: SpectrodiffPipeline, job: MorphJob, progress: Progress | None = 
 
 
 def compose(pipe: SpectrodiffPipeline, job: ComposeJob, progress: Progress | None = None) -> Take:
-    """A timeline of keyframes, each holding for its `seconds`, blended over `transition` at the boundaries; one
-    tempo for the whole clip (the plan's, else the first keyframe's)."""
-    first = job.keyframes[0]
-    music = pipe.resolve_music(first.prompt, first.seed, job.bpm, meter=job.meter if job.bpm is not None else None)
+    """A timeline of keyframes, each holding for its `seconds`, blended over `transition` at the boundaries. A
+    beat-time model gives each section its own tempo (`_compose_in_beats`); a clock-time one makes one tempo for the
+    whole clip (the plan's or the keyframes' own, else the first keyframe's)."""
+    if pipe.spectrogram.beat_time:
+        return _compose_in_beats(pipe, job, progress)
+    tempi = {job.section_bpm(keyframe) for keyframe in job.keyframes}
+    if len(tempi) > 1:
+        asked = " and ".join("none" if bpm is None else f"{bpm:g} BPM" for bpm in sorted(tempi, key=lambda t: t or 0))
+        raise SpectrodiffError(f"the keyframes ask for {asked}: this model's time axis is in seconds and makes one "
+                               "tempo a clip (give the plan one bpm, or use a beat-time model)")
+    bpm, first = tempi.pop(), job.keyframes[0]
+    music = pipe.resolve_music(first.prompt, first.seed, bpm, meter=job.meter if bpm is not None else None)
     music = pipe.with_chords(music, None, None, pipe.style_of(first.prompt), first.seed)
     timeline = Timeline.compose(list(job.keyframes), job.transition, music)
     # With the plan's tempo the sections are whole bars, and so is the whole: its WAV says so.
-    loop_info = None if job.bpm is None else LoopInfo(job.bpm, timeline.duration * job.bpm / 60, job.meter,
-                                                      _root(music.key), loop=False)
+    loop_info = None if bpm is None else LoopInfo(bpm, timeline.duration * bpm / 60, job.meter, _root(music.key),
+                                                  loop=False)
     return _from_text(pipe, job, progress, timeline, timeline.duration, loop_info=loop_info)
+
+
+def _compose_in_beats(pipe: SpectrodiffPipeline, job: ComposeJob, progress: Progress | None) -> Take:
+    """A composition on a beat-time model bound to its first section's tempo (`make`): the canvas is in beats, a
+    section of whole bars `bars x beats a bar x columns_per_beat` columns whatever its tempo, and each section is
+    heard at its own tempo (`TempoMap`), the next following on its bar line with no gap; blends last their seconds
+    at each side's tempo. The sidecar lists the sections; the WAV's acid tempo is written only where every section
+    asked for the same one (a file holds one)."""
+    tempi = _section_tempi(pipe, job)
+    params, meter, first = pipe.spectrogram, job.meter, job.keyframes[0]
+    canvas = params.config.tempo
+    music = pipe.resolve_music(first.prompt, first.seed, job.section_bpm(first), meter=meter)
+    music = pipe.with_chords(dataclasses.replace(music, bpm=canvas), None, None, pipe.style_of(first.prompt),
+                             first.seed)
+    keyframes = list(job.keyframes)
+    timeline = Timeline.compose(keyframes, job.transition, music, [bpm / canvas for bpm in tempi])
+    # Beats of each section: its bars exactly, else (a tempo the model picked) its seconds, kept as generate keeps them
+    beats = [k.bars * beats_per_bar(meter) if k.bars is not None else k.seconds * bpm / 60
+             for k, bpm in zip(keyframes, tempi, strict=True)]
+    widths = [b * params.config.columns_per_beat for b in beats]
+    latents = _denoise(pipe, job, timeline, math.ceil(sum(widths)) // pipe.vae_scale_factor + 1, progress)
+    steps = tuple(columns_per_clock_column(params.at_tempo(bpm)) for bpm in tempi)
+    asked = len(set(tempi)) == 1 and all(k.bars is not None for k in keyframes)
+    loop_info = LoopInfo(canvas, sum(beats), meter, _root(music.key), loop=False) if asked else None
+    starts = np.cumsum([0.0] + [k.seconds for k in keyframes[:-1]])
+    sections = [{"start": round(float(start), 6), "seconds": round(k.seconds, 6),
+                 "bars": k.bars if k.bars is not None else round(b / beats_per_bar(meter), 6), "bpm": bpm,
+                 "prompt": k.prompt} for start, k, b, bpm in zip(starts, keyframes, beats, tempi, strict=True)]
+    return _streamed(pipe, job, latents, progress, tempo_map=TempoMap(tuple(widths[:-1]), steps),
+                     seconds=float(sum(k.seconds for k in keyframes)), loop_info=loop_info, music=music,
+                     record={"sections": sections})
+
+
+def _section_tempi(pipe: SpectrodiffPipeline, job: ComposeJob) -> list[float]:
+    """Each section's tempo in a beat-time composition: its keyframe's, the plan's, else its prompt's pick.
+    SpectrodiffError for a section with no tempo or one the model was not trained on."""
+    tempi = []
+    for n, keyframe in enumerate(job.keyframes, 1):
+        bpm = job.section_bpm(keyframe)
+        if bpm is None:
+            music = pipe.resolve_music(keyframe.prompt, keyframe.seed)
+            bpm = None if music is None else music.bpm
+        if bpm is None:
+            raise SpectrodiffError(f"keyframe {n} has no tempo and this model's time axis is in beats: give it or "
+                                   "the plan a bpm")
+        try:
+            pipe.check_tempo(bpm)
+        except SpectrodiffError as exc:
+            raise SpectrodiffError(f"keyframe {n}: {exc}") from None
+        tempi.append(bpm)
+    return tempi
 
 
 def _load_input(pipe: SpectrodiffPipeline, path: Path) -> np.ndarray:
@@ -186,7 +259,7 @@ def extend(pipe: SpectrodiffPipeline, job: ExtendJob, progress: Progress | None 
     known = params.width_for_samples(audio.shape[1]) // factor  # columns wholly inside the input
     total = audio.shape[1] / params.sample_rate + job.seconds
     width = max(pipe.columns_for(total), known + 1)
-    init, max_value = _encode_audio(pipe, audio[:, : known * factor * params.hop_length], width, job)
+    init, max_value = _encode_audio(pipe, audio[:, : round(known * factor * params.hop_length)], width, job)
     keep = torch.zeros(width, dtype=torch.bool)
     keep[:known] = True
     latents = _denoise(pipe, job, Timeline.single(job.keyframe), width, progress, init_latents=init,
@@ -281,30 +354,32 @@ def tempo_of(pipe: SpectrodiffPipeline, job: Job) -> float | None:
         return None
     if isinstance(job, GenerateJob):
         music = pipe.resolve_music(job.prompt, job.seed, job.bpm, job.key, job.meter)
-    elif isinstance(job, (MorphJob, ComposeJob)):
+    elif isinstance(job, ComposeJob):  # the canvas is at the first section's tempo
         first = job.keyframes[0]
-        music = pipe.resolve_music(first.prompt, first.seed, getattr(job, "bpm", None))
+        music = pipe.resolve_music(first.prompt, first.seed, job.section_bpm(first))
+    elif isinstance(job, MorphJob):
+        first = job.keyframes[0]
+        music = pipe.resolve_music(first.prompt, first.seed)
     elif isinstance(job, AudioJob):
-        return input_tempo(job)
+        return input_tempo(job.audio, job.bpm)
     else:
         return image_params(open_image(job.seed_image))[0].config.get("tempo")
     return None if music is None else music.bpm
 
 
-def input_tempo(job: AudioJob) -> float:
-    """The tempo of a job's input audio: `--bpm`, else its WAV's acid chunk, else tracked; SpectrodiffError when
-    it has no steady beat."""
-    if job.bpm is not None:
-        return job.bpm
-    found = _input_tempo(job.audio)
+def input_tempo(audio: Path, bpm: float | None = None) -> float:
+    """The tempo of input audio: `bpm` if given, else its WAV's acid chunk, else tracked; SpectrodiffError when it
+    has no steady beat."""
+    if bpm is not None:
+        return bpm
+    found = _input_tempo(audio)
     if found is not None and found.bpm:
         return found.bpm
     from ..codec.beats import track_beats
 
-    audio = load_audio(job.audio, 22050, "mono")
-    grid = track_beats(audio, 22050)
+    grid = track_beats(load_audio(audio, 22050, "mono"), 22050)
     if not grid.steady:
-        raise SpectrodiffError(f"{Path(job.audio).name} has no steady beat to follow (pulse clarity "
+        raise SpectrodiffError(f"{Path(audio).name} has no steady beat to follow (pulse clarity "
                                f"{grid.clarity:.2f}): give its tempo with --bpm")
     return grid.bpm
 

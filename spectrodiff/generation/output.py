@@ -202,6 +202,7 @@ def write_result(pipe: SpectrodiffPipeline, take: Take, paths: tuple[Path, Path,
               **take.record, **music, "seconds": round(seconds, 6),
               "sample_rate": job.sample_rate or params.sample_rate, "vocoder": vocoder_name(take.vocoder),
               **({"tempo": tempo} if tempo else {}),
+              **({"tempo_made": take.tempo_made} if take.tempo_made else {}),
               "spectrogram": params.to_dict(), "files": {"audio": audio_path.name, "image": image_path.name}}
     with published(paths, overwrite) as (audio_tmp, image_tmp, json_tmp):
         sink.finish(audio_tmp, job.sample_rate, seconds, normalize=take.normalize, loop_info=take.loop_info)

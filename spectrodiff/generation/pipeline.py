@@ -332,17 +332,21 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             return
         if bpm is None:
             raise SpectrodiffError("this model's time axis is in beats: it needs a tempo (--bpm, or a style it knows)")
+        self.check_tempo(bpm)
+        self.spectrogram = SpectrogramComponent.of(params.at_tempo(bpm))
+        try:
+            yield
+        finally:
+            self.spectrogram = params
+
+    def check_tempo(self, bpm: float) -> None:
+        """SpectrodiffError for a tempo outside those the model was trained on (its styles' range)."""
         table = self.music_table
         if table is not None:
             low, high = table.tempo_range()
             if not low <= bpm <= high:
                 raise SpectrodiffError(f"{bpm:g} BPM is outside the tempi this model was trained on ({low:g}-{high:g} "
                                        "BPM): ask within them")
-        self.spectrogram = SpectrogramComponent.of(params.at_tempo(bpm))
-        try:
-            yield
-        finally:
-            self.spectrogram = params
 
     # ---- text ----------------------------------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import SpectrodiffError
-from ..settings import Spec, check_value, error_words, first_error, quote_value, spec_of
+from ..settings import check_value, error_words, first_error, quote_value, spec_of
 from .jobs import ComposeJob, Keyframe
-from .musical import MAX_BARS, bar_seconds, whole_bars
+from .musical import whole_bars
 
 PLAN_FIELDS = {"keyframes", "transition", "bpm", "meter"}
 # A plan is three levels deep (plan, keyframes, keyframe), a training config four; deeper nesting is refused before
@@ -81,40 +81,39 @@ def load_yaml(path: Path) -> tuple[object, dict[int, tuple[int, dict]]]:
         raise SpectrodiffError(f"{path}: not valid YAML ({exc})") from None
 
 
-def keyframe_from_lines(data: dict, lines: tuple[int, dict], path: Path,
-                        tempo: tuple[float, str] | None = None) -> Keyframe:
+def keyframe_from_lines(data: dict, lines: tuple[int, dict], path: Path, bpm: float | None = None,
+                        meter: str = "4/4") -> Keyframe:
     """A plan's keyframe mapping and its lines (`SafeLoader.lines`) -> a Keyframe; errors name the line of the
-    field at fault. With the plan's `tempo` (bpm, meter) a keyframe may give its length in `bars`, and one given in
-    seconds must be whole bars."""
+    field at fault. With a tempo (the keyframe's bpm, else the plan's `bpm`) a keyframe may give its length in
+    `bars`, and one given in seconds must be whole bars of `meter`."""
     start, key_lines = lines
-    fields = dict(data)
     at = lambda name: f"{path} line {key_lines.get(name, start)}"  # noqa: E731
-    unknown = sorted(set(fields) - set(Keyframe.model_fields) - {"bars"}, key=str)
-    if unknown:  # bars is a plan's word for seconds: a field here, unknown to a Keyframe
+    unknown = sorted(set(data) - set(Keyframe.model_fields), key=str)
+    if unknown:
         raise SpectrodiffError(f"{at(unknown[0])}: unknown field {quote_value(unknown[0])} (fields: "
-                               f"{', '.join([*Keyframe.model_fields, 'bars'])})")
-    if "bars" in fields:
-        if tempo is None:
-            raise SpectrodiffError(f"{at('bars')}: bars needs the plan's bpm")
-        if "seconds" in fields:
-            raise SpectrodiffError(f"{at('bars')}: give bars or seconds, not both")
-        bars = check_value(f"{at('bars')}: bars", fields.pop("bars"), int, Spec("", low=1, high=MAX_BARS))
-        fields["seconds"] = bars * bar_seconds(*tempo)
+                               f"{', '.join(Keyframe.model_fields)})")
+    if "bars" in data and "seconds" in data:
+        raise SpectrodiffError(f"{at('bars')}: give bars or seconds, not both")
     try:
-        keyframe = Keyframe.model_validate(fields)
+        keyframe = Keyframe.model_validate(data)
     except ValidationError as exc:  # named by the line of the field at fault
         error = first_error(exc, Keyframe)
         where = at(error["loc"][0] if error["loc"] else None)
         raise SpectrodiffError(f"{where}: {error_words(error, Keyframe)}") from None
-    if tempo is not None and keyframe.seconds is not None:
-        whole_bars(keyframe.seconds, *tempo, at("seconds"))
+    bpm = keyframe.bpm if keyframe.bpm is not None else bpm
+    if keyframe.seconds is None and keyframe.bars is None:
+        raise SpectrodiffError(f"{path} line {start}: keyframe has no seconds or bars")
+    if keyframe.bars is not None and bpm is None:
+        raise SpectrodiffError(f"{at('bars')}: bars needs a tempo: give the keyframe or the plan a bpm")
+    if bpm is not None and keyframe.seconds is not None:
+        whole_bars(keyframe.seconds, bpm, meter, at("seconds"))
     return keyframe
 
 
 def load_plan(path: Path) -> dict:
-    """A compose plan: `keyframes` (each prompt, seconds or, with the plan's `bpm`, bars, and optionally seed,
-    strength, guidance, negative), `transition` seconds (default 2), and optionally `bpm` and `meter` (4/4) so that
-    sections are whole bars. Returns them as the fields of a ComposeJob."""
+    """A compose plan: `keyframes` (each prompt, seconds or bars, and optionally bpm, seed, strength, guidance,
+    negative), `transition` seconds (default 2), and optionally `bpm` and `meter` (4/4) so that sections are whole
+    bars. Returns them as the fields of a ComposeJob."""
     data, lines = load_yaml(path)
     if not data:
         raise SpectrodiffError(f"{path}: the plan is empty")
@@ -130,15 +129,11 @@ def load_plan(path: Path) -> dict:
             f = ComposeJob.model_fields[name]
             label = f"{path} line {lines[id(data)][1][name]}: {name}"
             plan[name] = check_value(label, data[name], f.annotation, spec_of(f))
-    tempo = (plan["bpm"], plan.get("meter", "4/4")) if plan.get("bpm") is not None else None
     keyframes = []
     for item in data["keyframes"]:
         if not isinstance(item, dict):
             raise SpectrodiffError(f"{path}: each keyframe must be a mapping, got {quote_value(item)}")
-        keyframe = keyframe_from_lines(item, lines[id(item)], path, tempo)
-        if keyframe.seconds is None:
-            raise SpectrodiffError(f"{path} line {lines[id(item)][0]}: keyframe has no seconds")
-        keyframes.append(keyframe)
+        keyframes.append(keyframe_from_lines(item, lines[id(item)], path, plan.get("bpm"), plan.get("meter", "4/4")))
     return {"keyframes": keyframes, **plan}
 
 

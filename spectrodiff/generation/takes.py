@@ -5,6 +5,7 @@ length, at the same gain, so the command line and Python give the same samples."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,15 +16,18 @@ import torch
 from PIL import Image
 
 from ..codec.audio import DEFAULT_LOUDNESS_DBFS, PEAK_CEILING_DBFS
+from ..codec.beats import BeatGrid
 from ..codec.image import layout, pixels_to_mel, to_uint8, with_exif
 from ..codec.params import RIFFUSION_MAX_VALUE
-from ..codec.retime import retime_pieces
+from ..codec.retime import TempoMap, retime_pieces
 from ..codec.riff import LoopInfo
+from ..codec.warp import plan_warp, warp_columns
 from ..vocoding.reconstruct import CONTEXT_FRAMES, _crossfade, stream_mel_to_waveform, vocode_stream
 from ..vocoding.render import mel_to_audio
 from ..vocoding.vocoder import NeuralVocoder
 from .conditions import Music
 from .jobs import Job
+from .musical import bar_seconds, beats_per_bar
 
 if TYPE_CHECKING:  # the pipeline runs the modes, which make takes
     from .pipeline import SpectrodiffPipeline
@@ -33,6 +37,9 @@ if TYPE_CHECKING:  # the pipeline runs the modes, which make takes
 LOOP_PERIOD_FRAMES = 8192
 # Frames a long loop's Griffin-Lim streams at once: a Riffusion tile, as a plain clip's decoded tiles arrive.
 LOOP_PIECE_FRAMES = 512
+# Griffin-Lim iterations at most of the render whose beat is tracked before a clock-time clip is warped: onsets
+# need magnitudes, not clean phase.
+TRACK_ITERS = 4
 
 
 class Decoding:
@@ -45,6 +52,7 @@ class Decoding:
         skip_samples: samples of audio the take already has (a prefix): the mel frames they cover are left out of
             the pieces, still in the PNG.
         report: hears the progress, `report("decoding", pixel columns done, of all)`.
+        tempo_map: a beat-time composition's sections, each heard at its own tempo (default: all at `params`').
 
     `params` are the image's (a beat-time model's at its tempo); the mel it yields is at `audio_params`, the clock-time
     twin the vocoders run at (`codec.retime`; the same params in clock time).
@@ -52,32 +60,38 @@ class Decoding:
 
     def __init__(self, pipe: SpectrodiffPipeline, latents: torch.Tensor, loop: bool = False,
                  max_value: float = RIFFUSION_MAX_VALUE, skip_samples: int = 0,
-                 report: Callable[[str, int, int], None] | None = None):
+                 report: Callable[[str, int, int], None] | None = None, tempo_map: TempoMap | None = None):
         self.pipe, self.latents, self.loop, self.max_value = pipe, latents, loop, max_value
-        self.report = report
+        self.report, self.tempo_map = report, tempo_map
         self.params = pipe.spectrogram
         self.audio_params = self.params.clock() if self.params.beat_time else self.params
         self.skip_frames = self.audio_params.width_for_samples(skip_samples) if skip_samples else 0
         self.columns: list[np.ndarray] = []
+        # how the tempo was made, for the sidecar (`Take.tempo_made`): a subclass that warps says once it has
+        self.tempo_made: dict | None = {"how": "beat time"} if self.params.beat_time else None
 
     def mel_pieces(self) -> Iterator[torch.Tensor]:
         """`(C, n_mels, t)` mel pieces at `audio_params`, in order, as their tiles decode (`skip_frames` of them
         left out)."""
         pieces = self._image_mel_pieces()
         done = 0
-        for mel in retime_pieces(pieces, self.params) if self.params.beat_time else pieces:
+        for mel in retime_pieces(pieces, self.params, self.tempo_map) if self.params.beat_time else pieces:
             mel, done = mel[..., max(self.skip_frames - done, 0):], done + mel.shape[-1]
             if mel.shape[-1]:
                 yield mel
 
-    def _image_mel_pieces(self) -> Iterator[torch.Tensor]:
-        """`(C, n_mels, t)` mel pieces at the image's columns; the PNG's columns kept as they pass."""
+    def _pixel_pieces(self) -> Iterator[torch.Tensor]:
+        """`(3, H, t)` float pixels of the image, laid out (`layout`), in order as their tiles decode."""
         width = self.latents.shape[-1] * self.pipe.vae_scale_factor
         for start, pixels in self.pipe.decode_latents(self.latents, loop=self.loop):
-            pixels = layout(pixels, self.params)
-            self.columns.append(to_uint8(pixels))
             if self.report:
                 self.report("decoding", start + pixels.shape[-1], width)
+            yield layout(pixels, self.params)
+
+    def _image_mel_pieces(self) -> Iterator[torch.Tensor]:
+        """`(C, n_mels, t)` mel pieces at the image's columns; the PNG's columns kept as they pass."""
+        for pixels in self._pixel_pieces():
+            self.columns.append(to_uint8(pixels))
             yield pixels_to_mel(pixels, self.params, self.max_value)
 
     def mel(self) -> torch.Tensor:
@@ -92,6 +106,37 @@ class Decoding:
         """The spectrogram PNG's image, its parameters in EXIF: whole once the mel has been read."""
         pixels = np.concatenate(self.columns, axis=1)
         return with_exif(Image.fromarray(pixels, mode="RGB"), self.params, self.max_value)
+
+
+class WarpedDecoding(Decoding):
+    """A clock-time clip's decoding warped to its asked tempo and `bars` whole bars before anything is vocoded
+    (`codec.warp`): the whole image is decoded, rendered (by `vocoder`, else TRACK_ITERS of Griffin-Lim at most) for
+    its beat to be tracked, and its columns resampled, so that the PNG, the audio and the WAV's chunks are all of the
+    warped clip. With no steady beat the clip is left as made (a plain one cut to its bars), and `tempo_made` says
+    so. `music`: the asked tempo and meter; the rest as Decoding's."""
+
+    def __init__(self, pipe: SpectrodiffPipeline, latents: torch.Tensor, music: Music, bars: int,
+                 vocoder: NeuralVocoder | None, iters: int, loop: bool = False,
+                 report: Callable[[str, int, int], None] | None = None):
+        super().__init__(pipe, latents, loop=loop, report=report)
+        self.music, self.bars, self.vocoder, self.iters = music, bars, vocoder, min(iters, TRACK_ITERS)
+
+    def _pixel_pieces(self) -> Iterator[torch.Tensor]:
+        pixels = torch.cat(list(super()._pixel_pieces()), dim=-1)
+        params, rate = self.params, self.params.sample_rate
+        heard = mel_to_audio(pixels_to_mel(pixels, params, self.max_value), params, self.vocoder,
+                             circular=self.loop, n_iter=self.iters).numpy()
+        seconds = self.bars * bar_seconds(self.music.bpm, self.music.meter)
+        width = round(seconds * rate / params.hop_length) if self.loop else \
+            math.ceil(round(seconds * rate) / params.hop_length) + 1  # a plain clip's (T - 1) hops cover it
+        planned = plan_warp(heard, rate, self.music.bpm, self.bars, beats_per_bar(self.music.meter),
+                            heard.shape[-1] / rate if self.loop else None)
+        if isinstance(planned, BeatGrid):
+            self.tempo_made = {"how": "asked only", "why": f"no steady beat (pulse clarity {planned.clarity:.2f})"}
+            yield pixels if self.loop else pixels[..., :width]
+            return
+        self.tempo_made = planned.record()
+        yield warp_columns(pixels, params.hop_length / rate, planned, width)
 
 
 class Level:
@@ -143,6 +188,15 @@ class Take:
     loop_info: LoopInfo | None = None
     music: Music | None = None
     record: dict = field(default_factory=dict)
+
+    @property
+    def tempo_made(self) -> dict | None:
+        """How the tempo its files claim was made, for the sidecar, once its audio has been read: {"how": "beat
+        time"} (a beat-time model), "warped" (`codec.warp.Warp.record`) or "asked only" (a clock-time clip left as
+        made, with why where it was not warped); None where the files claim no tempo or an input's."""
+        if self.loop_info is None or self.music is None:
+            return None
+        return self.decoding.tempo_made or {"how": "asked only"}
 
     def exact_blocks(self) -> Iterator[np.ndarray]:
         """The blocks, cut or padded with silence to `seconds` at the model's rate."""

@@ -34,13 +34,18 @@ class Timeline:
         return cls(tuple(keyframes), (0.0, seconds), (0.0, float(len(keyframes) - 1)), music)
 
     @classmethod
-    def compose(cls, keyframes: list[Keyframe], transition: float, music: Music | None = None) -> Timeline:
-        """Each keyframe holds for its `seconds`; neighbours blend over `transition` seconds around each boundary."""
+    def compose(cls, keyframes: list[Keyframe], transition: float, music: Music | None = None,
+                scales: list[float] | None = None) -> Timeline:
+        """Each keyframe holds for its `seconds`; neighbours blend over `transition` seconds around each boundary.
+        `scales`: the timeline's seconds a second of each keyframe's section spans (a beat-time canvas at one tempo
+        holding sections at others: section tempo over canvas tempo), so that its span and its half of a blend
+        last their seconds once its section is heard at its own tempo; default 1."""
+        scales = scales or [1.0] * len(keyframes)
         times, positions, start = [0.0], [0.0], 0.0
         for index, keyframe in enumerate(keyframes[:-1]):
-            end = start + keyframe.seconds
+            end = start + keyframe.seconds * scales[index]
             half = min(transition / 2, keyframe.seconds / 2, keyframes[index + 1].seconds / 2)
-            times += [end - half, end + half]
+            times += [end - half * scales[index], end + half * scales[index + 1]]
             positions += [float(index), float(index + 1)]
             start = end
         return cls(tuple(keyframes), tuple(times), tuple(positions), music)
