@@ -10,6 +10,7 @@ HELDOUT := data/heldout
 CATALOGUE_V1 := data/catalogue-v1
 MINI_DATASET := data/mini-dataset
 MUSIC_DATASET := data/mini-music-dataset
+BEAT_DATASET := data/mini-v3-dataset
 MINI := spectrodiff/models/mini
 RECORDINGS := data/recordings
 # Real recordings for the vocoders (training/recordings.py): two sample packs to train on (a fifth held out) and
@@ -102,7 +103,10 @@ mini: catalogue recordings
 	$(BIN)/spectrodiff prepare $(CATALOGUE) -o $(MUSIC_DATASET) --n-mels 128 --hop 1.28 --workers 2
 	$(BIN)/spectrodiff train $(MUSIC_DATASET) -o runs/mini-music --config training/configs/mini-music.yaml \
 		$(if $(wildcard runs/mini-music/run.json),--resume latest)
-	$(BIN)/python -m spectrodiff.training.bundle runs/mini-music $(MINI) --vocoder runs/vocoder-mini
+	$(BIN)/spectrodiff prepare $(CATALOGUE) -o $(BEAT_DATASET) --n-mels 128 --columns-per-beat 32 --workers 2
+	$(BIN)/spectrodiff train $(BEAT_DATASET) -o runs/mini-v3 --config training/configs/mini-v3.yaml \
+		$(if $(wildcard runs/mini-v3/run.json),--resume latest)
+	$(BIN)/python -m spectrodiff.training.bundle runs/mini-v3 $(MINI) --vocoder runs/vocoder-mini
 
 recording-deps:
 	$(call apt_install,$(RECORDING_PACKAGES),[ -d /usr/share/sonic-pi/samples ] && [ -d /usr/share/lmms/samples ] \

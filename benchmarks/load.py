@@ -57,6 +57,7 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
 
 
 UPLOAD_SECONDS = 59.9
+UPLOAD_BPM = 120  # the uploads are noise, with no beat to track: a beat-time model is told their tempo
 
 
 def upload_mix(url: str, steps: int) -> dict[str, int]:
@@ -69,9 +70,10 @@ def upload_mix(url: str, steps: int) -> dict[str, int]:
                 return client.post("/api/generate", json={"prompt": "upload mix", "seed": n, "steps": steps})\
                     .status_code
             if n < 10:
-                return client.post("/api/audio-to-image", files={"file": ("long.wav", audio)}).status_code
+                return client.post("/api/audio-to-image", files={"file": ("long.wav", audio)},
+                                   data={"bpm": UPLOAD_BPM}).status_code
             return client.post("/api/remix", files={"file": ("long.wav", audio)},
-                               data={"prompt": "remix", "steps": steps}).status_code
+                               data={"prompt": "remix", "steps": steps, "bpm": UPLOAD_BPM}).status_code
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         return dict(Counter(str(status) for status in pool.map(send, range(12))))
@@ -131,7 +133,7 @@ def hostile_round(url: str, steps: int) -> list[dict]:
         record("61 s of audio (refused from its header) to remix", 400,
                lambda: upload("/api/remix", "long.wav", wav_bytes(61, channels=1, rate=8000), prompt="x"))
         record("60 s of 44.1 kHz stereo (the largest accepted) to audio-to-image", 200,
-               lambda: upload("/api/audio-to-image", "long.wav", wav_bytes(60)))
+               lambda: upload("/api/audio-to-image", "long.wav", wav_bytes(60), bpm=UPLOAD_BPM))
         record("a chunked upload of 40 MiB without Content-Length", 413,
                lambda: client.post("/api/remix", content=chunked_upload(40),
                                    headers={"content-type": "multipart/form-data; boundary=x"}).status_code)

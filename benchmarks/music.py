@@ -51,6 +51,7 @@ from music_estimators import (
 from threadpoolctl import threadpool_limits
 
 from spectrodiff.codec.audio import load_audio
+from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.generation.conditions import label_key
 from spectrodiff.generation.harmony import chord_name
 from spectrodiff.generation.jobs import ComposeJob, GenerateJob, Keyframe
@@ -195,21 +196,24 @@ def fit_style_judge(rows: list[dict]):
 
 
 def ceilings(heldout: Path, catalogue: Path, styles: set[str], limit: int | None) -> tuple[dict, object]:
-    """Every judge on the held-out render's excerpts (`excerpts`), and the style judge fitted on them and measured
-    on the fluidsynth render's: the figures (`figures`), by style, and the fitted style judge."""
+    """Every judge on the held-out render's excerpts of `styles` (`excerpts`), and the style judge fitted on the
+    held-out excerpts of every style and measured on the fluidsynth render's of `styles`: the figures (`figures`),
+    by style, and the fitted style judge."""
     began = time.perf_counter()
     with threadpool_limits(1, user_api="blas"):  # small matrices: BLAS threads only contend for the cores
         rows = [judge(loop, RATE, ask) for ask, loop in excerpts(heldout, styles, limit)]
+        others = [{"style": ask.style.name, "features": style_features(Heard(np.tile(loop, 3), RATE))}
+                  for ask, loop in excerpts(heldout, {s.name for s in STYLES} - styles, limit)]
         across = [(ask.style.name, style_features(Heard(np.tile(loop, 3), RATE)))
                   for ask, loop in excerpts(catalogue, styles, limit)]
-    classifier = fit_style_judge(rows)
+    classifier = fit_style_judge(rows + others)
     named = classifier.predict(np.stack([f for _, f in across]))
-    style_hits = [guess == name for guess, (name, _) in zip(named, across, strict=True)]
+    style_hits = [bool(guess == name) for guess, (name, _) in zip(named, across, strict=True)]
     for row in rows:
         row.pop("features")
     by_style = {name: figures([r for r in rows if r["style"] == name],
                               [hit for hit, (n, _) in zip(style_hits, across, strict=True) if n == name])
-                for name in styles}
+                for name in (s.name for s in STYLES if s.name in styles)}
     return {"figures": figures(rows, style_hits), "by_style": by_style, "loops": len(rows),
             "seconds": time.perf_counter() - began, "rows": rows}, classifier
 
@@ -263,20 +267,27 @@ def tempo_plan(seeds: int, styles: set[str] | None = None, limit: int | None = N
     return [entry for n, entry in enumerate(plan) if limit is None or n % (4 * seeds) < limit]
 
 
+def audio_params(pipe) -> SpectrogramParams:
+    """The clock-time parameters that the model's audio is measured in (a beat-time model's clock twin)."""
+    return pipe.spectrogram.clock() if pipe.spectrogram.beat_time else pipe.spectrogram
+
+
 def generated(pipe, plan: list[tuple[Ask, int]], out: Path, with_chords: bool) -> list[dict]:
-    """Generate each planned loop and judge it (`judge`; chords only `with_chords`), with its wrap statistic and the
-    same statistic at points inside it."""
-    rows = []
-    for n, (ask, seed) in enumerate(plan):
+    """Generate each planned loop into `out` and judge it (`judge`; chords only `with_chords`), with its wrap
+    statistic and the same statistic at points inside it. A loop already in `out` (`--loops`) is judged again, not
+    made again."""
+    rows, params = [], audio_params(pipe)
+    for ask, seed in plan:
         fields = {"prompt": ask.style.name, "seed": seed, "bpm": ask.bpm, "bars": ask.bars, "key": ask.key,
                   "meter": f"{ask.style.meter}/4"}
         if with_chords and ask.chords:
             fields["chords"] = " ".join(chord_name(chord) for chord in ask.chords)
-        audio = read_mono(make(pipe, GenerateJob(**fields), Output(out / f"loop-{n}.wav")).audio)
+        asked_chords = "-chords" if "chords" in fields else ""
+        path = out / f"{ask.style.name.replace(' ', '_')}-{ask.bpm:g}-{seed}{asked_chords}.wav"
+        audio = read_mono(path if path.is_file() else make(pipe, GenerateJob(**fields), Output(path)).audio)
         asked = ask if with_chords else Ask(ask.style, ask.bpm, ask.bars, ask.key, ask.mode)
         rows.append({**judge(audio, SAMPLE_RATE, asked), "seed": seed,
-                     "wrap": loop_wrap_ratio(audio, pipe.spectrogram),
-                     "inside": interior_ratios(audio, pipe.spectrogram)})
+                     "wrap": loop_wrap_ratio(audio, params), "inside": interior_ratios(audio, params)})
     return rows
 
 
@@ -303,8 +314,9 @@ def composed(pipe, out: Path) -> dict:
     result = make(pipe, ComposeJob(keyframes=keyframes, bpm=COMPOSE_BPM), Output(out / "compose.wav"))
     wall = time.perf_counter() - began
     audio = read_mono(result.audio)
-    params = pipe.spectrogram
-    tile = pipe.tile_columns * pipe.vae_scale_factor * params.hop_length
+    params = audio_params(pipe)
+    with pipe.at_tempo(COMPOSE_BPM):  # a decoding piece is a tile: in beat time, BEAT_TILE_BEATS beats at the tempo
+        tile = round(pipe.tile_columns * pipe.seconds_per_column * SAMPLE_RATE)
     sections = np.cumsum([k.seconds for k in keyframes])[:-1]
     joins = sorted(set(range(tile, len(audio), tile)) | {int(s * SAMPLE_RATE) for s in sections})
     # The points farthest from any join: midway between neighbouring joins (half a tile where pieces meet).
@@ -375,7 +387,8 @@ def report_table(args, rows: list[dict], style_hits: list[bool], ceiling: dict, 
         f">= {0.85 * c['style']:.1%} (85 %)", f["style"] >= 0.85 * c["style"])
     row("  unseen phrasings", f"{speed['unseen']:.1%}", "", "(reported)", None)
     row(f"beat grid: phase error at the wrap ({f['counts']['on_tempo']})", f"{f['phase_near']:.3f}",
-        f"{c['phase_near']:.3f}", f"<= inside {f['phase_inside']:.3f}", f["phase_near"] <= f["phase_inside"])
+        f"{c['phase_near']:.3f}", f"<= inside {f['phase_inside']:.3f}",
+        f["phase_near"] <= f["phase_inside"] if f["counts"]["on_tempo"] else None)
     row("  at the compose's section changes", f"{clip['phase_near']:.3f}", "",
         f"<= inside {clip['phase_inside']:.3f}", clip["phase_near"] <= clip["phase_inside"])
     wraps, inside = [r["wrap"] for r in rows], [v for r in rows for v in r["inside"]]
@@ -405,6 +418,9 @@ def main() -> None:
     parser.add_argument("--heldout", type=Path, default=Path("data/heldout"))
     parser.add_argument("--catalogue", type=Path, default=Path("data/catalogue"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--loops", type=Path, default=None,
+                        help="keep the table's loops in this folder; loops already there are judged, not remade "
+                        "(empty it when the model changes)")
     args = parser.parse_args()
     for root in (args.heldout, args.catalogue):
         if not (root / "catalogue.json").is_file():
@@ -423,7 +439,7 @@ def main() -> None:
         tmp = Path(tmp)
         pipe = SpectrodiffPipeline.load(args.model)
         pipe.set_progress_bar_config(disable=True)
-        rows = generated(pipe, tempo_plan(args.seeds, styles, args.limit), tmp / "loops", args.chords)
+        rows = generated(pipe, tempo_plan(args.seeds, styles, args.limit), args.loops or tmp / "loops", args.chords)
         style_hits = [bool(guess == r["style"]) for guess, r in
                       zip(classifier.predict(np.array([r.pop("features") for r in rows])), rows, strict=True)]
         speed = {"unseen": unseen_styles(pipe, classifier, args.unseen_seeds, styles, tmp / "unseen")}

@@ -63,6 +63,9 @@ def file_endpoints(url: str) -> dict[str, tuple[list, list[int]]]:
     return found
 
 
+NOISE_BPM = 120  # mini hears in beats: noise has no beat to track, so its tempo is given
+
+
 def cached_names() -> set[str]:
     return {path.name for path in Path(GRADIO_CACHE).rglob("*")}
 
@@ -103,7 +106,7 @@ def test_the_studio_api_reads_only_files_uploaded_to_it(server, tmp_path):
     with mine.open("rb") as handle:
         uploaded = httpx.post(f"{server.url}/gradio_api/upload", files={"files": ("mine.wav", handle)}).json()
     assert Path(uploaded[0]).is_relative_to(GRADIO_CACHE)
-    event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(uploaded[0])])
+    event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(uploaded[0]), NOISE_BPM])
     assert event == "complete" and answer[0]["orig_name"] == "mine.png", answer
     # A bad upload is refused in words that name no cache path.
     uploaded = httpx.post(f"{server.url}/gradio_api/upload", files={"files": ("bad.wav", b"not audio")}).json()
@@ -130,11 +133,11 @@ def test_folders_and_urls_are_no_uploads_and_uploads_go_when_their_request_ends(
 
     for target in (Path(uploaded).parent, GRADIO_CACHE, "http://127.0.0.1:9/x.wav"):
         before = temporary_files()
-        event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(target)])
+        event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(target), NOISE_BPM])
         assert event == "error" and answer["error"] == "upload a file first", (target, answer)
         assert temporary_files() == before, target
     # The control: the uploaded file itself converts; the studio's copy of it is gone afterwards.
-    event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(uploaded)])
+    event, answer = gradio_call(server.url, "run_audio_to_image", [file_data(uploaded), NOISE_BPM])
     assert event == "complete", answer
     assert not any((server.studio.root / "uploads").iterdir())
 

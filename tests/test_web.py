@@ -22,7 +22,7 @@ from PIL import Image
 
 from spectrodiff.codec.image import image_params
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
-from spectrodiff.signals import mix
+from spectrodiff.signals import mix, noise
 from spectrodiff.web import Studio, create_app
 from spectrodiff.web.service import MAX_UPLOAD_BYTES
 
@@ -94,6 +94,12 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
+def noise_wav() -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, noise(3.0), 44100, format="WAV")
+    return buffer.getvalue()
+
+
 def riffusion_request(**changes) -> dict:
     request = {"alpha": 0.25, "num_inference_steps": FAST, "seed_image_id": "og_beat", "mask_image_id": None,
                "start": {"prompt": "church bells", "seed": 42, "denoising": 0.75, "guidance": 7.0},
@@ -137,8 +143,9 @@ def test_generate_returns_a_loop_its_spectrogram_and_settings_deterministically(
     assert np.abs(samples).max() > 0.05 and tempo["loop"] is True
     assert audio.content == client.get(again["audio_url"]).content != client.get(other["audio_url"]).content
     image = Image.open(io.BytesIO(client.get(first["image_url"]).content))
-    assert abs(image.width - len(samples) / 441) <= 8 and image.height == 128
-    assert image_params(image)[0].num_frequencies == 128
+    params = image_params(image)[0]
+    # A loop's image holds one column per hop: in clock time 10 ms, in beat time a beat's share at the loop's tempo.
+    assert params.samples_for_loop(image.width) == len(samples) and image.height == params.num_frequencies == 128
     assert sidecar["job"] == first["settings"]["job"]
     assert sidecar["job"]["seed"] == 3 and sidecar["job"]["loop"] is True
 
@@ -188,6 +195,10 @@ def test_morph_and_compose(client):
 
 def test_remix_extend_inpaint_take_uploads(client, clip):
     files = {"file": ("riff.wav", clip.read_bytes(), "audio/wav")}
+    # mini hears in beats: the clip's tempo is tracked (its drums are at 120 BPM); noise has none, and needs one
+    untimed = client.post("/api/remix", files={"file": ("noise.wav", noise_wav())},
+                          data={"prompt": "x", "steps": FAST})
+    assert untimed.status_code == 400 and "noise.wav has no steady beat" in untimed.json()["detail"]
     remix = client.post("/api/remix", files=files, data={"prompt": "church organ", "steps": FAST}).json()
     assert remix["seconds"] == pytest.approx(3.0, abs=0.01)
     assert remix["settings"]["job"]["audio"] == "riff.wav"  # the upload's name, never the server's path
@@ -202,13 +213,18 @@ def test_remix_extend_inpaint_take_uploads(client, clip):
 
 
 def test_spectrogram_tools_round_trip(client, clip):
-    png = client.post("/api/audio-to-image", files={"file": ("riff.wav", clip.read_bytes())})
+    tracked = client.post("/api/audio-to-image", files={"file": ("riff.wav", clip.read_bytes())})
+    assert image_params(Image.open(io.BytesIO(tracked.content)))[0].tempo == pytest.approx(120, rel=0.01)
+    untimed = client.post("/api/audio-to-image", files={"file": ("noise.wav", noise_wav())})
+    assert untimed.status_code == 400 and "noise.wav has no steady beat" in untimed.json()["detail"]
+    png = client.post("/api/audio-to-image", files={"file": ("riff.wav", clip.read_bytes())}, data={"bpm": 100})
     assert png.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(png.content))
-    assert image.height == 128 and image.width == 301
+    # mini's columns are beats: 3 s at 100 BPM is 5 beats of 32 columns, and the image carries its tempo
+    assert image.height == 128 and image.width == 161 and image_params(image)[0].tempo == 100
     wav = client.post("/api/image-to-audio", files={"file": ("riff.png", png.content)})
     audio, rate = soundfile.read(io.BytesIO(wav.content))
-    assert rate == 44100 and len(audio) == 300 * 441
+    assert rate == 44100 and len(audio) == 3 * 44100
 
 
 @pytest.mark.parametrize("path, request_json, status, message", [
@@ -406,7 +422,7 @@ def test_the_studio_page_generates_in_a_real_browser(server):
     tempo = json.loads(re.sub(r"\s+", "", settings).split('"tempo":', 1)[1].split("}", 1)[0] + "}")
     bpm, beats = tempo["bpm"], tempo["beats"]
     assert audio.status_code == 200 and samples == round(beats * 60 / bpm * 44100)
-    assert abs(width - samples / 441) <= 8  # latent columns are 8 pixels wide
+    assert width == beats * 32  # mini's time axis: 32 columns a beat
     assert "smooth sax solo" in settings
     assert (ARTIFACTS / "studio-generate.png").stat().st_size > 10_000
 
@@ -464,13 +480,14 @@ def test_the_studio_composes_its_timeline_and_converts_audio_to_a_spectrogram(se
         button.wait_for()
         page.locator(".tool-audio input[type=file]").set_input_files(str(clip))
         page.locator(".tool-audio audio").first.wait_for(state="attached")  # the upload has landed
+        page.locator(".tool-bpm input").first.fill("100")  # mini hears in beats: the clip's tempo
         button.click()
         page.wait_for_function("""() => [...document.querySelectorAll('img')]
                                  .some(i => i.src.includes('riff.png') && i.complete && i.naturalWidth > 0)""",
                                timeout=60_000)
         width = page.evaluate("""() => [...document.querySelectorAll('img')]
                                 .find(i => i.src.includes('riff.png')).naturalWidth""")
-    assert width == 301  # 3 s at 10 ms a column
+    assert width == 161  # 3 s at 100 BPM: 5 beats of 32 columns, and the last column
 
 
 def test_a_job_gives_its_freed_heap_back(server, monkeypatch):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, WrapValidator
 from ..codec.audio import AUDIO_SUFFIXES
 from ..errors import SpectrodiffError
 from ..generation.jobs import JOBS, MAX_SEED, Job
+from ..generation.musical import MAX_BPM, MIN_BPM
 from ..settings import REFUSED, REQUIRED, error_words, quote_value, spec_of
 from .service import (
     IMAGE_SUFFIXES,
@@ -131,6 +132,8 @@ Upload = typing.Annotated[UploadFile, File(description="Audio (wav, flac, ogg, o
                                                         "25 MiB.")]
 ImageUpload = typing.Annotated[UploadFile, File(description="A spectrogram PNG with its EXIF, at most 6001 columns "
                                                              "(60 s at 10 ms) and 25 MiB.")]
+TempoField = typing.Annotated[float | None, Form(ge=MIN_BPM, le=MAX_BPM, description="The audio's tempo, for a "
+                                                 "beat-time model (default: its WAV's acid chunk, else tracked).")]
 ResultId = typing.Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 ResultKind = typing.Annotated[str, Path(pattern=r"^(audio|image|sidecar)$")]
 
@@ -211,10 +214,10 @@ def api_router(studio: Studio) -> APIRouter:
                     name=mode)(_upload_route(studio, mode))
 
     @router.post("/api/audio-to-image", response_class=FileResponse, tags=["spectrogram tools"])
-    async def audio_to_image(file: Upload, connection: Request) -> FileResponse:
+    async def audio_to_image(file: Upload, connection: Request, bpm: TempoField = None) -> FileResponse:
         """Uploaded audio -> its spectrogram PNG (the model's parameters, in EXIF)."""
         with await _upload(studio, file) as audio:
-            path = await _in_thread(studio.audio_to_image, audio, _gone(connection))
+            path = await _in_thread(studio.audio_to_image, audio, bpm, _gone(connection))
         return FileResponse(path, media_type="image/png", filename=path.name)
 
     @router.post("/api/image-to-audio", response_class=FileResponse, tags=["spectrogram tools"])

@@ -50,15 +50,16 @@ MAX_RESULTS = 200
 MAX_WAITING = 32
 RESULT_FILES = ("audio", "image", "sidecar")
 # Riffusion's app names its seed images and masks (the files of riffusion-hobby's seed_images/); ours are made at
-# start-up from their names: seeds synthesised in the model's own spectrogram format, masks drawn by MASKS.
-SEED_SIGNALS: dict[str, Callable[[], np.ndarray]] = {
-    "og_beat": lambda: signals.drums(bpm=120.0, seed=0),
-    "agile": lambda: signals.drums(bpm=140.0, seed=1),
-    "marim": lambda: signals.chord(root_hz=440.0, seed=2),
-    "motorway": lambda: signals.mix(seed=3),
-    "vibes": lambda: signals.chord(root_hz=220.0, seed=4),
-    "chill_soul_1": lambda: signals.chord(root_hz=196.0, seed=5),
-    "0": lambda: signals.noise(seed=6),
+# start-up from their names: seeds synthesised in the model's own spectrogram format, a tile long (a beat-time
+# model's at og_beat's tempo), masks drawn by MASKS.
+SEED_SIGNALS: dict[str, Callable[[float], np.ndarray]] = {
+    "og_beat": lambda seconds: signals.drums(seconds, bpm=120.0, seed=0),
+    "agile": lambda seconds: signals.drums(seconds, bpm=140.0, seed=1),
+    "marim": lambda seconds: signals.chord(seconds, root_hz=440.0, seed=2),
+    "motorway": lambda seconds: signals.mix(seconds, seed=3),
+    "vibes": lambda seconds: signals.chord(seconds, root_hz=220.0, seed=4),
+    "chill_soul_1": lambda seconds: signals.chord(seconds, root_hz=196.0, seed=5),
+    "0": lambda seconds: signals.noise(seconds, seed=6),
 }
 MASK_BEAT_BPM = 120.0  # og_beat's tempo, whose beats mask_beat_lines_80 keeps
 
@@ -177,14 +178,14 @@ class Studio:
     def _make_seed_images(self, folder: Path | None) -> dict[str, Path]:
         with self.pipe.at_tempo(MASK_BEAT_BPM):  # a beat-time model's seed images are at og_beat's tempo
             params = self.pipe.spectrogram
+            columns = self.pipe.tile_columns * self.pipe.vae_scale_factor
         seeds = self.root / "seed_images"
         seeds.mkdir()
         found = {}
         for name, make in SEED_SIGNALS.items():
-            audio = make()
+            audio = make(params.samples_for_width(columns) / params.sample_rate)
             found[name] = save_image(seeds / f"{name}.png",
                                      audio_to_image(np.stack([audio] * params.channels), params))
-        columns = self.pipe.tile_columns * self.pipe.vae_scale_factor
         beat = round(60 * params.sample_rate / MASK_BEAT_BPM / params.hop_length)
         for name, draw in MASKS.items():
             found[name] = seeds / f"{name}.png"
@@ -362,11 +363,14 @@ class Studio:
 
     # ---- spectrogram tools (no model, but queued like jobs: each holds up to a few hundred MB) ---------------------
 
-    def audio_to_image(self, audio: Path, gone: Callable[[], bool] | None = None) -> Path:
-        """An uploaded audio file -> its spectrogram PNG (the model's parameters) in a fresh result folder."""
+    def audio_to_image(self, audio: Path, bpm: float | None = None, gone: Callable[[], bool] | None = None) -> Path:
+        """An uploaded audio file -> its spectrogram PNG (the model's parameters) in a fresh result folder; a
+        beat-time model's at the audio's tempo (`bpm`, else its WAV's acid chunk, else tracked)."""
         params = self.pipe.spectrogram
         with self._turn(gone):
             try:
+                if params.beat_time and params.tempo is None:
+                    params = params.at_tempo(modes.input_tempo(audio, bpm))
                 samples = load_audio(audio, params.sample_rate, "stereo" if params.stereo else "mono")
             except SpectrodiffError as exc:
                 raise self._public(exc) from None

@@ -384,6 +384,9 @@ def spectrogram_tools_tab(studio: Studio) -> None:
             gr.Markdown("**Audio to spectrogram** (the model's parameters, written into the PNG's EXIF)")
             audio_in = uploads_only(gr.Audio(label="Audio", type="filepath", sources=["upload"], format=None,
                                              elem_classes="tool-audio"))
+            bpm = gr.Number(label="BPM of the audio (blank: its acid chunk, else tracked)", value=None,
+                            visible=studio.pipe.spectrogram.beat_time,  # only a beat-time model needs a tempo
+                            elem_classes="tool-bpm")
             to_image = gr.Button("Audio to image")
             image_out, image_file = gr.Image(label="Spectrogram", type="filepath"), gr.File(label="PNG")
         with gr.Column():
@@ -393,9 +396,9 @@ def spectrogram_tools_tab(studio: Studio) -> None:
             audio_out, audio_file = gr.Audio(label="Audio", type="filepath"), gr.File(label="WAV")
 
     @_guarded
-    def audio_to_image(path):
+    def audio_to_image(path, tempo):
         with _upload(studio, path) as audio:
-            png = studio.audio_to_image(audio)
+            png = studio.audio_to_image(audio, tempo or None)
         return str(png), str(png)
 
     @_guarded
@@ -404,7 +407,7 @@ def spectrogram_tools_tab(studio: Studio) -> None:
             wav = studio.image_to_audio(image)
         return str(wav), str(wav)
 
-    to_image.click(audio_to_image, [audio_in], [image_out, image_file], api_name="run_audio_to_image")
+    to_image.click(audio_to_image, [audio_in, bpm], [image_out, image_file], api_name="run_audio_to_image")
     to_audio.click(image_to_audio, [image_in], [audio_out, audio_file], api_name="run_image_to_audio")
 
 
