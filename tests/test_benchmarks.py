@@ -230,3 +230,23 @@ def test_style_judge_tells_styles_made_in_code_apart(music_benchmark):
     named = judge.predict(np.stack([me.style_features(me.Heard(np.tile(make(125, higher), 3), JUDGE_RATE))
                                     for make in makers.values()]))
     assert list(named) == list(makers)
+
+
+def test_key_shift_asks_each_tonal_style_from_an_anchor_within_a_minor_third(music_benchmark):
+    """benchmarks/key_shift.py: every tonic is reached from C or F# by at most 3 semitones, and the anchor arm's ask
+    is the aligned ask transposed there, key and chords together."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        key_shift = importlib.import_module("key_shift")
+    for root in range(12):
+        anchor, shift = key_shift.anchor_of(root)
+        assert anchor in (0, 6) and abs(shift) <= 3 and (anchor + shift) % 12 == root
+    plan = key_shift.plan(1, None)
+    assert {ask.style.name for ask, _, _ in plan} == {
+        s.name for s in music_benchmark.STYLES if s.parts and {"major", "minor"} & set(s.modes)}
+    for ask, _, root in plan:
+        anchor, shift = key_shift.anchor_of(root)
+        moved = key_shift.transposed(ask, -shift)
+        assert ask.tonal and music_benchmark.parse_key_name(moved.key) == (anchor, ask.mode)
+        assert [c[0] for c in moved.chords] == [(c[0] - shift) % 12 for c in ask.chords]
+        assert (moved == ask) == (shift == 0)  # control: only a tonic on an anchor is asked unchanged
