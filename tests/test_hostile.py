@@ -407,6 +407,9 @@ def test_missing_inputs_and_outputs_in_the_way_are_reported_before_the_model_loa
         seconds, status, err = timed(*args, cwd=tmp_path)
         assert status == 1 and err.startswith(words), (args, err)
         assert len(err.splitlines()) == 1, err  # no decoder notes
+        # The better of two runs: a bare Python start with these imports takes 0.35-0.45 s here, and a busy
+        # machine's cache misses add a tenth now and then.
+        seconds = min(seconds, timed(*args, cwd=tmp_path)[0])
         assert seconds < 0.5, (args, seconds)
     # The control: loading the model (what used to come first) takes more than that.
     seconds, status, err = timed("generate", "x", "--steps", 1, "--seconds", 0.5, "-o", "fresh.wav", cwd=tmp_path)
