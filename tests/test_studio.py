@@ -1,6 +1,7 @@
 """The studio page (Gradio) against a running server: its Gradio API reads only what was uploaded to it, and the
 page speaks a producer's words (checked in Debian's Chromium, with a screenshot kept in test-artifacts/)."""
 
+import io
 import json
 import re
 import time
@@ -8,13 +9,18 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile
 from PIL import Image
 from starlette.routing import Mount
 
+from spectrodiff.errors import SpectrodiffError
+from spectrodiff.generation.jobs import ComposeJob
+from spectrodiff.generation.musical import MAX_BARS
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.web import GRADIO_CACHE, Studio
+from spectrodiff.web.studio import COMPOSE_COLUMNS, timeline_keyframes
 
 from .test_web import ARTIFACTS, RunningServer, studio_page
 
@@ -161,6 +167,71 @@ def test_nan_and_words_in_number_boxes_get_the_jobs_own_message(server):
         asked[labels.index(label)] = value
         event, answer = gradio_call(server.url, "run_generate", asked)
         assert event == "error" and answer["error"] == message, (label, value, answer)
+
+
+# Two sections of a timeline in bars, each at a tempo of its own; the third row, with no prompt, is no keyframe.
+# Columns: COMPOSE_COLUMNS (prompt, seed, seconds, bars, bpm, guidance); None and "" are blank cells.
+TIMELINE_IN_BARS = [["verse", 0, None, 2, 90, 7.0], ["chorus", 1, "", 4, 120, 5.5], ["", 2, 8, None, None, 7.0]]
+
+
+def test_a_timeline_in_bars_at_two_tempi_becomes_keyframes_of_the_cells_given():
+    """The Compose tab's rows in bars, each at its bpm, become keyframes with those bars and bpm; blank cells are left
+    out (the keyframe's default: seconds worked out from the bars, the plan's bpm), as rows or as the DataFrame
+    Gradio hands over (NaN for an empty number, floats for whole numbers), which is read by its headers."""
+    expected = [{"prompt": "verse", "seed": 0, "bars": 2, "bpm": 90, "guidance": 7.0},
+                {"prompt": "chorus", "seed": 1, "bars": 4, "bpm": 120, "guidance": 5.5}]
+    assert timeline_keyframes(TIMELINE_IN_BARS) == expected
+    table = pd.DataFrame([[None if cell == "" else cell for cell in row] for row in TIMELINE_IN_BARS],
+                         columns=COMPOSE_COLUMNS)
+    from_gradio = timeline_keyframes(table.astype({name: float for name in ("seed", "seconds", "bars", "bpm")}))
+    assert from_gradio == expected and all(type(k["bars"]) is int and type(k["seed"]) is int for k in from_gradio)
+    plan = ComposeJob.from_dict({"keyframes": from_gradio})
+    assert [(k.bars, k.bpm, round(k.seconds, 3)) for k in plan.keyframes] == [(2, 90, 5.333), (4, 120, 8.0)]
+    # A blank bpm is the plan's; a table of the old four columns is still read by its headers.
+    assert timeline_keyframes([["verse", 0, None, 2, "", 7.0]]) == [{"prompt": "verse", "seed": 0, "bars": 2,
+                                                                    "guidance": 7.0}]
+    old = pd.DataFrame([["verse", 3, 8.0, 6.0]], columns=["prompt", "seed", "seconds", "guidance"])
+    assert timeline_keyframes(old) == [{"prompt": "verse", "seed": 3, "seconds": 8.0, "guidance": 6.0}]
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("bars", 0, f"bars must be between 1 and {MAX_BARS}, got 0"),
+    ("bars", 2.5, "bars must be a whole number, got 2.5"),
+    ("bpm", "fast", "bpm must be a number, got 'fast'"),
+    ("bpm", 10_000, "bpm must be between "),
+    ("seconds", 61, "seconds must be in (0, 60], got 61"),  # the server's limit, not the command line's 600
+    ("seed", -1, "seed must be between 0 and "),
+])
+def test_a_bad_timeline_cell_names_its_row(column, value, message):
+    """A bad cell is one line naming its row (rows are counted as keyframes: the row without a prompt is none) in the
+    keyframe's own words; the same timeline with the cell good (the control) passes."""
+    rows = [list(row) for row in TIMELINE_IN_BARS]
+    rows.insert(1, ["", 0, None, None, None, 7.0])
+    assert len(timeline_keyframes(rows)) == 2
+    rows[2][COMPOSE_COLUMNS.index(column)] = value
+    with pytest.raises(SpectrodiffError) as refused:
+        timeline_keyframes(rows)
+    assert str(refused.value).startswith(f"timeline row 2: {message}"), str(refused.value)
+
+
+def test_the_studio_composes_a_timeline_in_bars_at_two_tempi(server):
+    """Through the studio's Gradio API, as the page sends its table (blank cells null): one bar at 90 BPM, then one
+    at 120, make a clip of 60 * 4 / 90 + 60 * 4 / 120 s whose settings keep each section's bars and bpm; the same
+    table with a bad bars cell (the control) is refused in words naming its row."""
+    data, labels = endpoint_inputs(server.url, "run_compose")
+    table = next(n for n, label in enumerate(labels) if label.startswith("Timeline"))
+    data[labels.index("Steps")] = 1
+    rows = [["verse", 0, None, 1, 90, 7.0], ["chorus", 1, None, 1, 120, 7.0]]
+    data[table] = {"headers": COMPOSE_COLUMNS, "data": rows}
+    event, answer = gradio_call(server.url, "run_compose", data, timeout=120)
+    assert event == "complete", answer
+    assert [(k["bars"], k["bpm"]) for k in answer[2]["job"]["keyframes"]] == [(1, 90), (1, 120)]
+    audio, rate = soundfile.read(io.BytesIO(httpx.get(answer[0]["url"], timeout=30).content))
+    assert len(audio) / rate == pytest.approx(60 * 4 / 90 + 60 * 4 / 120, abs=0.02)
+    rows[1][COMPOSE_COLUMNS.index("bars")] = 0
+    event, answer = gradio_call(server.url, "run_compose", data)
+    assert event == "error" and answer["error"] == f"timeline row 2: bars must be between 1 and {MAX_BARS}, got 0", \
+        answer
 
 
 OPTION_NAME = re.compile(r"--[a-z]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from ..codec.audio import AUDIO_SUFFIXES, audio_info, load_audio
 from ..errors import SpectrodiffError
-from ..generation.jobs import DEFAULT_GUIDANCE, JOBS
+from ..generation.jobs import JOBS, Keyframe
 from ..generation.musical import NOTE_NAMES
 from ..settings import REQUIRED, number_words, optional_kind, spec_of
 from .service import IMAGE_SUFFIXES, SERVER_CONTROLLED, SERVER_HIGHS, StoredResult, Studio
@@ -22,7 +23,11 @@ from .service import IMAGE_SUFFIXES, SERVER_CONTROLLED, SERVER_HIGHS, StoredResu
 WAVEFORM_SIZE = (900, 120)
 # A handler's parameter defaulting to a gr.Progress gets a progress bar of its own for each call.
 PROGRESS = gr.Progress()
-COMPOSE_COLUMNS = ["prompt", "seed", "seconds", "guidance"]
+# The Compose timeline's columns, keyframe settings by name (a table sent with its own headers is read by them),
+# and the timeline it starts with: the rest of each row is the keyframe's default (blank where it has none).
+COMPOSE_COLUMNS = ["prompt", "seed", "seconds", "bars", "bpm", "guidance"]
+DEFAULT_TIMELINE = ({"prompt": "jazzy saxophone", "seconds": 8},
+                    {"prompt": "electronic beats", "seed": 1, "seconds": 8})
 # System fonts only: the default theme would fetch Google Fonts, and the studio must work offline.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
@@ -248,17 +253,43 @@ def _perform(studio: Studio, mode: str, values: dict, progress: gr.Progress) -> 
     return _show(studio.perform(studio.job(mode, values), _reporter(progress)))
 
 
+def _keyframe_kind(name: str) -> type | None:
+    """The type of a keyframe setting (`float` for `float | None`), None for a name that is not one."""
+    field = Keyframe.model_fields.get(name)
+    return None if field is None else optional_kind(field.annotation) or field.annotation
+
+
+def _timeline_cell(value: object, kind: type | None) -> object:
+    """A timeline cell as a value of a keyframe setting of type `kind`; None where the cell is blank (no text, or NaN:
+    pandas' empty number). Text that is no number goes on as it is, for the keyframe's check to word."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        if kind in (int, float):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return None
+    return _whole(value) if kind is int else value
+
+
 def timeline_keyframes(table) -> list[dict]:
-    """The Compose timeline (a DataFrame or rows of COMPOSE_COLUMNS) as keyframes; rows without a prompt are
-    skipped."""
-    rows = table.values.tolist() if hasattr(table, "values") else list(table)
+    """The Compose timeline (a DataFrame, read by its headers, or rows of COMPOSE_COLUMNS) as keyframes of the cells
+    given: rows without a prompt are skipped, blank cells left out (a row gives seconds or bars; a blank bpm is the
+    plan's). Each row is checked as a keyframe (the server's limits too), so that a bad cell names its row."""
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else [
+        dict(zip(COMPOSE_COLUMNS, row, strict=False)) for row in table]
     keyframes = []
-    for n, row in enumerate((r for r in rows if str(r[0]).strip()), 1):
+    for row in rows:
+        keyframe = {name: cell for name, value in row.items()
+                    if (cell := _timeline_cell(value, _keyframe_kind(str(name)))) is not None}
+        if "prompt" not in keyframe:
+            continue
         try:
-            keyframes.append({"prompt": str(row[0]), "seed": int(row[1]), "seconds": float(row[2]),
-                              "guidance": float(row[3])})
-        except (TypeError, ValueError):
-            raise SpectrodiffError(f"timeline row {n}: seed, seconds and guidance must be numbers") from None
+            Keyframe.from_dict(keyframe, highs=SERVER_HIGHS)
+        except SpectrodiffError as exc:
+            raise SpectrodiffError(f"timeline row {len(keyframes) + 1}: {exc}") from None
+        keyframes.append(keyframe)
     return keyframes
 
 
@@ -323,12 +354,17 @@ def compose_tab(studio: Studio) -> None:
     """Compose: a timeline of keyframes, one a row."""
     with gr.Row():
         with gr.Column():
-            table = gr.Dataframe(value=[["jazzy saxophone", 0, 8, DEFAULT_GUIDANCE],
-                                        ["electronic beats", 1, 8, DEFAULT_GUIDANCE]],
-                                 headers=COMPOSE_COLUMNS, datatype=["str", "number", "number", "number"],
-                                 row_count=2, column_count=4,
-                                 label=f"Timeline: one keyframe a row, up to {SERVER_HIGHS['keyframes']}")
-            controls = {"transition": control("compose", "transition"), "steps": control("compose", "steps")}
+            rows = [[row.get(name, Keyframe.model_fields[name].default) for name in COMPOSE_COLUMNS]
+                    for row in DEFAULT_TIMELINE]
+            table = gr.Dataframe(value=rows,
+                                 headers=COMPOSE_COLUMNS, row_count=len(DEFAULT_TIMELINE),
+                                 datatype=["str" if _keyframe_kind(name) is str else "number"
+                                           for name in COMPOSE_COLUMNS], column_count=len(COMPOSE_COLUMNS),
+                                 label=f"Timeline: one keyframe a row, up to {SERVER_HIGHS['keyframes']}; each row "
+                                       "gives seconds, or bars at its bpm (blank bpm: the plan's BPM)")
+            with gr.Row():  # the plan's tempo and meter: the bars of every row without a bpm of its own
+                controls = {name: control("compose", name) for name in ("bpm", "meter")}
+            controls |= {"transition": control("compose", "transition"), "steps": control("compose", "steps")}
             controls |= more_settings(("compose",), set(controls))
             button = gr.Button("Compose", variant="primary")
         outputs = _result_panel()
