@@ -35,7 +35,15 @@ from spectrodiff.codec.image import open_image
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.conditions import MUSIC_FEATURES, Music, label_key, music_features, takes_music
-from spectrodiff.generation.harmony import ALIGNED_CHANNELS, aligned_conditions, without_chords
+from spectrodiff.generation.harmony import (
+    CHROMA,
+    LAYOUTS,
+    POSITION_CHANNELS,
+    ChordLayout,
+    aligned_conditions,
+    chord_layout,
+    without_chords,
+)
 from spectrodiff.generation.musical import bar_seconds, beats_per_bar
 from spectrodiff.generation.pipeline import LORA_FILE, SpectrodiffPipeline, check_model_size, magnitude_convergence
 from spectrodiff.generation.plans import load_yaml
@@ -166,15 +174,15 @@ def bar_columns(item: dict, params: SpectrogramParams) -> int:
 
 
 def crop_aligned(items: list[dict], starts: list[int], params: SpectrogramParams, width: int,
-                 factor: int) -> torch.Tensor:
-    """`(B, ALIGNED_CHANNELS, width)` aligned conditions of crops `width` latent columns wide starting `starts` pixel
-    columns into each tile (zeros for a tile without musical labels or outside beat time)."""
-    out = torch.zeros(len(items), ALIGNED_CHANNELS, width)
+                 factor: int, layout: ChordLayout = CHROMA) -> torch.Tensor:
+    """`(B, channels, rows, width)` aligned conditions (`layout`'s) of crops `width` latent columns wide starting
+    `starts` pixel columns into each tile (zeros for a tile without musical labels or outside beat time)."""
+    out = torch.zeros(len(items), layout.channels, layout.rows, width)
     for n, (item, start) in enumerate(zip(items, starts, strict=True)):
         labels = item.get("music")
         if labels is not None and params.beat_time:
             out[n] = aligned_conditions(labels.get("chords"), labels["meter"], params.columns_per_beat, width,
-                                        factor, start)
+                                        factor, start, layout)
     return out
 
 
@@ -335,21 +343,29 @@ def crop_music(items: list[dict], starts: list[int], params: SpectrogramParams, 
                                       for item, start in zip(items, starts, strict=True)]))
 
 
-def add_aligned_conditions(pipe: SpectrodiffPipeline) -> None:
-    """Give the pipeline's UNet `ALIGNED_CHANNELS` more input channels for the aligned conditions (a no-op when it
-    has them), as diffusers' InstructPix2Pix training widens `conv_in`: the new channels' weights start at zero, so
-    the model starts out exactly as it was."""
+def add_aligned_conditions(pipe: SpectrodiffPipeline, layout: str = "chroma") -> None:
+    """Give the pipeline's UNet input channels for aligned conditions in `layout` (harmony.LAYOUTS; a no-op when it
+    has them), as diffusers' InstructPix2Pix training widens `conv_in`: the chord channels' weights start at zero,
+    the latents' and a bar position's already learnt are kept, so the model starts out exactly as it was (less the
+    chords of another layout)."""
     from diffusers import UNet2DConditionModel
 
-    if pipe.aligned_channels:
+    if layout not in LAYOUTS:
+        raise SpectrodiffError(f"aligned_conditions: unknown layout {layout!r}: true or one of {', '.join(LAYOUTS)}")
+    latent = pipe.vae.config.latent_channels
+    if pipe.aligned_channels and pipe.config.aligned_layout == layout:
         return
+    target = chord_layout(layout, pipe.spectrogram, pipe.vae_scale_factor)
     old = pipe.unet
-    unet = UNet2DConditionModel(**{**old.config, "in_channels": old.config.in_channels + ALIGNED_CHANNELS})
+    unet = UNet2DConditionModel(**{**old.config, "in_channels": latent + target.channels})
     state = old.state_dict()
     weight = state["conv_in.weight"]
-    state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], ALIGNED_CHANNELS,
-                                                                  *weight.shape[2:])], dim=1)
+    position = weight[:, latent:][:, -POSITION_CHANNELS:] if pipe.aligned_channels else \
+        weight.new_zeros(weight.shape[0], POSITION_CHANNELS, *weight.shape[2:])
+    state["conv_in.weight"] = torch.cat([weight[:, :latent], weight.new_zeros(weight.shape[0], target.chord_channels,
+                                                                              *weight.shape[2:]), position], dim=1)
     unet.load_state_dict(state)
+    pipe.register_to_config(aligned_layout=layout)
     pipe.register_modules(unet=unet.to(old.device) if old.dtype == unet.dtype else unet.to(old.device, old.dtype))
 
 
@@ -424,7 +440,8 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, text: torch.Ten
     Args:
         latents: `(B, 4, h, w)`; text: `(B, L, D)` hidden states; generator draws noise and timesteps;
         music: `(B, MUSIC_FEATURES)` conditions for a UNet that takes them, else None;
-        aligned: `(B, ALIGNED_CHANNELS, w)` conditions concatenated to the noisy latents (every row), else None.
+        aligned: `(B, channels, rows, w)` conditions concatenated to the noisy latents (rows 1: the same at every
+            latent row), else None.
     """
     batch = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
@@ -439,7 +456,7 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, text: torch.Ten
     else:
         raise SpectrodiffError(f"prediction_type {kind!r} is not supported (epsilon or v_prediction)")
     if aligned is not None:
-        rows = aligned.to(noisy.dtype).unsqueeze(2).expand(-1, -1, noisy.shape[2], -1)
+        rows = aligned.to(noisy.dtype).expand(-1, -1, noisy.shape[2], -1)
         noisy = torch.cat([noisy, rows], dim=1)
     prediction = unet(noisy, steps, encoder_hidden_states=text, class_labels=music).sample
     return F.mse_loss(prediction.float(), target.float())
@@ -463,7 +480,7 @@ def text_table(pipe: SpectrodiffPipeline, captions: list[str]) -> dict[str, torc
 
 @torch.no_grad()
 def validation_loss(unet, vae, noise_scheduler, items: list[dict], texts: dict, opts: TrainOptions,
-                    device, dtype, params: SpectrogramParams) -> float | None:
+                    device, dtype, params: SpectrogramParams, layout: ChordLayout = CHROMA) -> float | None:
     """Mean diffusion loss over the held-out tiles, with noise and timesteps fixed for the whole run (seeded by
     `seed` alone), so values at different steps compare like with like. None without validation tiles."""
     if not items:
@@ -480,7 +497,8 @@ def validation_loss(unet, vae, noise_scheduler, items: list[dict], texts: dict, 
         text = torch.stack([texts[item["text"]] for item in chunk]).to(device, dtype)
         aligned = None
         if unet.config.in_channels > latents.shape[1]:
-            aligned = crop_aligned(chunk, starts, params, latents.shape[-1], pixels.shape[-1] // latents.shape[-1])
+            aligned = crop_aligned(chunk, starts, params, latents.shape[-1], pixels.shape[-1] // latents.shape[-1],
+                                   layout)
         music = crop_music(chunk, starts, params, key=aligned is None) if takes_music(unet) else None
         for _ in range(4):  # four noise draws per tile lower the variance
             losses.append(float(diffusion_loss(unet, noise_scheduler, latents, text, generator,
@@ -558,7 +576,8 @@ class UNetTask(Task):
         if config.get("music_conditioning"):
             add_music_conditioning(self.pipe)
         if config.get("aligned_conditions"):
-            add_aligned_conditions(self.pipe)
+            layout = config["aligned_conditions"]
+            add_aligned_conditions(self.pipe, "chroma" if layout is True else layout)
         if self.pipe.music_conditioned and dataset.music_styles:
             self.pipe.register_to_config(music_styles=dataset.music_styles)
         self.train_vae = bool(config.get("train_vae")) and not opts.base
@@ -659,7 +678,8 @@ class UNetTask(Task):
             music = crop_music(items, starts, params, key=not aligned)
             out["music"] = (music * keep[:, None]).to(self.device)
         if aligned:
-            conditions = crop_aligned(items, starts, params, width, self.pipe.vae_scale_factor)
+            conditions = crop_aligned(items, starts, params, width, self.pipe.vae_scale_factor,
+                                      self.pipe.chord_layout)
             conditions[~keep] = without_chords(conditions[~keep])
             out["aligned"] = conditions.to(self.device)
         return out
@@ -680,7 +700,7 @@ class UNetTask(Task):
         unet.eval()
         loss = validation_loss(unet, self.pipe.vae, self.noise_scheduler, self.dataset.validation, self.texts,
                                self.opts, self.device, torch.float32 if self.train_vae else self.frozen_dtype,
-                               self.dataset.params)
+                               self.dataset.params, self.pipe.chord_layout)
         if self.prompts:
             render_validation(self._current_pipe(), self.prompts,
                               Path(self.opts.out) / "validation" / f"step-{step:06d}", self.opts,
@@ -708,7 +728,8 @@ class UNetTask(Task):
                                      unet=self.accelerator.unwrap_model(self.unet),
                                      scheduler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
                                      spectrogram=pipe.spectrogram, encode_steps=pipe.config.encode_steps,
-                                     music_styles=pipe.config.get("music_styles"))
+                                     music_styles=pipe.config.get("music_styles"),
+                                     aligned_layout=pipe.config.aligned_layout)
         result.set_progress_bar_config(disable=True)
         return result
 

@@ -49,7 +49,16 @@ from ..codec.image import magnitudes
 from ..errors import SpectrodiffError
 from .components import SpectrogramComponent, VocoderComponent
 from .conditions import Music, MusicTable, music_features, takes_music, words_music
-from .harmony import BEAT_TILE_BEATS, aligned_conditions, fit_chords, key_of_chords, parse_chords, without_chords
+from .harmony import (
+    BEAT_TILE_BEATS,
+    ChordLayout,
+    aligned_conditions,
+    chord_layout,
+    fit_chords,
+    key_of_chords,
+    parse_chords,
+    without_chords,
+)
 from .jobs import MAX_SEED, SCHEDULER_NAMES, TILE_SECONDS, GenerateJob
 from .modes import generate, tempo_of
 from .musical import beats_per_bar
@@ -159,8 +168,8 @@ class Windows:
             prompts.
         guidance: `(N,)` each window's guidance scale.
         music: `(N, MUSIC_FEATURES)` musical conditions, or None for a UNet that takes none.
-        aligned: `(ALIGNED_CHANNELS, width)` conditions aligned with the latent's columns
-            (`harmony.aligned_conditions`), or None for a UNet that takes none.
+        aligned: `(channels, rows, width)` conditions aligned with the latent's columns (and rows, or one row for
+            all) (`harmony.aligned_conditions`), or None for a UNet that takes none.
     """
 
     starts: list[int]
@@ -218,12 +227,12 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler,
                  spectrogram: SpectrogramComponent | None = None, vocoder: VocoderComponent | None = None,
-                 encode_steps: int = 0, music_styles: dict | None = None):
+                 encode_steps: int = 0, music_styles: dict | None = None, aligned_layout: str = "chroma"):
         super().__init__()
         spectrogram = SpectrogramComponent.of(spectrogram) if spectrogram is not None else SpectrogramComponent()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               scheduler=scheduler, spectrogram=spectrogram, vocoder=vocoder)
-        self.register_to_config(encode_steps=encode_steps, music_styles=music_styles)
+        self.register_to_config(encode_steps=encode_steps, music_styles=music_styles, aligned_layout=aligned_layout)
         self._caption_embeddings: tuple[list[str], torch.Tensor] | None = None
 
     # ---- loading -------------------------------------------------------------------------------------------------
@@ -387,8 +396,13 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     @property
     def aligned_channels(self) -> int:
         """Channels of conditions aligned with the columns (`harmony.aligned_conditions`) the UNet takes beside its
-        latents: 0, or `harmony.ALIGNED_CHANNELS`."""
+        latents: 0, or its `chord_layout`'s channels."""
         return self.unet.config.in_channels - self.vae.config.latent_channels
+
+    @property
+    def chord_layout(self) -> ChordLayout:
+        """How the aligned conditions carry the chord (the config's `aligned_layout`; mini v3's is "chroma")."""
+        return chord_layout(self.config.aligned_layout, self.spectrogram, self.vae_scale_factor)
 
     @property
     def music_table(self) -> MusicTable | None:
@@ -480,8 +494,8 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                     next(iter(styles)))
 
     def aligned_rows(self, music: Music | None, width: int) -> torch.Tensor | None:
-        """`(ALIGNED_CHANNELS, width)` aligned conditions of a latent from a downbeat, or None for a UNet that takes
-        none."""
+        """`(channels, rows, width)` aligned conditions of a latent from a downbeat (`harmony.aligned_conditions`), or
+        None for a UNet that takes none."""
         if not self.aligned_channels:
             return None
         params = self.spectrogram
@@ -489,7 +503,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise SpectrodiffError("aligned conditions need a beat-time model (columns_per_beat)")
         meter = music.meter if music is not None else "4/4"
         rows = aligned_conditions(None if music is None else music.chords, meter, params.columns_per_beat, width,
-                                  self.vae_scale_factor)
+                                  self.vae_scale_factor, layout=self.chord_layout)
         return rows.to(self._execution_device, self.unet.dtype)
 
     # ---- latents <-> images ------------------------------------------------------------------------------------
@@ -712,7 +726,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         music = None if windows.music is None else windows.music[rows]
         aligned = None
         if windows.aligned is not None:
-            aligned = windows.aligned[:, cols].permute(1, 0, 2).unsqueeze(2).expand(-1, -1, pieces.shape[2], -1)
+            aligned = windows.aligned[:, :, cols].permute(2, 0, 1, 3).expand(-1, -1, pieces.shape[2], -1)
         use_cfg = bool((guidance > 1).any())
         if use_cfg:
             emb = torch.cat([windows.uncond[rows], emb])
