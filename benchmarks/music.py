@@ -2,7 +2,7 @@
 loops, each printed beside its judge's ceiling and its target; wraps and compose joins; speed and size.
 
     python benchmarks/music.py [--model mini] [--seeds 2] [--chords] [--styles house,techno] [--limit N]
-        [--ceilings-only] [--heldout data/heldout] [--catalogue data/catalogue] [--json FILE]
+        [--ceilings-only] [--codec-clips 2] [--heldout data/heldout] [--catalogue data/catalogue] [--json FILE]
 
 The judges (benchmarks/music_estimators.py) hear audio only; each is calibrated before it judges: its ceiling is
 the same judge on the held-out timidity render of the catalogue's MIDI (labels exact: tempo, key and meter from
@@ -10,7 +10,9 @@ catalogue.json, the chord of every bar from training/composition.py), taken exac
 each clip's first bars (it starts on a downbeat, with its progression's first chord), as many as a generated loop
 at that tempo (`loop_bars`), played three times, judged against the grid, key and chords it was "asked". The
 style judge is a classifier fitted on the held-out render's excerpts and its ceiling measured across renders, on the
-fluidsynth render's (the one the model trained on). `--ceilings-only` runs the calibration alone (a few minutes).
+fluidsynth render's (the one the model trained on). Then the same judges on `--codec-clips` held-out clips a style
+as the model's own codec voices them (`codec_ceilings`: their mel through the vocoder, and through the VAE too): the
+most a better UNet could reach. `--ceilings-only` runs these calibrations alone (a few minutes).
 
 The table: every style x 4 tempi across its range x `--seeds` seeds, a loop each (`GenerateJob` with the tempo, meter,
 bars and a key drawn from the style's modes; with `--chords`, also the chords of one of the style's progressions in
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
+import torch
 from common import machine_header
 from mini import SAMPLE_RATE, cold_generate, interior_ratios, read_mono, vae_round_trip
 from music_estimators import (
@@ -51,6 +55,8 @@ from music_estimators import (
 from threadpoolctl import threadpool_limits
 
 from spectrodiff.codec.audio import load_audio
+from spectrodiff.codec.convert import audio_to_pixels
+from spectrodiff.codec.image import layout, pixels_to_mel
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.generation.conditions import label_key
 from spectrodiff.generation.harmony import chord_name
@@ -61,6 +67,8 @@ from spectrodiff.generation.output import Output
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
 from spectrodiff.metrics import loop_wrap_ratio, seam_ratios
 from spectrodiff.training.composition import STYLES, ClipFacts, Style, bar_chords, clip_facts, style_by_name
+from spectrodiff.vocoding.registry import choose_vocoder
+from spectrodiff.vocoding.render import mel_to_audio
 
 # Phrasings no training caption uses, one per style.
 UNSEEN = {
@@ -243,6 +251,32 @@ def figures(rows: list[dict], style_hits: list[bool]) -> dict:
                        "on_tempo": len(on_tempo)}}
 
 
+def codec_ceilings(pipe, heldout: Path, styles: set[str], limit: int) -> dict:
+    """The judges on held-out excerpts (`limit` clips a style) as the model's codec voices them at best: each
+    excerpt's mel in the model's parameters (at its tempo in beat time), looped and rendered by the model's vocoder
+    ("mel"), and after the VAE's encode (the model's `encode_steps` of refinement) and decode too ("vae"): what a
+    model whose latents were the music's own would reach. A target above the "vae" figure is out of a better
+    UNet's reach alone."""
+    vocoder = choose_vocoder(None, audio_params(pipe), getattr(pipe, "vocoder", None))
+    rows: dict[str, list[dict]] = {"mel": [], "vae": []}
+    with threadpool_limits(1, user_api="blas"):
+        for ask, loop in excerpts(heldout, styles, limit):
+            with pipe.at_tempo(ask.bpm if pipe.spectrogram.beat_time else None):
+                params = pipe.spectrogram
+                width = pipe.columns_for(ask.bars * ask.bar_seconds, loop=True) * pipe.vae_scale_factor
+                audio = soxr.resample(loop, RATE, params.sample_rate)[None]
+                pixels, peak = audio_to_pixels(audio[:, : params.samples_for_width(width)], params, width)
+                latents = pipe.encode_image(pixels, pipe.config.encode_steps)
+                decoded = layout(torch.cat([image for _, image in pipe.decode_latents(latents, loop=True)], -1),
+                                 params)
+                for name, image in (("mel", pixels), ("vae", decoded)):
+                    heard = mel_to_audio(pixels_to_mel(image, params, peak)[:1], params, vocoder, circular=True)
+                    rows[name].append(judge(heard.numpy()[0], params.sample_rate, ask))
+    for row in (r for name in rows for r in rows[name]):
+        row.pop("features")
+    return {name: figures(judged, []) for name, judged in rows.items()} | {"loops": len(rows["mel"])}
+
+
 # ---- the generated loops -------------------------------------------------------------------------------------
 
 
@@ -405,6 +439,17 @@ def report_table(args, rows: list[dict], style_hits: list[bool], ceiling: dict, 
     row("VAE round trip mel SC, held-out tiles", f"{speed['vae_sc']:.3f}", "", "<= 0.25", speed["vae_sc"] <= 0.25)
 
 
+def report_codec(codec: dict) -> None:
+    """What the model's codec lets through (`codec_ceilings`), beside the held-out render's own figures."""
+    mel, vae = codec["mel"], codec["vae"]
+    print(f"through the model's codec: {codec['loops']} held-out excerpts as its mel + vocoder, and + VAE")
+    row("", "mel", "+ VAE", "", None)
+    for name, key, form in (("tempo Acc1", "acc1", "{:.1%}"), ("beat F-measure", "beat_f", "{:.3f}"),
+                            ("first downbeat on sample 0", "downbeat", "{:.1%}"), ("key", "key", "{:.1%}"),
+                            ("chord per bar", "chords", "{:.1%}")):
+        row(f"  {name}", form.format(mel[key]), form.format(vae[key]), "", None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mini")
@@ -414,7 +459,9 @@ def main() -> None:
     parser.add_argument("--styles", default=None, help="comma-separated style names (default: all)")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most this many clips a style in each render, and loops a style in the table")
-    parser.add_argument("--ceilings-only", action="store_true", help="calibrate the judges and stop")
+    parser.add_argument("--ceilings-only", action="store_true", help="calibrate the judges (and the codec) and stop")
+    parser.add_argument("--codec-clips", type=int, default=2,
+                        help="held-out clips a style heard through the model's codec (0: skip)")
     parser.add_argument("--heldout", type=Path, default=Path("data/heldout"))
     parser.add_argument("--catalogue", type=Path, default=Path("data/catalogue"))
     parser.add_argument("--json", type=Path, default=None)
@@ -431,14 +478,17 @@ def main() -> None:
 
     ceiling, classifier = ceilings(args.heldout, args.catalogue, styles, args.limit)
     report_ceilings(ceiling)
+    pipe = SpectrodiffPipeline.load(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    codec = codec_ceilings(pipe, args.heldout, styles, args.codec_clips) if args.codec_clips else None
+    if codec:
+        report_codec(codec)
     if args.ceilings_only:
         if args.json:
-            args.json.write_text(json.dumps({"ceilings": ceiling}, indent=1, default=float) + "\n")
+            args.json.write_text(json.dumps({"ceilings": ceiling, "codec": codec}, indent=1, default=float) + "\n")
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        pipe = SpectrodiffPipeline.load(args.model)
-        pipe.set_progress_bar_config(disable=True)
         rows = generated(pipe, tempo_plan(args.seeds, styles, args.limit), args.loops or tmp / "loops", args.chords)
         style_hits = [bool(guess == r["style"]) for guess, r in
                       zip(classifier.predict(np.array([r.pop("features") for r in rows])), rows, strict=True)]
@@ -449,7 +499,8 @@ def main() -> None:
     report_table(args, rows, style_hits, ceiling, clip, speed)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "style_hits": style_hits, "ceilings": ceiling,
-                                         "compose": clip, "speed": speed}, indent=1, default=float) + "\n")
+                                         "compose": clip, "speed": speed, "codec": codec}, indent=1,
+                                        default=float) + "\n")
 
 
 if __name__ == "__main__":
