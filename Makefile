@@ -106,7 +106,9 @@ mini: catalogue recordings
 	$(BIN)/spectrodiff prepare $(CATALOGUE) -o $(BEAT_DATASET) --n-mels 128 --columns-per-beat 32 --workers 2
 	$(BIN)/spectrodiff train $(BEAT_DATASET) -o runs/mini-v3 --config training/configs/mini-v3.yaml \
 		$(if $(wildcard runs/mini-v3/run.json),--resume latest)
-	$(BIN)/python -m spectrodiff.training.bundle runs/mini-v3 $(MINI) --vocoder runs/vocoder-mini
+	$(BIN)/python -m spectrodiff.training.decoder runs/mini-v3 $(BEAT_DATASET) -o runs/mini-v3-decoder --max-steps 600 \
+		$(if $(wildcard runs/mini-v3-decoder/checkpoints),--resume latest)
+	$(BIN)/python -m spectrodiff.training.bundle runs/mini-v3-decoder $(MINI) --vocoder runs/vocoder-mini
 
 recording-deps:
 	$(call apt_install,$(RECORDING_PACKAGES),[ -d /usr/share/sonic-pi/samples ] && [ -d /usr/share/lmms/samples ] \
