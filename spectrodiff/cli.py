@@ -743,11 +743,11 @@ def _log_line(line: str) -> None:
 def prepare_command(opts: PrepareOptions) -> None:
     """Audio catalogue -> training dataset: spectrogram tiles and captions (Hugging Face imagefolder), split by track.
 
-    Example: spectrodiff prepare my_music/ -o dataset/ --hop 2.56 --workers 4
+    Example: spectrodiff prepare my_music/ -o dataset/ --base mini --workers 4
     """
-    from .training.prepare import default_workers, prepare_dataset
+    from .training.prepare import default_workers, fit_base, prepare_dataset
 
-    out = opts.out
+    opts, out = fit_base(opts), opts.out
     with _stages() as report:
         manifest = prepare_dataset(opts.catalogue, out, opts.seconds, opts.hop, opts.min_rms,
                                    opts.workers or default_workers(), opts.validation, opts.seed, opts.stereo,

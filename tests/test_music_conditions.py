@@ -168,7 +168,7 @@ def labelled_dataset(root: Path) -> Path:
         path.with_suffix(".txt").write_text(f"drum beat at {bpm}\n")
         files.append({"file": f"beat_{bpm}/beat_{bpm}_000.wav", "tempo": bpm, "key": "C dorian", "meter": "4/4"})
     (catalogue / "catalogue.json").write_text(json.dumps({"files": files, "styles": STYLES}))
-    prepare_dataset(catalogue, root / "dataset", seconds=1.28, hop=0.64, validation=0)
+    prepare_dataset(catalogue, root / "dataset", seconds=1.28, hop=0.64, validation=0, n_mels=64)  # the tiny base's
     return root / "dataset"
 
 

@@ -297,6 +297,59 @@ def test_n_mels_sets_the_tile_height_and_travels_in_the_manifest(small_catalogue
         assert image.height == 128
 
 
+def tiny_model(folder: Path, **params) -> str:
+    """A tiny model saved to `folder` with these spectrogram parameters (spectrodiff.testing)."""
+    from spectrodiff.codec.params import SpectrogramParams
+    from spectrodiff.testing import build_tiny_pipeline
+
+    build_tiny_pipeline(SpectrogramParams(**params)).save_pretrained(folder)
+    return str(folder)
+
+
+def test_cli_prepare_takes_the_base_models_parameters(small_catalogue, tmp_path):
+    """A beat-time base makes beat-time tiles of its height: the manifest holds the model's own parameters."""
+    from spectrodiff.bundled import model_params
+
+    base = tiny_model(tmp_path / "base", num_frequencies=64, columns_per_beat=8)
+    (small_catalogue / "tempo.csv").write_text("file,bpm,downbeat\na/one.wav,120,0\na/two.wav,120,0\n"
+                                               "b/three.wav,120,0\n")
+    dataset = tmp_path / "dataset"
+    result = invoke("prepare", small_catalogue, "-o", dataset, "--base", base, "--beats", 4, "--validation", 0,
+                    "--workers", 1)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["params"] == model_params(base).to_dict() == {**manifest["params"], "num_frequencies": 64,
+                                                                   "columns_per_beat": 8}
+    tiles = list((dataset / "train").rglob("*.png"))
+    assert len(tiles) == 9  # three 2 s tiles (4 beats at 120 BPM) of each 6 s file
+    with Image.open(tiles[0]) as image:
+        assert image.size == (32, 64)  # 4 beats x 8 columns, 64 mel bins
+    # Options that contradict the base are one line naming both values, before anything is written.
+    for flags, words in ((("--n-mels", 128), ("--n-mels 128", "64")),
+                         (("--columns-per-beat", 16), ("--columns-per-beat 16", "8")),
+                         (("--stereo",), ("--stereo True", "False"))):
+        result = invoke("prepare", small_catalogue, "-o", tmp_path / "refused", "--base", base, *flags)
+        assert_one_error(result, words[0])
+        assert words[1] in result.stderr and base in result.stderr, result.stderr
+    assert not (tmp_path / "refused").exists()
+
+
+def test_fit_base_sets_only_what_the_base_decides(tmp_path):
+    from spectrodiff.training.options import PrepareOptions
+    from spectrodiff.training.prepare import fit_base
+
+    clock = tiny_model(tmp_path / "clock", num_frequencies=128)
+    opts = fit_base(PrepareOptions(catalogue=tmp_path, out=tmp_path / "d", base=clock, n_mels=128, hop=1.0))
+    assert (opts.n_mels, opts.stereo, opts.columns_per_beat, opts.hop) == (128, False, None, 1.0)
+    # The control: without a base the options stand (Riffusion's parameters for the rest).
+    assert fit_base(PrepareOptions(catalogue=tmp_path, out=tmp_path / "d", n_mels=64)).n_mels == 64
+    other_rate = tiny_model(tmp_path / "rate", num_frequencies=64, sample_rate=22050)
+    with pytest.raises(SpectrodiffError, match="prepare cannot make tiles for .*sample_rate 44100 vs 22050"):
+        fit_base(PrepareOptions(catalogue=tmp_path, out=tmp_path / "d", base=other_rate))
+    with pytest.raises(SpectrodiffError, match="unknown model"):
+        fit_base(PrepareOptions(catalogue=tmp_path, out=tmp_path / "d", base="no-such-model"))
+
+
 def test_changed_options_and_removed_files_update_the_dataset(small_catalogue, tmp_path):
     dataset = tmp_path / "dataset"
     prepare_dataset(small_catalogue, dataset, **OPTIONS)

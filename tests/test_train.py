@@ -14,10 +14,12 @@ import pytest
 import soundfile
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from spectrodiff.cli import app, main
+from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.jobs import Keyframe
 from spectrodiff.generation.pipeline import SpectrodiffPipeline
@@ -66,7 +68,17 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory) -> Path:
+    """A tiny model with the dataset's spectrogram parameters (Riffusion's 512 mel bins), so it can be tuned on it."""
     folder = tmp_path_factory.mktemp("base")
+    build_tiny_pipeline(SpectrogramParams()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def other_base(tmp_path_factory) -> Path:
+    """A tiny model whose spectrogram parameters (64 mel bins) do not fit the dataset, though its UNet's weights have
+    the same shapes as base_dir's."""
+    folder = tmp_path_factory.mktemp("other")
     build_tiny_pipeline().save_pretrained(folder)
     return folder
 
@@ -136,7 +148,7 @@ def generate_audio(model: Path, out: Path, *extra) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, tmp_path):
+def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, other_base, tmp_path):
     lora_out, full_out = tmp_path / "lora", tmp_path / "full"
     result = invoke("train", dataset, "-o", lora_out, "--base", base_dir, "--lora-rank", 4, "--max-steps", 4,
                     "--lr", 1e-2, "--validation-steps", 2, "--batch-size", 2)
@@ -145,14 +157,15 @@ def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, tmp_path)
     assert lora_file.is_file() and not (lora_out / "unet").exists()
     assert all(".lora_" in k and k.startswith("unet.") for k in load_file(str(lora_file)))
 
-    result = invoke("train", dataset, "-o", full_out, "--base", base_dir, "--max-steps", 2, "--lr", 1e-3,
-                    "--validation-steps", 2, "--batch-size", 2)
+    # Full fine-tuning may retrain a model to the dataset's spectrogram parameters, when asked to.
+    result = invoke("train", dataset, "-o", full_out, "--base", other_base, "--dataset-params", "--max-steps", 2,
+                    "--lr", 1e-3, "--validation-steps", 2, "--batch-size", 2)
     assert result.exit_code == 0, result.output
     saved = json.loads((full_out / "spectrogram" / "spectrogram_config.json").read_text())
     assert saved["num_frequencies"] == 512  # the dataset's, not the base model's 64
 
     full = generate_audio(full_out, tmp_path / "full.wav")
-    # The base model takes the LoRA's spectrogram parameters from itself (64 bins); with and without the LoRA:
+    # With and without the LoRA:
     plain = generate_audio(base_dir, tmp_path / "plain.wav")
     adapted = generate_audio(base_dir, tmp_path / "adapted.wav", "--lora", lora_file)
     assert full.size and plain.shape == adapted.shape
@@ -178,6 +191,41 @@ def test_lora_and_full_fine_tuning_load_in_generate(dataset, base_dir, tmp_path)
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.stderr
         assert "lora" in errors[0].lower(), errors[0]
+
+
+def test_a_base_trains_only_on_a_dataset_that_fits_it_and_its_lora_only_loads_on_such_a_model(
+        dataset, base_dir, other_base, tmp_path):
+    """A dataset of other spectrogram parameters than the base's is one line naming both, before any step; a LoRA
+    records the base and parameters it was trained for and is refused by a model of other parameters, whose UNet
+    would otherwise take it silently (the controls: a fitting dataset trains, its LoRA loads on its own base, and
+    without the record on the other model too, as older LoRA files do)."""
+    refused = tmp_path / "refused"
+    result = invoke("train", dataset, "-o", refused, "--base", other_base, "--lora-rank", 2, "--max-steps", 1)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    for words in (f"does not fit {other_base}", "512 mel bins", "64 mel bins", "num_frequencies 512 vs 64",
+                  f"--base {other_base}"):
+        assert words in errors[0], errors[0]
+    assert not (refused / "train_log.csv").exists() and not (refused / "checkpoints").exists()
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("drum beat\n")
+    summary = train(TrainOptions(dataset, tmp_path / "lora", base=str(base_dir), lora_rank=2, max_steps=1,
+                                 batch_size=1, crop_width=64, validation_tiles=1, validation_prompts=prompts, **FAST))
+    lora = Path(summary["lora"])
+    with safe_open(str(lora), "pt") as weights:
+        metadata = weights.metadata()
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert metadata["base"] == str(base_dir) and json.loads(metadata["spectrogram"]) == manifest["params"]
+    assert SpectrodiffPipeline.load(str(base_dir), lora=lora).model_id.endswith(str(lora))
+    with pytest.raises(SpectrodiffError, match=f"LoRA .* does not fit {other_base}: it was trained for {base_dir} "
+                                               "on 512 mel bins.*the model has 64 mel bins"):
+        SpectrodiffPipeline.load(str(other_base), lora=lora)
+    unrecorded = tmp_path / "unrecorded.safetensors"
+    save_file(load_file(str(lora)), str(unrecorded), metadata={"format": "pt"})
+    SpectrodiffPipeline.load(str(other_base), lora=unrecorded)
+    with pytest.raises(SpectrodiffError, match="--dataset-params needs full fine-tuning"):
+        train(TrainOptions(dataset, tmp_path / "o", base=str(other_base), lora_rank=2, dataset_params=True))
 
 
 @pytest.mark.slow

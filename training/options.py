@@ -91,6 +91,10 @@ def log_setting() -> Any:
     return setting(print, "Where progress lines go.", cli="")
 
 
+def base_setting(help: str) -> Any:
+    return setting(None, help + ": a bundled name (mini), a model folder or a hub id.")
+
+
 class Schedule(Settings):
     """How long and how a run trains: what `training.core.train_loop` takes (`of` picks it from a trainer's
     options)."""
@@ -145,10 +149,14 @@ class TrainOptions(Settings):
     dataset: Path = setting(REQUIRED, "Dataset folder made by `spectrodiff prepare`.", cli="argument")
     out: Path = setting(REQUIRED, "Output folder: the trained model (or lora.safetensors), checkpoints, "
                         "train_log.csv, validation clips.", cli="-o/--out")
-    base: str | None = setting(None, "Model to fine-tune: a folder, bundled name or hub id.")
+    base: str | None = base_setting("Model to fine-tune (the dataset must have its spectrogram parameters)")
     config: Path | None = setting(None, "Train from scratch from a YAML config (training/configs/).")
     lora_rank: int = setting(0, "Train a LoRA of this rank instead of the whole UNet (0: full fine-tuning).",
                              low=0, high=1024)
+    dataset_params: bool = setting(False, "Full fine-tuning onto the dataset's spectrogram parameters where they "
+                                   "differ from the base's (another time axis or mel scale: the trained model takes "
+                                   "the dataset's); without it a dataset that does not fit the base is an error.",
+                                   cli="--dataset-params")
     max_steps: int = max_steps_setting(1000)
     batch_size: int = setting(4, "Tiles per device per micro-batch.", low=1, high=MAX_BATCH)
     grad_accum: int = setting(1, "Micro-batches per step.", low=1, high=1024)
@@ -279,6 +287,8 @@ class PrepareOptions(TileSettings):
     catalogue: Path = setting(REQUIRED, "Folder of audio (wav, flac, ogg, mp3), searched recursively; captions from "
                               "<stem>.txt, captions.csv/metadata.jsonl or folders.", cli="argument")
     out: Path = setting(REQUIRED, "Dataset folder; running again resumes and updates it.", cli="-o/--out")
+    base: str | None = base_setting("Model the tiles are for, whose spectrogram parameters they take (mel bins, "
+                                    "stereo, columns per beat; without it Riffusion's, and the options')")
     min_rms: float = setting(-50.0, "Drop tiles quieter than this RMS level, dBFS.")
     workers: int | None = setting(None, "Files tiled in parallel (default: min(4, CPUs)).", low=1)
     validation: float = setting(0.1, "Fraction of tracks held out for validation, in [0, 1).", low=0)

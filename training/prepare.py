@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from spectrodiff import __version__
+from spectrodiff.bundled import model_params
 from spectrodiff.codec.audio import audio_info, find_audio, load_audio
 from spectrodiff.codec.convert import audio_to_image, save_image
 from spectrodiff.codec.params import SpectrogramParams
@@ -709,6 +710,34 @@ def beat_grids(catalogue: Path, scan: Scan, tiling: DatasetTiling, unsteady: str
             scan.candidates.remove(source)
         warnings.warn(reason + ("; tiled in clock time" if unsteady == "clock" else "; skipped"), stacklevel=3)
     return grids
+
+
+# The options of `prepare` that a base model's spectrogram parameters decide, and the parameter each sets.
+BASE_OPTIONS = {"n_mels": "num_frequencies", "stereo": "stereo", "columns_per_beat": "columns_per_beat"}
+
+
+def fit_base(opts: PrepareOptions) -> PrepareOptions:
+    """`opts` with the tile parameters of its `base` model, if it names one (read from the model's config alone).
+    SpectrodiffError in one line, before any work, when an option given contradicts the base (naming both values)
+    or the base's parameters are not ones `prepare` makes."""
+    if opts.base is None:
+        return opts
+    params = model_params(opts.base)
+    values = {option: params.config.get(name) for option, name in BASE_OPTIONS.items()}
+    for option, wanted in values.items():
+        given = getattr(opts, option)
+        if option in opts.model_fields_set and given != wanted:
+            name = option.replace("_", "-")
+            have = "none (clock time)" if wanted is None else wanted
+            raise SpectrodiffError(f"--{name} {given} contradicts --base {opts.base}, whose tiles have {name} {have}")
+    tiling = DatasetTiling(stereo=values["stereo"], n_mels=values["n_mels"],
+                           columns_per_beat=values["columns_per_beat"])
+    made = tiling.beat_params or tiling.params
+    if made.to_dict() != params.to_dict():
+        raise SpectrodiffError(f"prepare cannot make tiles for {opts.base}: its spectrogram parameters differ from "
+                               f"Riffusion's in more than mel bins, stereo and columns per beat "
+                               f"({made.differences(params)})")
+    return opts.replace(**values)
 
 
 def prepare_dataset(

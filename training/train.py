@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from spectrodiff.bundled import model_params
 from spectrodiff.codec.image import open_image
 from spectrodiff.codec.params import SpectrogramParams
 from spectrodiff.errors import SpectrodiffError
@@ -240,6 +241,18 @@ def _permutation(count: int, seed: int, epoch: int) -> np.ndarray:
 # ---- model -----------------------------------------------------------------------------------------------------
 
 
+def check_fits_base(dataset: Dataset, base: str) -> None:
+    """SpectrodiffError naming both parameter sets unless the dataset's tiles have the base model's spectrogram
+    parameters (read from its config alone, before the model loads): a model cannot learn tiles of another height,
+    time axis or scale."""
+    params = model_params(base)
+    if dataset.params.to_dict() != params.to_dict():
+        raise SpectrodiffError(f"dataset {dataset.root} does not fit {base}: its tiles have "
+                               f"{dataset.params.describe()}, the model {params.describe()} "
+                               f"({dataset.params.differences(params)}); make it with `spectrodiff prepare ... --base "
+                               f"{base}`, or retrain the model to the dataset's with --dataset-params")
+
+
 def build_from_config(config: dict, allow_pickle: bool = False) -> SpectrodiffPipeline:
     """A fresh pipeline from a config dict: random UNet (and VAE unless pretrained), the named text encoder."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
@@ -301,12 +314,10 @@ def load_minilm():
 
 
 def build_pipeline(opts: TrainOptions, config: dict, params: SpectrogramParams) -> SpectrodiffPipeline:
-    """The starting pipeline (base model or config), float32 on CPU, carrying the dataset's params."""
+    """The starting pipeline (base model or config), float32 on CPU, carrying the dataset's params (a base's own
+    unless `dataset_params`: `check_fits_base`)."""
     if opts.base:
         pipe = SpectrodiffPipeline.load(opts.base, allow_pickle=opts.allow_pickle)
-        if pipe.spectrogram.to_dict() != params.to_dict():  # config also holds diffusers' own keys
-            warnings.warn(f"the dataset's spectrogram parameters differ from {opts.base}'s; the trained model "
-                          "takes the dataset's", stacklevel=2)
     else:
         pipe = build_from_config(config, opts.allow_pickle)
     if params.num_frequencies % pipe.vae_scale_factor:
@@ -734,11 +745,13 @@ class UNetTask(Task):
         return result
 
     def finish(self) -> None:
-        """LoRA: OUT/lora.safetensors. Full: the whole pipeline as a diffusers folder in OUT (float32, safetensors)."""
+        """LoRA: OUT/lora.safetensors, its metadata naming the base and the spectrogram parameters it fits. Full: the
+        whole pipeline as a diffusers folder in OUT (float32, safetensors)."""
         opts, out = self.opts, Path(self.opts.out)
         if opts.lora_rank:
             save_file(lora_state_dict(self.pipe.unet), str(out / LORA_FILE),
-                      metadata={"format": "spectrodiff-lora", "rank": str(opts.lora_rank), "base": str(opts.base)})
+                      metadata={"format": "spectrodiff-lora", "rank": str(opts.lora_rank), "base": str(opts.base),
+                                "spectrogram": json.dumps(self.dataset.params.to_dict())})
             return
         result = self._current_pipe()
         if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in result.vae.parameters()):
@@ -764,9 +777,14 @@ def train(opts: TrainOptions) -> dict:
     opts = with_config(opts, section)
     if opts.lora_rank and not opts.base:
         raise SpectrodiffError("--lora-rank needs --base: LoRA adapts an existing model")
+    if opts.lora_rank and opts.dataset_params:
+        raise SpectrodiffError("--dataset-params needs full fine-tuning: a LoRA applies to its base's spectrogram "
+                               "parameters")
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts if k in RUN_KEYS}
     check_run(opts.out, opts.resume, record)  # before the model loads
     dataset = load_dataset(opts.dataset)
+    if opts.base and not opts.dataset_params:
+        check_fits_base(dataset, opts.base)
     width = _read_tile(dataset.train[0]["path"]).shape[-1]
     if opts.crop_width is not None and opts.crop_width > width:
         raise SpectrodiffError(f"crop_width {opts.crop_width} is wider than the dataset's tiles ({width} columns)")

@@ -193,6 +193,13 @@ class SpectrogramParams:
         return (f"{c.num_frequencies} mel bins {c.min_frequency}-{c.max_frequency} Hz at {c.sample_rate} Hz, "
                 f"{hop}, window {c.window_duration_ms} ms, FFT {c.padded_duration_ms} ms")
 
+    def differences(self, other: SpectrogramParams) -> str:
+        """Where `other` differs, for messages, e.g. "num_frequencies 512 vs 128, columns_per_beat None vs 32" ("" when
+        it does not)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return ", ".join(f"{name} {mine.get(name)} vs {theirs.get(name)}" for name in SpectrogramSettings.model_fields
+                         if mine.get(name) != theirs.get(name))
+
     @property
     def beat_time(self) -> bool:
         """Whether the time axis is in beats (`columns_per_beat`) rather than in clock time."""

@@ -44,8 +44,9 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextModel
 
-from ..bundled import MODELS_DIR, bundled_models
+from ..bundled import resolve_model
 from ..codec.image import magnitudes
+from ..codec.params import SpectrogramParams
 from ..errors import SpectrodiffError
 from .components import SpectrogramComponent, VocoderComponent
 from .conditions import Music, MusicTable, music_features, takes_music, words_music
@@ -275,6 +276,7 @@ class SpectrodiffPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         pipe.model_id = model  # the name the user gave, recorded in sidecars
         if lora is not None:
+            check_lora_fits(lora, pipe.spectrogram, model)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -837,6 +839,24 @@ def lora_path(path: Path) -> Path:
     return path
 
 
+def check_lora_fits(path: Path, params: SpectrogramParams, model: str) -> None:
+    """SpectrodiffError naming both parameter sets when a LoRA file records spectrogram parameters (those of the
+    dataset `spectrodiff train --lora-rank` trained it on) other than the model's `params`; a file that records none
+    (an older one, a diffusers LoRA) is not checked."""
+    with safe_open(str(path), "pt") as weights:
+        metadata = weights.metadata() or {}
+    if "spectrogram" not in metadata:
+        return
+    try:
+        trained = SpectrogramParams.from_dict(json.loads(metadata["spectrogram"]))
+    except (ValueError, SpectrodiffError) as exc:
+        raise SpectrodiffError(f"LoRA {path}: its recorded spectrogram parameters cannot be read ({exc})") from None
+    if trained.to_dict() != params.to_dict():
+        raise SpectrodiffError(f"LoRA {path} does not fit {model}: it was trained for "
+                               f"{metadata.get('base', 'another model')} on {trained.describe()}, the model has "
+                               f"{params.describe()} ({trained.differences(params)})")
+
+
 # The fields of a UNet or VAE config that decide its size, named when the model would not fit in memory.
 SIZE_FIELDS = ("block_out_channels", "layers_per_block", "cross_attention_dim", "attention_head_dim",
                "transformer_layers_per_block", "latent_channels")
@@ -867,22 +887,6 @@ def _check_safetensors(path: Path) -> None:
     except (SafetensorError, OSError) as exc:
         raise SpectrodiffError(f"{path} is not a readable safetensors file, cut short or damaged "
                                f"({str(exc).splitlines()[0]})") from None
-
-
-def resolve_model(model: str) -> Path:
-    """A bundled short name, an existing folder, or a hub id (returned as a path that does not exist)."""
-    bundled = MODELS_DIR / model
-    if "/" not in model and "\\" not in model and not Path(model).exists():
-        if (bundled / "model_index.json").is_file():
-            return bundled
-        raise SpectrodiffError(f"unknown model {model!r}: not a folder, not a bundled model "
-                               f"({', '.join(bundled_models())}), not a hub id (owner/name)")
-    path = Path(model).expanduser()
-    if path.exists() and not path.is_dir():
-        raise SpectrodiffError(f"model {model!r} is a file; expected a diffusers model folder")
-    if not path.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
-        raise SpectrodiffError(f"unknown model {model!r}: no such folder, and not a hub id (owner/name)")
-    return path
 
 
 def _check_model_folder(path: Path, allow_pickle: bool) -> None:
