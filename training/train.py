@@ -38,7 +38,6 @@ from spectrodiff.errors import SpectrodiffError
 from spectrodiff.generation.conditions import MUSIC_FEATURES, Music, label_key, music_features, takes_music
 from spectrodiff.generation.harmony import (
     CHROMA,
-    LAYOUTS,
     POSITION_CHANNELS,
     ChordLayout,
     aligned_conditions,
@@ -361,12 +360,10 @@ def add_aligned_conditions(pipe: SpectrodiffPipeline, layout: str = "chroma") ->
     chords of another layout)."""
     from diffusers import UNet2DConditionModel
 
-    if layout not in LAYOUTS:
-        raise SpectrodiffError(f"aligned_conditions: unknown layout {layout!r}: true or one of {', '.join(LAYOUTS)}")
+    target = chord_layout(layout, pipe.spectrogram, pipe.vae_scale_factor)  # refuses an unknown layout
     latent = pipe.vae.config.latent_channels
     if pipe.aligned_channels and pipe.config.aligned_layout == layout:
         return
-    target = chord_layout(layout, pipe.spectrogram, pipe.vae_scale_factor)
     old = pipe.unet
     unet = UNet2DConditionModel(**{**old.config, "in_channels": latent + target.channels})
     state = old.state_dict()
